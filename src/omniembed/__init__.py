@@ -1,0 +1,62 @@
+"""omniembed: one engine that turns text (and, as it grows, images, audio and Earth-observation
+regions) into embedding vectors, behind a Python API, a CLI and an HTTP server.
+
+    >>> import omniembed
+    >>> e = omniembed.embed("minilm", text="a cat sits on the mat")
+    >>> e.data.shape, e.meta.normalized
+    ((384,), True)
+
+Importing omniembed imports no ML library; models load on first use.
+"""
+
+from omniembed.api import Engine, configure, describe_model, embed, embed_batch, get_engine, list_models
+from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
+from omniembed.errors import (
+    InputError,
+    InputTooLarge,
+    InputUnreadable,
+    ModelLoadFailed,
+    ModelNotFound,
+    OmniEmbedError,
+    ParameterError,
+    ParameterInvalid,
+    ParameterNotProvided,
+    RuntimeUnavailable,
+    WeightsNotFound,
+)
+from omniembed.registry import ModelSpec, Registry, WeightsSource
+from omniembed.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Embedding",
+    "EmbeddingMeta",
+    "Engine",
+    "InputError",
+    "InputInfo",
+    "InputTooLarge",
+    "InputUnreadable",
+    "Modality",
+    "ModelLoadFailed",
+    "ModelNotFound",
+    "ModelSpec",
+    "OmniEmbedError",
+    "ParameterError",
+    "ParameterInvalid",
+    "ParameterNotProvided",
+    "Registry",
+    "RuntimeUnavailable",
+    "Segment",
+    "Settings",
+    "Timings",
+    "WeightsNotFound",
+    "WeightsSource",
+    "__version__",
+    "configure",
+    "describe_model",
+    "embed",
+    "embed_batch",
+    "get_engine",
+    "list_models",
+]

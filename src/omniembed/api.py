@@ -1,0 +1,219 @@
+"""The Python face: ``embed``, ``embed_batch``, ``list_models``, ``describe_model`` over one ``Engine``.
+
+The module-level functions use a process-wide engine built on first use from ``Settings()`` (the
+environment at that moment); ``configure(settings)`` replaces it. An ``Engine`` can also be made and
+used directly, e.g. one per test or per server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, overload
+
+from omniembed.embedding import Embedding, Modality
+from omniembed.errors import (
+    ModelLoadFailed,
+    OmniEmbedError,
+    ParameterInvalid,
+    ParameterNotProvided,
+    RuntimeUnavailable,
+)
+from omniembed.inputs.text import check_truncate
+from omniembed.pipeline import LoadedModel, Options, run
+from omniembed.registry import ModelSpec, Registry, WeightsSource, default_registry
+from omniembed.runtime import ModelCache, resolve_runtime
+from omniembed.settings import Settings
+from omniembed.weights import locate_weights
+
+__all__ = ["Engine", "configure", "describe_model", "embed", "embed_batch", "get_engine", "list_models"]
+
+ErrorMode = Literal["raise", "return"]
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Resolves models, keeps loaded ones in an LRU, and runs the pipeline."""
+
+    def __init__(self, settings: Settings | None = None, registry: Registry | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.registry = registry if registry is not None else default_registry()
+        self.models: ModelCache[LoadedModel] = ModelCache(self.settings.max_loaded_models)
+        self._adhoc: dict[str, ModelSpec] = {}
+        self._lock = threading.Lock()
+
+    # -- models -----------------------------------------------------------------------------
+    def spec(self, model: str) -> ModelSpec:
+        """The spec for a registered name or alias, a local model folder, or a hub id."""
+        from omniembed.models.hf_text import spec_from_dir
+
+        if not isinstance(model, str) or not model.strip():
+            raise ParameterNotProvided("model is required: a name from `omniembed models`", param="model")
+        found = self.registry.get(model)
+        if found is not None:
+            return found
+        with self._lock:
+            if model in self._adhoc:
+                return self._adhoc[model]
+        path = Path(model).expanduser()
+        if path.is_dir():
+            spec = spec_from_dir(path)
+        elif "/" in model and not model.startswith((".", "/", "~")) and model.count("/") == 1:
+            probe = ModelSpec(model, "", (Modality.TEXT,), 0, "mean", False, WeightsSource(hub_id=model), "")
+            spec = spec_from_dir(locate_weights(probe, self.settings), name=model)
+        else:
+            raise self._not_found(model)
+        with self._lock:
+            self._adhoc[model] = spec
+        return spec
+
+    def _not_found(self, model: str) -> OmniEmbedError:
+        from omniembed.errors import ModelNotFound
+
+        return ModelNotFound(self.registry.not_found_message(model), param="model")
+
+    def load(self, model: str, *, runtime: str | None = None, device: str | None = None) -> LoadedModel:
+        """The loaded model (from the LRU, or loaded now) for a concrete runtime and device."""
+        spec = self.spec(model)
+        wanted = runtime or self.settings.runtime
+        rt, dev = resolve_runtime(wanted, device or self.settings.device)
+        try:
+            return self.models.get_or_load((spec.name, rt, dev), lambda: self._load(spec, rt, dev))
+        except RuntimeUnavailable as exc:
+            if wanted != "auto" or rt == "torch":
+                raise
+            log.warning("%s; falling back to the torch runtime", exc.message)
+            return self.models.get_or_load((spec.name, "torch", dev), lambda: self._load(spec, "torch", dev))
+
+    def _load(self, spec: ModelSpec, runtime: str, device: str) -> LoadedModel:
+        folder = locate_weights(spec, self.settings)
+        try:
+            loaded: LoadedModel = spec.load_function()(spec, folder, runtime, device, self.settings)
+        except OmniEmbedError:
+            raise
+        except Exception as exc:
+            raise ModelLoadFailed(
+                f"model {spec.name!r} could not be loaded from {folder}: {type(exc).__name__}: {exc}. "
+                "Check that the folder holds complete, matching weights and tokenizer files.",
+                param="model",
+            ) from exc
+        return loaded
+
+    # -- embedding --------------------------------------------------------------------------
+    def embed_batch(
+        self,
+        model: str,
+        texts: Sequence[Any] | None = None,
+        *,
+        truncate: str = "end",
+        normalize: bool | None = None,
+        pooling: str | None = None,
+        device: str | None = None,
+        runtime: str | None = None,
+        batch_size: int | None = None,
+        errors: ErrorMode = "raise",
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Any]:
+        if texts is None:
+            raise ParameterNotProvided("texts is required: a list of strings", param="texts")
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise ParameterInvalid(
+                f"texts must be a list of strings, not {type(texts).__name__}; for one text use embed()",
+                param="texts",
+            )
+        if errors not in ("raise", "return"):
+            raise ParameterInvalid(f"errors must be 'raise' or 'return', not {errors!r}", param="errors")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ParameterInvalid(f"batch_size must be a positive integer, not {batch_size!r}", param="batch_size")
+        if normalize is not None and not isinstance(normalize, bool):
+            raise ParameterInvalid(f"normalize must be true or false, not {normalize!r}", param="normalize")
+        options = Options(
+            truncate=check_truncate(truncate),
+            normalize=normalize,
+            pooling=pooling,
+            batch_size=batch_size or self.settings.batch_size,
+        )
+        loaded = self.load(model, runtime=runtime, device=device)
+        return run(loaded, Modality.TEXT, list(texts), options, errors=errors, progress=progress)
+
+    def embed(self, model: str, *, text: Any = None, **kwargs: Any) -> Embedding:
+        if text is None:
+            raise ParameterNotProvided("nothing to embed: pass text=...", param="text")
+        try:
+            result = self.embed_batch(model, [text], errors="raise", **kwargs)[0]
+        except OmniEmbedError as exc:
+            if exc.index is None:
+                raise
+            raise type(exc)(exc.message.replace("texts[0]", "text"), param=exc.param) from None
+        assert isinstance(result, Embedding)
+        return result
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process-wide engine, built from ``Settings()`` on first use."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine()
+        return _engine
+
+
+def configure(settings: Settings | None = None, **overrides: Any) -> Engine:
+    """Replace the process-wide engine with one built from ``settings`` (and keyword overrides)."""
+    global _engine
+    base = settings if settings is not None else Settings()
+    new = Engine(base.model_copy(update=overrides) if overrides else base)
+    with _engine_lock:
+        _engine = new
+    return new
+
+
+def embed(
+    model: str,
+    *,
+    text: str | None = None,
+    truncate: str = "end",
+    normalize: bool | None = None,
+    pooling: str | None = None,
+    device: str | None = None,
+    runtime: str | None = None,
+) -> Embedding:
+    """Embed one input. ``truncate``: ``end`` (default), ``start`` or ``none`` (too long is an error)."""
+    return get_engine().embed(
+        model, text=text, truncate=truncate, normalize=normalize, pooling=pooling, device=device, runtime=runtime
+    )
+
+
+@overload
+def embed_batch(
+    model: str, texts: Sequence[Any] | None = ..., *, errors: Literal["raise"] = ..., **kwargs: Any
+) -> list[Embedding]: ...
+@overload
+def embed_batch(
+    model: str, texts: Sequence[Any] | None = ..., *, errors: Literal["return"], **kwargs: Any
+) -> list[Embedding | OmniEmbedError]: ...
+def embed_batch(model: str, texts: Sequence[Any] | None = None, *, errors: ErrorMode = "raise", **kwargs: Any) -> Any:
+    """Embed many inputs in batches; one result per input, same order.
+
+    With ``errors="raise"`` (default) the first bad item raises an error naming its index; with
+    ``errors="return"`` each bad item's error takes its place in the result and the rest are embedded.
+    Keyword options as ``embed``, plus ``batch_size`` and ``progress`` (called with items done).
+    """
+    return get_engine().embed_batch(model, texts, errors=errors, **kwargs)
+
+
+def list_models() -> list[ModelSpec]:
+    """Every registered model (built in and from plugins), sorted by name. Imports no ML library."""
+    return list(get_engine().registry)
+
+
+def describe_model(name: str) -> ModelSpec:
+    """The spec of one model by name or alias (case-insensitive); ModelNotFound otherwise."""
+    return get_engine().registry.resolve(name)
+

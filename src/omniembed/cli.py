@@ -1,0 +1,243 @@
+"""The command line: ``omniembed models | embed`` (thin: all work is done by the engine).
+
+Results go to stdout (JSON) or to the ``--out`` file; progress, tables and errors go to stderr, so the
+output can be piped. Settings come from ``OMNIEMBED_*`` variables, read when a command starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from omniembed.api import Engine
+from omniembed.embedding import Embedding
+from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.registry import ModelSpec
+from omniembed.settings import Settings
+
+app = typer.Typer(
+    help="omniembed: text (and more) to embedding vectors, offline, from one engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+models_app = typer.Typer(help="List registered models, or show one.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+err = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+
+def _engine() -> Engine:
+    return Engine(Settings())
+
+
+def _fail(exc: OmniEmbedError) -> typer.Exit:
+    err.print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False, markup=True)
+    return typer.Exit(2 if exc.code.startswith("parameter") else 1)
+
+
+# -- models ---------------------------------------------------------------------------------------
+@models_app.callback()
+def models(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List every registered model with its modalities, dimension, aliases and weights source."""
+    if ctx.invoked_subcommand is not None:
+        return
+    specs = list(_engine().registry)
+    if as_json:
+        print(json.dumps([s.to_dict() for s in specs], indent=2))
+        return
+    table = Table(title="omniembed models", show_lines=False)
+    for column in ("name", "modalities", "dim", "max input", "aliases", "weights"):
+        table.add_column(column, overflow="fold")
+    for s in specs:
+        modalities = ", ".join(map(str, s.modalities))
+        table.add_row(s.name, modalities, str(s.dim), _limits(s), "\n".join(s.aliases), s.weights.describe())
+    out.print(table)
+
+
+def _limits(spec: ModelSpec) -> str:
+    parts = []
+    if spec.max_tokens:
+        parts.append(f"{spec.max_tokens} tokens")
+    if spec.max_pixels:
+        parts.append(f"{spec.max_pixels} px")
+    if spec.max_seconds:
+        parts.append(f"{spec.max_seconds:g} s")
+    return ", ".join(parts) or "-"
+
+
+@models_app.command("show")
+def models_show(
+    name: Annotated[str, typer.Argument(help="Model name or alias (case-insensitive).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show everything omniembed knows about one model."""
+    try:
+        spec = _engine().registry.resolve(name)
+    except OmniEmbedError as exc:
+        raise _fail(exc) from None
+    data = spec.to_dict()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    table = Table(show_header=False, title=spec.name)
+    for key, value in data.items():
+        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    out.print(table)
+
+
+# -- embed ----------------------------------------------------------------------------------------
+def _read_inputs(path: Path) -> Iterator[tuple[str, Any]]:
+    """(id, text) pairs from a .txt (one text a line) or .jsonl (strings or {"text", "id"}) file.
+
+    Blank lines are skipped; a JSONL line that does not parse is yielded as an error in its place.
+    """
+    if not path.is_file():
+        raise ParameterInvalid(f"input file {path} does not exist", param="input")
+    jsonl = path.suffix.lower() in {".jsonl", ".ndjson"}
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if not jsonl:
+                yield str(number), line
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield str(number), ParameterInvalid(f"line {number}: not JSON ({exc.msg})", param="input")
+                continue
+            if isinstance(obj, dict):
+                yield str(obj.get("id", number)), obj.get("text")
+            else:
+                yield str(number), obj
+
+
+def _write_parquet(path: Path, rows: list[tuple[str, str, Embedding]]) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = rows[0][2].data.shape[0]
+    meta = rows[0][2].meta
+    flat = np.concatenate([r[2].data for r in rows]) if rows else np.zeros(0, np.float32)
+    table = pa.table(
+        {
+            "id": pa.array([r[0] for r in rows], pa.string()),
+            "text": pa.array([r[1] for r in rows], pa.string()),
+            "n_tokens": pa.array([r[2].meta.input.length for r in rows], pa.int32()),
+            "truncated": pa.array([r[2].meta.input.truncated for r in rows], pa.bool_()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
+        }
+    )
+    info = {"model": meta.model, "model_version": meta.model_version, "dim": dim, "pooling": meta.pooling,
+            "normalized": meta.normalized, "preprocessing": meta.preprocessing}
+    table = table.replace_schema_metadata({b"omniembed": json.dumps(info).encode()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, options: dict[str, Any]) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if out_path.suffix.lower() != ".parquet":
+        raise ParameterInvalid(f"--out must end in .parquet, not {out_path.name!r}", param="out")
+    records = list(_read_inputs(input_path))
+    if not records:
+        raise ParameterInvalid(f"input file {input_path} holds no texts", param="input")
+    parse_errors = {i: v for i, (_, v) in enumerate(records) if isinstance(v, OmniEmbedError)}
+    texts = [None if isinstance(v, OmniEmbedError) else v for _, v in records]
+    engine.load(model, runtime=options.get("runtime"), device=options.get("device"))
+    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("embed", total=len(texts))
+        results = engine.embed_batch(
+            model, texts, errors="return", progress=lambda n: bar.advance(task, n), **options
+        )
+    good: list[tuple[str, str, Embedding]] = []
+    failed: list[tuple[str, OmniEmbedError]] = []
+    for i, ((item_id, text), result) in enumerate(zip(records, results, strict=True)):
+        problem = parse_errors.get(i, result if isinstance(result, OmniEmbedError) else None)
+        if problem is not None:
+            failed.append((item_id, problem))
+        else:
+            good.append((item_id, text, result))
+    for item_id, problem in failed[:20]:
+        err.print(f"[yellow]skipped[/] id={item_id}: [{problem.code}] {problem.message}", highlight=False)
+    if len(failed) > 20:
+        err.print(f"... and {len(failed) - 20} more", highlight=False)
+    if not good:
+        err.print(f"[bold red]error[/] none of the {len(records)} inputs could be embedded")
+        raise typer.Exit(1)
+    _write_parquet(out_path, good)
+    err.print(f"wrote {len(good)} embeddings to {out_path}; {len(failed)} skipped", highlight=False)
+
+
+@app.command()
+def embed(
+    model: Annotated[str, typer.Argument(help="Model name or alias, a local model folder, or a hub id.")],
+    text: Annotated[str | None, typer.Option("--text", "-t", help="One text to embed; JSON to stdout.")] = None,
+    input_path: Annotated[
+        Path | None, typer.Option("--input", "-i", help="A .txt (one text a line) or .jsonl file to embed.")
+    ] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Output .parquet for --input.")] = None,
+    truncate: Annotated[str, typer.Option(help="Too-long text: end | start | none (none: error).")] = "end",
+    normalize: Annotated[
+        bool | None, typer.Option("--normalize/--no-normalize", help="L2-normalise (default: as the model).")
+    ] = None,
+    pooling: Annotated[str | None, typer.Option(help="mean | cls | max (default: as the model).")] = None,
+    runtime: Annotated[str | None, typer.Option(help="auto | torch | onnx")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Items per encoder call.")] = None,
+    summary: Annotated[bool, typer.Option("--summary", help="With --text: a short summary, not the vector.")] = False,
+) -> None:
+    """Embed one text (--text) or a whole file (--input ... --out out.parquet)."""
+    options: dict[str, Any] = {
+        "truncate": truncate, "normalize": normalize, "pooling": pooling, "runtime": runtime, "device": device
+    }
+    engine = _engine()
+    try:
+        if (text is None) == (input_path is None):
+            raise ParameterInvalid("give exactly one of --text or --input", param="text")
+        if input_path is not None:
+            if out_path is None:
+                raise ParameterInvalid("--input needs --out FILE.parquet", param="out")
+            _embed_file(engine, model, input_path, out_path, {**options, "batch_size": batch_size})
+            return
+        result = engine.embed(model, text=text, **options)
+    except OmniEmbedError as exc:
+        raise _fail(exc) from None
+    if summary:
+        import numpy as np
+
+        m = result.meta
+        out.print(
+            f"model={m.model} dim={m.dim} norm={float(np.linalg.norm(result.data)):.4f} tokens={m.input.length} "
+            f"runtime={m.runtime}/{m.device} encode={m.timings.encode_ms:.1f} ms\n"
+            f"first values: {np.array2string(result.data[:6], precision=4)}",
+            highlight=False,
+        )
+        return
+    json.dump({"model": result.meta.model, "dim": result.meta.dim, **result.to_dict()}, sys.stdout)
+    sys.stdout.write("\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The one result type of every modality: ``Embedding`` = float32 data + typed metadata."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Embedding", "EmbeddingMeta", "InputInfo", "Modality", "Segment", "Timings"]
+
+
+class Modality(StrEnum):
+    """What kind of input a model embeds."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    AUDIO = "audio"
+    GEO = "geo"
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock milliseconds spent on this item's batch, by pipeline stage.
+
+    Items embedded in one batch share that batch's ``encode_ms``; ``batch_size`` says how many did.
+    """
+
+    prepare_ms: float = 0.0
+    encode_ms: float = 0.0
+    postprocess_ms: float = 0.0
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What went into the model for this item."""
+
+    kind: str
+    """``"text"``, ``"image"`` ... the input's modality."""
+    description: str
+    """A short, safe description (a text's first characters, a file name, a URL)."""
+    length: int | None = None
+    """Model units consumed: tokens for text (with special tokens), samples, pixels."""
+    truncated: bool = False
+    """True when part of the input was cut to fit the model's limit."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A time span of a longer input (audio, video) with its own vector (row of ``Embedding.data``)."""
+
+    start_sec: float
+    end_sec: float
+
+
+@dataclass(frozen=True)
+class EmbeddingMeta:
+    """Typed metadata of one embedding."""
+
+    model: str
+    """Canonical model name in the registry."""
+    model_version: str
+    """Identifies the exact weights (a content hash or upstream revision)."""
+    modality: Modality
+    dim: int
+    pooling: str
+    normalized: bool
+    preprocessing: str
+    """The preprocessing contract applied, e.g. ``"wordpiece; max_tokens=256; truncate=end"``."""
+    input: InputInfo
+    runtime: str
+    device: str
+    precision: str = "fp32"
+    timings: Timings = field(default_factory=Timings)
+    segments: tuple[Segment, ...] = ()
+    """For segmented inputs: one entry per row of ``data``. Empty for a single vector."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["modality"] = str(self.modality)
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """An embedding: ``data`` (float32: a vector, segments x D, or a grid) and its ``meta``."""
+
+    data: np.ndarray
+    meta: EmbeddingMeta
+
+    def __post_init__(self) -> None:
+        if self.data.dtype != np.float32:
+            object.__setattr__(self, "data", self.data.astype(np.float32))
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The single vector of this embedding (``data`` itself when it is 1-d)."""
+        if self.data.ndim != 1:
+            raise ValueError(f"this embedding holds an array of shape {self.data.shape}, not one vector")
+        return self.data
+
+    @property
+    def dim(self) -> int:
+        return self.meta.dim
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def tolist(self) -> list[Any]:
+        result: list[Any] = self.data.tolist()
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: ``{"embedding": [...], "meta": {...}}``."""
+        return {"embedding": self.tolist(), "meta": self.meta.to_dict()}
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedding(model={self.meta.model!r}, modality={str(self.meta.modality)!r}, "
+            f"shape={self.data.shape}, normalized={self.meta.normalized})"
+        )

@@ -1,0 +1,1 @@
+"""Model families (how to build each network) and the built-in model specs."""

@@ -1,0 +1,187 @@
+"""How every model is run: prepare -> batch -> encode -> pool -> normalise.
+
+Model families only say what a model is (a ``LoadedModel``: per modality, a ``Preparer`` and an
+``Encoder``). This module does the rest once for all of them: items are prepared (decoded, validated,
+tokenised), sorted by length so batches carry little padding, encoded in batches, pooled, normalised,
+and returned in input order. Errors about one item name its index; with ``errors="return"`` they are
+returned in that item's place and the other items are still embedded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Timings
+from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.registry import ModelSpec
+from omniembed.runtime import Encoder
+
+__all__ = ["POOLINGS", "LoadedModel", "Options", "Prepared", "Preparer", "normalize", "pool", "run"]
+
+POOLINGS = ("mean", "cls", "max")
+ErrorMode = Literal["raise", "return"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-call options that reach the preparer and the post-processing."""
+
+    truncate: str = "end"
+    normalize: bool | None = None
+    """None: as the model defines."""
+    pooling: str | None = None
+    """None: the model's default pooling."""
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One item ready for batching: per-item arrays, a length to sort by, and what it was."""
+
+    features: Mapping[str, np.ndarray]
+    length: int
+    info: InputInfo
+
+
+class Preparer(Protocol):
+    """Turns raw items of one modality into ``Prepared`` items and batches into encoder feeds."""
+
+    def contract(self, options: Options) -> str:
+        """Human-readable preprocessing contract, recorded in each embedding's meta."""
+        ...
+
+    def prepare(self, items: Sequence[Any], options: Options) -> list[Prepared | OmniEmbedError]: ...
+
+    def collate(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: its spec, weights version, and per modality a preparer and an encoder."""
+
+    spec: ModelSpec
+    version: str
+    preparers: dict[Modality, Preparer]
+    encoders: dict[Modality, Encoder]
+    runtime: str
+    device: str
+    precision: str = "fp32"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def pool(output: np.ndarray, mask: np.ndarray | None, mode: str) -> np.ndarray:
+    """Pool token/patch outputs ``(B, S, D)`` to ``(B, D)``; ``mask`` (B, S) marks real positions."""
+    if output.ndim == 2:
+        return output
+    if mode == "cls":
+        return output[:, 0]
+    weights = np.ones(output.shape[:2], np.float32) if mask is None else mask.astype(np.float32)
+    if mode == "mean":
+        summed = np.einsum("bsd,bs->bd", output, weights)
+        return summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+    if mode == "max":
+        masked = np.where(weights[..., None] > 0, output, np.float32(-1e9))
+        return masked.max(axis=1)
+    raise ParameterInvalid(f"pooling must be one of {', '.join(POOLINGS)}, not {mode!r}", param="pooling")
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (a zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _check_pooling(model: LoadedModel, options: Options) -> str:
+    mode = options.pooling or model.spec.pooling
+    if options.pooling is not None and options.pooling not in POOLINGS:
+        raise ParameterInvalid(
+            f"pooling must be one of {', '.join(POOLINGS)}, not {options.pooling!r}", param="pooling"
+        )
+    return mode
+
+
+def run(
+    model: LoadedModel,
+    modality: Modality,
+    items: Sequence[Any],
+    options: Options,
+    *,
+    errors: ErrorMode = "raise",
+    progress: Callable[[int], None] | None = None,
+) -> list[Embedding | OmniEmbedError]:
+    """Embed ``items`` of one modality with ``model``; results in input order."""
+    preparer = model.preparers.get(modality)
+    encoder = model.encoders.get(modality)
+    if preparer is None or encoder is None:
+        takes = ", ".join(str(m) for m in model.preparers)
+        raise ParameterInvalid(
+            f"model {model.spec.name!r} does not embed {modality} (it takes: {takes})", param=str(modality)
+        )
+    pooling = _check_pooling(model, options)
+    do_normalize = model.spec.normalize if options.normalize is None else options.normalize
+
+    started = time.perf_counter()
+    prepared = preparer.prepare(items, options)
+    prepare_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
+    results: list[Embedding | OmniEmbedError | None] = [None] * len(items)
+    valid: list[int] = []
+    for i, item in enumerate(prepared):
+        if isinstance(item, OmniEmbedError):
+            if errors == "raise":
+                raise item
+            results[i] = item
+            if progress:
+                progress(1)
+        else:
+            valid.append(i)
+
+    contract = preparer.contract(options)
+    valid.sort(key=lambda i: prepared_length(prepared[i]))
+    for start in range(0, len(valid), options.batch_size):
+        chunk = valid[start : start + options.batch_size]
+        batch = [prepared[i] for i in chunk]
+        assert all(isinstance(p, Prepared) for p in batch)
+        feeds = preparer.collate(batch)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        output = encoder(feeds)
+        t1 = time.perf_counter()
+        vectors = pool(output, feeds.get("attention_mask"), pooling)
+        if do_normalize:
+            vectors = normalize(vectors)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        timings = Timings(
+            prepare_ms=prepare_ms,
+            encode_ms=(t1 - t0) * 1000,
+            postprocess_ms=(time.perf_counter() - t1) * 1000,
+            batch_size=len(chunk),
+        )
+        for row, i in enumerate(chunk):
+            item = prepared[i]
+            assert isinstance(item, Prepared)
+            meta = EmbeddingMeta(
+                model=model.spec.name,
+                model_version=model.version,
+                modality=modality,
+                dim=int(vectors.shape[1]),
+                pooling=pooling,
+                normalized=do_normalize,
+                preprocessing=contract,
+                input=item.info,
+                runtime=model.runtime,
+                device=model.device,
+                precision=model.precision,
+                timings=timings,
+            )
+            results[i] = Embedding(vectors[row].copy(), meta)
+        if progress:
+            progress(len(chunk))
+    return [r for r in results if r is not None]
+
+
+def prepared_length(item: Prepared | OmniEmbedError) -> int:
+    return item.length if isinstance(item, Prepared) else 0

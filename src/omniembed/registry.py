@@ -1,0 +1,208 @@
+"""Model specs and the registry that finds them by name or alias.
+
+A ``ModelSpec`` is pure data: what the model is, where its weights come from, and the dotted path of
+the function that loads it. Listing and resolving models imports no ML library; the loader is imported
+only when a model is first used. Third-party packages add models through the entry point group
+``omniembed.models``: each entry point names a ``ModelSpec``, a sequence of them, or a callable
+returning either.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from omniembed.embedding import Modality
+from omniembed.errors import ModelNotFound
+
+__all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "Registry", "WeightsSource", "default_registry"]
+
+ENTRY_POINT_GROUP = "omniembed.models"
+log = logging.getLogger(__name__)
+
+# Model modules shipped with omniembed; each defines SPECS (a tuple of ModelSpec).
+_BUILTIN_MODULES = ("omniembed.models.minilm",)
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a model's weights may be found, tried in this order (after an explicit path):
+
+    1. ``Settings.model_dir / <canonical name>``;
+    2. ``package``: a Python package that ships the files (in ``package_subdir``);
+    3. the Hugging Face cache, then the hub (unless offline), for ``hub_id``.
+    """
+
+    hub_id: str | None = None
+    package: str | None = None
+    package_subdir: str = ""
+    local_path: Path | None = None
+    """A fixed folder (set for models registered from a local directory)."""
+
+    def describe(self) -> str:
+        if self.local_path is not None:
+            return str(self.local_path)
+        parts = []
+        if self.package:
+            parts.append(f"PyPI package {self.package.replace('_', '-')} (offline)")
+        if self.hub_id:
+            parts.append(f"hub {self.hub_id}")
+        return "; ".join(parts) or "built in"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is. Pure data: creating or listing specs imports no ML library."""
+
+    name: str
+    """Canonical short name, lower case."""
+    loader: str
+    """``"module:function"`` that builds the loaded model (imported lazily)."""
+    modalities: tuple[Modality, ...]
+    dim: int
+    pooling: str
+    """Default pooling: ``mean``, ``cls``, ``max`` ..."""
+    normalize: bool
+    """Whether the model's own definition L2-normalises its output."""
+    weights: WeightsSource
+    license: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    max_tokens: int | None = None
+    max_pixels: int | None = None
+    max_seconds: float | None = None
+    options: tuple[tuple[str, Any], ...] = field(default=())
+    """Family-specific settings as ``(key, value)`` pairs (kept hashable)."""
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def load_function(self) -> Callable[..., Any]:
+        module_name, _, attr = self.loader.partition(":")
+        fn: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+        return fn
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "modalities": [str(m) for m in self.modalities],
+            "dim": self.dim,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "max_tokens": self.max_tokens,
+            "max_pixels": self.max_pixels,
+            "max_seconds": self.max_seconds,
+            "weights": self.weights.describe(),
+            "license": self.license,
+            "description": self.description,
+        }
+
+
+def _as_specs(obj: Any, origin: str) -> list[ModelSpec]:
+    if callable(obj) and not isinstance(obj, ModelSpec):
+        obj = obj()
+    if isinstance(obj, ModelSpec):
+        return [obj]
+    if isinstance(obj, Iterable):
+        specs = list(obj)
+        if all(isinstance(s, ModelSpec) for s in specs):
+            return specs
+    raise TypeError(f"{origin} did not provide ModelSpec objects (got {type(obj).__name__})")
+
+
+class Registry:
+    """Models by canonical name and alias (case-insensitive). Thread-safe; plugins load on first use."""
+
+    def __init__(self, specs: Iterable[ModelSpec] = (), *, load_plugins: bool = False) -> None:
+        self._by_name: dict[str, ModelSpec] = {}
+        self._by_key: dict[str, ModelSpec] = {}
+        self._lock = threading.RLock()
+        self._plugins_pending = load_plugins
+        for spec in specs:
+            self.register(spec)
+
+    def register(self, spec: ModelSpec, *, replace: bool = False) -> None:
+        """Add a model. A name or alias already taken by another model is a ValueError."""
+        with self._lock:
+            keys = [n.lower() for n in spec.names()]
+            for key in keys:
+                owner = self._by_key.get(key)
+                if owner is not None and owner.name != spec.name and not replace:
+                    raise ValueError(f"model name {key!r} of {spec.name!r} is taken by {owner.name!r}")
+            old = self._by_name.pop(spec.name, None)
+            if old is not None:
+                for key in (n.lower() for n in old.names()):
+                    self._by_key.pop(key, None)
+            self._by_name[spec.name] = spec
+            for key in keys:
+                self._by_key[key] = spec
+
+    def _load_plugins(self) -> None:
+        with self._lock:
+            if not self._plugins_pending:
+                return
+            self._plugins_pending = False
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    for spec in _as_specs(ep.load(), f"entry point {ep.name!r} ({ep.value})"):
+                        self.register(spec)
+                except Exception as exc:  # a broken plugin must not break omniembed
+                    log.warning("skipping omniembed model plugin %r: %s", ep.name, exc)
+
+    def get(self, name: str) -> ModelSpec | None:
+        """The spec registered under this name or alias, or None."""
+        self._load_plugins()
+        return self._by_key.get(name.strip().lower())
+
+    def resolve(self, name: str) -> ModelSpec:
+        """The spec for a name or alias; ModelNotFound (with close matches) otherwise."""
+        spec = self.get(name)
+        if spec is None:
+            raise ModelNotFound(self.not_found_message(name), param="model")
+        return spec
+
+    def not_found_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return (
+            f"no model named {name!r}.{hint} Run `omniembed models` for the list, or pass a local "
+            "directory or a Hugging Face hub id of a sentence-transformers model."
+        )
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        self._load_plugins()
+        return iter(sorted(self._by_name.values(), key=lambda s: s.name))
+
+    def __len__(self) -> int:
+        self._load_plugins()
+        return len(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+
+_default: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry: built-in models plus installed plugins, built on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            specs: list[ModelSpec] = []
+            for module_name in _BUILTIN_MODULES:
+                specs.extend(importlib.import_module(module_name).SPECS)
+            _default = Registry(specs, load_plugins=True)
+        return _default
