@@ -26,6 +26,7 @@ from omniembed.errors import (
 )
 from omniembed.registry import ModelSpec, Registry, WeightsSource
 from omniembed.settings import Settings
+from omniembed.weights import fingerprint as weights_fingerprint
 
 __version__ = "0.1.0"
 
@@ -59,4 +60,5 @@ __all__ = [
     "embed_batch",
     "get_engine",
     "list_models",
+    "weights_fingerprint",
 ]

