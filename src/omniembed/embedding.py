@@ -22,9 +22,11 @@ class Modality(StrEnum):
 
 @dataclass(frozen=True)
 class Timings:
-    """Wall-clock milliseconds spent on this item's batch, by pipeline stage.
+    """Wall-clock milliseconds, by pipeline stage.
 
-    Items embedded in one batch share that batch's ``encode_ms``; ``batch_size`` says how many did.
+    ``prepare_ms`` is this item's share of preparation (the call's total divided by its items);
+    ``encode_ms`` and ``postprocess_ms`` are for the whole batch the item ran in, shared by
+    ``batch_size`` items.
     """
 
     prepare_ms: float = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -46,7 +47,14 @@ class GraphSpec:
     """A small batch of real-looking inputs, used to trace the ONNX export."""
 
 
+def _nvidia_driver_present() -> bool:
+    """Cheap pre-check: without an NVIDIA driver there is no CUDA, and torch need not be imported."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.environ.get("OMNIEMBED_ASSUME_CUDA") == "1"
+
+
 def _cuda_available(runtime: str) -> bool:
+    if not _nvidia_driver_present():
+        return False
     if runtime == "onnx":
         if importlib.util.find_spec("onnxruntime") is None:
             return False
