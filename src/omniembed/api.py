@@ -32,6 +32,7 @@ __all__ = ["Engine", "configure", "describe_model", "embed", "embed_batch", "get
 
 ErrorMode = Literal["raise", "return"]
 log = logging.getLogger(__name__)
+TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
 
 
 class Engine:
@@ -107,21 +108,32 @@ class Engine:
         model: str,
         texts: Sequence[Any] | None = None,
         *,
+        images: Sequence[Any] | None = None,
+        audios: Sequence[Any] | None = None,
         truncate: str = "end",
         normalize: bool | None = None,
         pooling: str | None = None,
         device: str | None = None,
         runtime: str | None = None,
         batch_size: int | None = None,
+        start_offset_sec: float = 0.0,
+        segment_sec: float | None = None,
+        overlap_sec: float = 0.0,
+        allow_paths: bool = True,
         errors: ErrorMode = "raise",
         progress: Callable[[int], None] | None = None,
     ) -> list[Any]:
-        if texts is None:
-            raise ParameterNotProvided("texts is required: a list of strings", param="texts")
-        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        """Embed a list of inputs of one modality (``texts``, ``images`` or ``audios``); see ``embed_batch``."""
+        given = [(m, v) for m, v in ((TEXT, texts), (IMAGE, images), (AUDIO, audios)) if v is not None]
+        if not given:
+            raise ParameterNotProvided("nothing to embed: pass texts=, images= or audios=", param="texts")
+        if len(given) > 1:
+            raise ParameterInvalid("pass one of texts=, images= or audios= per call", param=f"{given[1][0]}s")
+        modality, items = given[0]
+        name = f"{modality}s"
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
             raise ParameterInvalid(
-                f"texts must be a list of strings, not {type(texts).__name__}; for one text use embed()",
-                param="texts",
+                f"{name} must be a list, not {type(items).__name__}; for one input use embed()", param=name
             )
         if errors not in ("raise", "return"):
             raise ParameterInvalid(f"errors must be 'raise' or 'return', not {errors!r}", param="errors")
@@ -129,24 +141,44 @@ class Engine:
             raise ParameterInvalid(f"batch_size must be a positive integer, not {batch_size!r}", param="batch_size")
         if normalize is not None and not isinstance(normalize, bool):
             raise ParameterInvalid(f"normalize must be true or false, not {normalize!r}", param="normalize")
+        for param, value in (("start_offset_sec", start_offset_sec), ("overlap_sec", overlap_sec)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ParameterInvalid(f"{param} must be a number >= 0, not {value!r}", param=param)
+        if segment_sec is not None and (not isinstance(segment_sec, (int, float)) or segment_sec <= 0):
+            raise ParameterInvalid(f"segment_sec must be a number > 0, not {segment_sec!r}", param="segment_sec")
+        if segment_sec is not None and overlap_sec >= segment_sec:
+            raise ParameterInvalid("overlap_sec must be shorter than segment_sec", param="overlap_sec")
         options = Options(
             truncate=check_truncate(truncate),
             normalize=normalize,
             pooling=pooling,
             batch_size=batch_size or self.settings.batch_size,
+            start_offset_sec=float(start_offset_sec),
+            segment_sec=None if segment_sec is None else float(segment_sec),
+            overlap_sec=float(overlap_sec),
+            allow_paths=allow_paths,
         )
         loaded = self.load(model, runtime=runtime, device=device)
-        return run(loaded, Modality.TEXT, list(texts), options, errors=errors, progress=progress)
+        return run(loaded, modality, list(items), options, errors=errors, progress=progress)
 
-    def embed(self, model: str, *, text: Any = None, **kwargs: Any) -> Embedding:
-        if text is None:
-            raise ParameterNotProvided("nothing to embed: pass text=...", param="text")
+    def embed(
+        self, model: str, *, text: Any = None, image: Any = None, audio: Any = None, **kwargs: Any
+    ) -> Embedding:
+        """Embed one input: exactly one of ``text``, ``image`` or ``audio``; see ``embed``."""
+        given = [(m, v) for m, v in (("text", text), ("image", image), ("audio", audio)) if v is not None]
+        if not given:
+            raise ParameterNotProvided("nothing to embed: pass text=, image= or audio=", param="text")
+        if len(given) > 1:
+            raise ParameterInvalid("pass one of text=, image= or audio= per call", param=given[1][0])
+        kind, value = given[0]
         try:
-            result = self.embed_batch(model, [text], errors="raise", **kwargs)[0]
+            batch: dict[str, Any] = {f"{kind}s": [value], **kwargs}
+            result = self.embed_batch(model, errors="raise", **batch)[0]
         except OmniEmbedError as exc:
             if exc.index is None:
                 raise
-            raise type(exc)(exc.message.replace("texts[0]", "text"), param=exc.param) from None
+            message = exc.message.replace(f"{kind}s[0]", kind).removeprefix("item 0: ")
+            raise type(exc)(message, param=exc.param) from None
         assert isinstance(result, Embedding)
         return result
 
@@ -174,20 +206,14 @@ def configure(settings: Settings | None = None, **overrides: Any) -> Engine:
     return new
 
 
-def embed(
-    model: str,
-    *,
-    text: str | None = None,
-    truncate: str = "end",
-    normalize: bool | None = None,
-    pooling: str | None = None,
-    device: str | None = None,
-    runtime: str | None = None,
-) -> Embedding:
-    """Embed one input. ``truncate``: ``end`` (default), ``start`` or ``none`` (too long is an error)."""
-    return get_engine().embed(
-        model, text=text, truncate=truncate, normalize=normalize, pooling=pooling, device=device, runtime=runtime
-    )
+def embed(model: str, *, text: Any = None, image: Any = None, audio: Any = None, **options: Any) -> Embedding:
+    """Embed one input: exactly one of ``text``, ``image`` or ``audio``.
+
+    Options: ``truncate`` (text: ``end`` default, ``start``, or ``none``: too long is an error),
+    ``normalize`` and ``pooling`` (default: as the model defines), ``runtime`` and ``device``
+    (``auto``), and for audio ``start_offset_sec``, ``segment_sec``, ``overlap_sec``.
+    """
+    return get_engine().embed(model, text=text, image=image, audio=audio, **options)
 
 
 @overload
@@ -199,7 +225,9 @@ def embed_batch(
     model: str, texts: Sequence[Any] | None = ..., *, errors: Literal["return"], **kwargs: Any
 ) -> list[Embedding | OmniEmbedError]: ...
 def embed_batch(model: str, texts: Sequence[Any] | None = None, *, errors: ErrorMode = "raise", **kwargs: Any) -> Any:
-    """Embed many inputs in batches; one result per input, same order.
+    """Embed many inputs of one modality (``texts``, ``images=`` or ``audios=``) in batches.
+
+    One result per input, same order.
 
     With ``errors="raise"`` (default) the first bad item raises an error naming its index; with
     ``errors="return"`` each bad item's error takes its place in the result and the rest are embedded.

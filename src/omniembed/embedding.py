@@ -47,6 +47,8 @@ class InputInfo:
     """Model units consumed: tokens for text (with special tokens), samples, pixels."""
     truncated: bool = False
     """True when part of the input was cut to fit the model's limit."""
+    padded: bool = False
+    """True when the input was shorter than one model window and was padded (e.g. a short audio clip)."""
 
 
 @dataclass(frozen=True)
@@ -91,17 +93,23 @@ class Embedding:
 
     data: np.ndarray
     meta: EmbeddingMeta
+    pooled: np.ndarray | None = None
+    """For segmented inputs (``data`` is segments x D): one vector for the whole input."""
 
     def __post_init__(self) -> None:
         if self.data.dtype != np.float32:
             object.__setattr__(self, "data", self.data.astype(np.float32))
+        if self.pooled is not None and self.pooled.dtype != np.float32:
+            object.__setattr__(self, "pooled", self.pooled.astype(np.float32))
 
     @property
     def vector(self) -> np.ndarray:
-        """The single vector of this embedding (``data`` itself when it is 1-d)."""
-        if self.data.ndim != 1:
-            raise ValueError(f"this embedding holds an array of shape {self.data.shape}, not one vector")
-        return self.data
+        """One vector for the whole input: ``data`` when it is 1-d, else the pooled vector."""
+        if self.data.ndim == 1:
+            return self.data
+        if self.pooled is not None:
+            return self.pooled
+        raise ValueError(f"this embedding holds an array of shape {self.data.shape}, not one vector")
 
     @property
     def dim(self) -> int:
@@ -115,8 +123,11 @@ class Embedding:
         return result
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``{"embedding": [...], "meta": {...}}``."""
-        return {"embedding": self.tolist(), "meta": self.meta.to_dict()}
+        """JSON-ready form: ``{"embedding": [...], "meta": {...}}`` (+ ``"pooled"`` for segmented inputs)."""
+        out: dict[str, Any] = {"embedding": self.tolist(), "meta": self.meta.to_dict()}
+        if self.pooled is not None:
+            out["pooled"] = self.pooled.tolist()
+        return out
 
     def __repr__(self) -> str:
         return (

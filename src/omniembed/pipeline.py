@@ -16,14 +16,14 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Timings
+from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
 
 __all__ = ["POOLINGS", "LoadedModel", "Options", "Prepared", "Preparer", "normalize", "pool", "run"]
 
-POOLINGS = ("mean", "cls", "max")
+POOLINGS = ("mean", "cls", "max", "mean_patch")
 ErrorMode = Literal["raise", "return"]
 
 
@@ -37,15 +37,31 @@ class Options:
     pooling: str | None = None
     """None: the model's default pooling."""
     batch_size: int = 32
+    start_offset_sec: float = 0.0
+    """Segmented (audio) inputs: where to start, in seconds."""
+    segment_sec: float | None = None
+    """Segmented inputs: segment length in seconds (None: the model's default)."""
+    overlap_sec: float = 0.0
+    """Segmented inputs: overlap between consecutive segments, in seconds."""
+    allow_paths: bool = True
+    """Whether string inputs may name local files (the HTTP server turns this off)."""
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """One item ready for batching: per-item arrays, a length to sort by, and what it was."""
+    """One encoder row ready for batching: per-row arrays, a length to sort by, and what it was.
+
+    A preparer returns one ``Prepared`` per item, or a list of them for a segmented item (each with
+    its ``segment``); the pipeline then returns segments x D data plus a pooled vector for the item.
+    """
 
     features: Mapping[str, np.ndarray]
     length: int
     info: InputInfo
+    segment: Segment | None = None
+
+
+PrepareResult = Prepared | list[Prepared] | OmniEmbedError
 
 
 class Preparer(Protocol):
@@ -55,7 +71,7 @@ class Preparer(Protocol):
         """Human-readable preprocessing contract, recorded in each embedding's meta."""
         ...
 
-    def prepare(self, items: Sequence[Any], options: Options) -> list[Prepared | OmniEmbedError]: ...
+    def prepare(self, items: Sequence[Any], options: Options) -> list[PrepareResult]: ...
 
     def collate(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]: ...
 
@@ -80,6 +96,8 @@ def pool(output: np.ndarray, mask: np.ndarray | None, mode: str) -> np.ndarray:
         return output
     if mode == "cls":
         return output[:, 0]
+    if mode == "mean_patch":  # ViT-style: mean over patch tokens, leaving out the class token
+        return output[:, 1:].mean(axis=1)
     weights = np.ones(output.shape[:2], np.float32) if mask is None else mask.astype(np.float32)
     if mode == "mean":
         summed = np.einsum("bsd,bs->bd", output, weights)
@@ -129,59 +147,70 @@ def run(
     prepared = preparer.prepare(items, options)
     prepare_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
     results: list[Embedding | OmniEmbedError | None] = [None] * len(items)
-    valid: list[int] = []
+    rows: list[tuple[int, Prepared]] = []  # (item index, encoder row)
     for i, item in enumerate(prepared):
         if isinstance(item, OmniEmbedError):
             if errors == "raise":
                 raise item
             results[i] = item
-            if progress:
-                progress(1)
         else:
-            valid.append(i)
+            rows.extend((i, piece) for piece in (item if isinstance(item, list) else [item]))
+    if progress and len(rows) < len(items):
+        progress(sum(1 for r in results if r is not None))
 
     contract = preparer.contract(options)
-    valid.sort(key=lambda i: prepared_length(prepared[i]))
-    for start in range(0, len(valid), options.batch_size):
-        chunk = valid[start : start + options.batch_size]
-        batch = [prepared[i] for i in chunk]
-        assert all(isinstance(p, Prepared) for p in batch)
-        feeds = preparer.collate(batch)  # type: ignore[arg-type]
+    vectors: dict[int, np.ndarray] = {}
+    timings: dict[int, Timings] = {}
+    remaining: dict[int, int] = {}
+    for i, _ in rows:
+        remaining[i] = remaining.get(i, 0) + 1
+    order = sorted(range(len(rows)), key=lambda r: rows[r][1].length)
+    for start in range(0, len(order), options.batch_size):
+        chunk = order[start : start + options.batch_size]
+        feeds = preparer.collate([rows[r][1] for r in chunk])
         t0 = time.perf_counter()
         output = encoder(feeds)
         t1 = time.perf_counter()
-        vectors = pool(output, feeds.get("attention_mask"), pooling)
+        pooled = pool(output, feeds.get("attention_mask"), pooling)
         if do_normalize:
-            vectors = normalize(vectors)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        timings = Timings(
-            prepare_ms=prepare_ms,
-            encode_ms=(t1 - t0) * 1000,
-            postprocess_ms=(time.perf_counter() - t1) * 1000,
-            batch_size=len(chunk),
+            pooled = normalize(pooled)
+        pooled = np.ascontiguousarray(pooled, dtype=np.float32)
+        batch_timing = Timings(prepare_ms, (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000, len(chunk))
+        done = 0
+        for k, r in enumerate(chunk):
+            vectors[r] = pooled[k]
+            i = rows[r][0]
+            timings[i] = batch_timing
+            remaining[i] -= 1
+            done += remaining[i] == 0
+        if progress and done:
+            progress(done)
+
+    by_item: dict[int, list[int]] = {}
+    for r, (i, _) in enumerate(rows):
+        by_item.setdefault(i, []).append(r)
+    for i, row_ids in by_item.items():
+        pieces = [rows[r][1] for r in row_ids]
+        data = np.stack([vectors[r] for r in row_ids])
+        segmented = isinstance(prepared[i], list)
+        whole = None
+        if segmented:
+            whole = data.mean(axis=0)
+            whole = normalize(whole[None])[0] if do_normalize else whole
+        meta = EmbeddingMeta(
+            model=model.spec.name,
+            model_version=model.version,
+            modality=modality,
+            dim=int(data.shape[1]),
+            pooling=pooling,
+            normalized=do_normalize,
+            preprocessing=contract,
+            input=pieces[0].info,
+            runtime=model.runtime,
+            device=model.device,
+            precision=model.precision,
+            timings=timings[i],
+            segments=tuple(p.segment for p in pieces if p.segment is not None) if segmented else (),
         )
-        for row, i in enumerate(chunk):
-            item = prepared[i]
-            assert isinstance(item, Prepared)
-            meta = EmbeddingMeta(
-                model=model.spec.name,
-                model_version=model.version,
-                modality=modality,
-                dim=int(vectors.shape[1]),
-                pooling=pooling,
-                normalized=do_normalize,
-                preprocessing=contract,
-                input=item.info,
-                runtime=model.runtime,
-                device=model.device,
-                precision=model.precision,
-                timings=timings,
-            )
-            results[i] = Embedding(vectors[row].copy(), meta)
-        if progress:
-            progress(len(chunk))
+        results[i] = Embedding(data if segmented else data[0].copy(), meta, pooled=whole)
     return [r for r in results if r is not None]
-
-
-def prepared_length(item: Prepared | OmniEmbedError) -> int:
-    return item.length if isinstance(item, Prepared) else 0

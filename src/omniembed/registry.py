@@ -27,8 +27,24 @@ __all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "Registry", "WeightsSource", "defau
 ENTRY_POINT_GROUP = "omniembed.models"
 log = logging.getLogger(__name__)
 
-# Model modules shipped with omniembed; each defines SPECS (a tuple of ModelSpec).
-_BUILTIN_MODULES = ("omniembed.models.minilm",)
+
+
+def _builtin_specs() -> list[ModelSpec]:
+    """Specs of the model modules shipped in ``omniembed.models``: every module that defines ``SPECS``.
+
+    Model modules keep ML imports inside functions, so importing them to read SPECS stays cheap.
+    """
+    import pkgutil
+
+    import omniembed.models as package
+
+    specs: list[ModelSpec] = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        specs.extend(getattr(module, "SPECS", ()))
+    return specs
 
 
 @dataclass(frozen=True)
@@ -201,8 +217,5 @@ def default_registry() -> Registry:
     global _default
     with _default_lock:
         if _default is None:
-            specs: list[ModelSpec] = []
-            for module_name in _BUILTIN_MODULES:
-                specs.extend(importlib.import_module(module_name).SPECS)
-            _default = Registry(specs, load_plugins=True)
+            _default = Registry(_builtin_specs(), load_plugins=True)
         return _default

@@ -61,6 +61,18 @@ class Settings(BaseSettings):
     )
     num_threads: int = Field(default=0, ge=0, description="Compute threads; 0 = one per core.")
 
+    # Inputs: URL fetching (one guarded fetcher for every modality) and per-item limits.
+    fetch_timeout_sec: float = Field(default=10.0, gt=0, description="Timeout and overall deadline of one fetch.")
+    fetch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest download accepted.")
+    fetch_max_redirects: int = Field(default=3, ge=0, description="Redirects followed, each re-checked.")
+    allow_private_urls: bool = Field(
+        default=False, description="Allow URLs on private, loopback and link-local addresses (SSRF guard off)."
+    )
+    max_image_pixels: int = Field(default=64_000_000, ge=1, description="Largest image (width x height).")
+    max_image_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="Largest encoded image file.")
+    max_audio_seconds: float = Field(default=3600.0, gt=0, description="Longest audio clip accepted.")
+    max_audio_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest encoded audio file.")
+
     def threads(self) -> int:
         return self.num_threads or max(1, len(os.sched_getaffinity(0)))
 
