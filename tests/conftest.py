@@ -71,7 +71,7 @@ class LoopbackServer:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 server.hits.append(self.path)
                 status, headers, body = server.routes.get(self.path, (404, {}, b"not found"))
                 if status == 0:

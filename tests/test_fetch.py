@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import LoopbackServer
 
+from conftest import LoopbackServer
 from omniembed import InputTooLarge, InputUnreadable, ParameterInvalid, Settings
 from omniembed.inputs.fetch import FetchPolicy, fetch, forbidden_reason, is_url
 
