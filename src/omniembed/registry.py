@@ -61,6 +61,9 @@ class WeightsSource:
     package_subdir: str = ""
     local_path: Path | None = None
     """A fixed folder (set for models registered from a local directory)."""
+    marker: str | None = None
+    """A file name (glob) whose presence marks a folder as holding the weights, for checkpoints that are
+    not Hugging Face folders (e.g. ``"*.pth"``). Default: ``config.json`` or ``modules.json``."""
 
     def describe(self) -> str:
         if self.local_path is not None:

@@ -19,8 +19,12 @@ __all__ = ["fingerprint", "locate_weights"]
 _MARKERS = ("config.json", "modules.json")
 
 
-def _has_weights(path: Path) -> bool:
-    return path.is_dir() and any((path / m).is_file() for m in _MARKERS)
+def _has_weights(path: Path, marker: str | None = None) -> bool:
+    if not path.is_dir():
+        return False
+    if marker is not None:
+        return any(p.is_file() for p in path.glob(marker))
+    return any((path / m).is_file() for m in _MARKERS)
 
 
 def _package_dir(package: str, subdir: str) -> Path | None:
@@ -33,11 +37,11 @@ def _package_dir(package: str, subdir: str) -> Path | None:
     return Path(next(iter(found.submodule_search_locations))) / subdir
 
 
-def _hf_cache_dir(hub_id: str) -> Path | None:
+def _hf_cache_dir(hub_id: str, marker: str | None) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
 
-    for marker in _MARKERS:
-        hit = try_to_load_from_cache(hub_id, marker)
+    for name in (marker,) if marker and "*" not in marker else _MARKERS:
+        hit = try_to_load_from_cache(hub_id, name)
         if isinstance(hit, str):
             return Path(hit).parent
     return None
@@ -68,11 +72,11 @@ def locate_weights(spec: ModelSpec, settings: Settings, path: str | Path | None 
         else:
             candidates.append((f"Python package {pip_name}", pkg_dir))
     for label, candidate in candidates:
-        if candidate is not None and _has_weights(candidate):
+        if candidate is not None and _has_weights(candidate, src.marker):
             return candidate
-        tried.append(f"{label}: {candidate} (no config.json or modules.json)")
+        tried.append(f"{label}: {candidate} (no {src.marker or 'config.json or modules.json'})")
     if src.hub_id:
-        cached = _hf_cache_dir(src.hub_id)
+        cached = _hf_cache_dir(src.hub_id, src.marker)
         if cached is not None:
             return cached
         tried.append(f"Hugging Face cache: no copy of {src.hub_id}")
