@@ -13,6 +13,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps aisfx resemblyzer  # weights; old pins
 	touch $@
 
 install: $(STAMP)
@@ -26,6 +27,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install lint
+	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
 	$(BIN)/python -m pytest -q
 
 bench: install

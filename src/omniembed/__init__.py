@@ -10,6 +10,7 @@ Importing omniembed imports no ML library; models load on first use.
 """
 
 from omniembed.api import Engine, configure, describe_model, embed, embed_batch, get_engine, list_models
+from omniembed.client import Client
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
 from omniembed.errors import (
     InputError,
@@ -31,6 +32,7 @@ from omniembed.weights import fingerprint as weights_fingerprint
 __version__ = "0.1.0"
 
 __all__ = [
+    "Client",
     "Embedding",
     "EmbeddingMeta",
     "Engine",

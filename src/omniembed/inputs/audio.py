@@ -1,0 +1,271 @@
+"""Audio inputs: one loader (path, http(s) URL, bytes, file object, ``(array, sample_rate)``), limits, segments.
+
+Decoding is libsndfile through ``soundfile`` (WAV, FLAC, OGG/Vorbis, MP3 in libsndfile >= 1.1); several
+channels are averaged to mono; audio is resampled to the model's rate with ``soxr`` (HQ). Limits come
+from settings: ``max_audio_bytes`` (encoded size) and ``max_audio_seconds`` (checked from the header
+before decoding, and again after).
+
+Segments (``AudioPreparer``): from ``start_offset_sec`` to the end, either the model's own windows (no
+``segment_sec``: one segment per window, e.g. GE2E's 1.6 s partials every 0.77 s) or ``segment_sec``-long
+segments (optionally overlapping), each embedded from its own audio as the mean of the model's windows
+inside it. Segment times are absolute, in seconds from the start of the file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omniembed.embedding import InputInfo, Segment
+from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
+from omniembed.inputs.audio_frontend import Windower, WindowSet
+from omniembed.inputs.fetch import FetchPolicy, fetch, is_url
+from omniembed.settings import Settings
+
+__all__ = ["AudioPreparer", "Clip", "load_audio", "plan_segments", "resample"]
+
+FORMATS = "WAV, FLAC, OGG/Vorbis or MP3"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Decoded audio: mono float32 samples at ``sample_rate``."""
+
+    samples: np.ndarray
+    sample_rate: int
+    description: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def _too_long(where: str, seconds: float, settings: Settings) -> InputTooLarge:
+    return InputTooLarge(
+        f"{where} is {seconds:,.1f} s long; the limit is {settings.max_audio_seconds:,.0f} s "
+        "(OMNIEMBED_MAX_AUDIO_SECONDS). Cut the audio or raise the limit.",
+        param="audio",
+    )
+
+
+def _too_big(where: str, size: int, settings: Settings) -> InputTooLarge:
+    return InputTooLarge(
+        f"{where} is {size:,} bytes; the limit is {settings.max_audio_bytes:,} bytes (OMNIEMBED_MAX_AUDIO_BYTES).",
+        param="audio",
+    )
+
+
+def _read_source(item: Any, settings: Settings, allow_paths: bool, where: str) -> tuple[bytes, str]:
+    """The encoded bytes of a path, URL, bytes-like or file object, and a short description."""
+    limit = settings.max_audio_bytes
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data, description = bytes(item), f"{len(item):,} bytes"
+    elif is_url(item):
+        data, description = fetch(item, FetchPolicy.from_settings(settings)).content, str(item)
+    elif isinstance(item, (str, Path)):
+        if not allow_paths:
+            raise ParameterInvalid(
+                f"{where} looks like a file path, and file paths are not accepted here; "
+                "send the audio itself (bytes / base64) or an http(s) URL",
+                param="audio",
+            )
+        path = Path(item).expanduser()
+        if not path.is_file():
+            raise InputUnreadable(f"{where}: there is no audio file at {path}", param="audio")
+        size = path.stat().st_size
+        if size > limit:
+            raise _too_big(f"{where} ({path.name})", size, settings)
+        data, description = path.read_bytes(), path.name
+    elif hasattr(item, "read"):
+        data = item.read(limit + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise ParameterInvalid(f"{where} is a text-mode file; open it with 'rb'", param="audio")
+        description = Path(str(getattr(item, "name", "file object"))).name
+    else:
+        raise ParameterInvalid(
+            f"{where} is a {type(item).__name__}; expected a file path, an http(s) URL, bytes, a binary file "
+            "object, or a (numpy array, sample_rate) pair",
+            param="audio",
+        )
+    if len(data) > limit:
+        raise _too_big(where, len(data), settings)
+    if not data:
+        raise InputUnreadable(f"{where} ({description}) is empty: 0 bytes", param="audio")
+    return bytes(data), description
+
+
+def _decode(data: bytes, description: str, settings: Settings, where: str) -> Clip:
+    import soundfile as sf
+
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception as exc:
+        raise InputUnreadable(
+            f"{where} ({description}) is not audio that can be decoded ({FORMATS}): {str(exc)[:160]}",
+            param="audio",
+        ) from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise InputUnreadable(f"{where} ({description}) holds no audio samples", param="audio")
+    if info.frames / info.samplerate > settings.max_audio_seconds:
+        raise _too_long(f"{where} ({description})", info.frames / info.samplerate, settings)
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:
+        message = f"{where} ({description}) could not be decoded: {str(exc)[:160]}"
+        raise InputUnreadable(message, param="audio") from None
+    if samples.shape[0] == 0:
+        raise InputUnreadable(f"{where} ({description}) holds no audio samples", param="audio")
+    return Clip(np.ascontiguousarray(samples.mean(axis=1), np.float32), int(rate), description)
+
+
+def _from_array(value: Any, rate: Any, where: str) -> Clip:
+    if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
+        raise ParameterInvalid(f"{where}: the sample rate must be a positive integer, not {rate!r}", param="audio")
+    array = np.asarray(value)
+    if array.dtype.kind in "iu":  # PCM integers -> [-1, 1)
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
+    elif array.dtype.kind != "f":
+        raise ParameterInvalid(f"{where}: the samples must be numbers, not {array.dtype}", param="audio")
+    array = array.astype(np.float32, copy=False)
+    if array.ndim == 2:  # (frames, channels) as soundfile returns, or (channels, frames) when obviously so
+        array = array.mean(axis=0 if array.shape[0] <= 8 < array.shape[1] else 1)
+    if array.ndim != 1:
+        raise ParameterInvalid(f"{where}: expected 1-d or 2-d samples, got shape {array.shape}", param="audio")
+    if array.size == 0:
+        raise InputUnreadable(f"{where} holds no audio samples", param="audio")
+    if not np.all(np.isfinite(array)):
+        raise InputUnreadable(f"{where} holds NaN or infinite samples", param="audio")
+    return Clip(np.ascontiguousarray(array), int(rate), f"array ({array.size:,} samples at {int(rate)} Hz)")
+
+
+def load_audio(item: Any, settings: Settings, *, allow_paths: bool = True, where: str = "audio") -> Clip:
+    """Decode one audio input to mono float32; InputUnreadable / InputTooLarge / ParameterInvalid on failure."""
+    if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], (str, bytes)):
+        clip = _from_array(item[0], item[1], where)
+    elif isinstance(item, np.ndarray):
+        raise ParameterInvalid(f"{where} is a bare array; pass (array, sample_rate)", param="audio")
+    else:
+        clip = _decode(*_read_source(item, settings, allow_paths, where), settings, where)
+    if clip.seconds > settings.max_audio_seconds:
+        raise _too_long(f"{where} ({clip.description})", clip.seconds, settings)
+    return clip
+
+
+def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Mono float32 samples at ``target`` Hz (soxr, high quality); unchanged when the rates match."""
+    if rate == target:
+        return samples
+    import soxr
+
+    out: np.ndarray = soxr.resample(samples, rate, target, quality="HQ")
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def plan_segments(
+    n_samples: int, rate: int, start_offset_sec: float, segment_sec: float | None, overlap_sec: float
+) -> tuple[int, list[tuple[int, int]]]:
+    """The first sample and the ``(start, end)`` sample spans of the segments (empty: model windows)."""
+    seconds = n_samples / rate
+    if not math.isfinite(start_offset_sec) or start_offset_sec < 0:
+        raise ParameterInvalid(f"start_offset_sec must be >= 0, not {start_offset_sec!r}", param="start_offset_sec")
+    start = round(start_offset_sec * rate)
+    if start >= n_samples:
+        raise ParameterInvalid(
+            f"start_offset_sec={start_offset_sec:g} is past the end of the audio ({seconds:.2f} s long)",
+            param="start_offset_sec",
+        )
+    if segment_sec is None:
+        if overlap_sec:
+            raise ParameterInvalid("overlap_sec applies to segment_sec: pass segment_sec too", param="overlap_sec")
+        return start, []
+    length, step = round(segment_sec * rate), round((segment_sec - overlap_sec) * rate)
+    if length < 1 or step < 1 or overlap_sec < 0:
+        raise ParameterInvalid(
+            f"segment_sec ({segment_sec:g}) must be > 0 and longer than overlap_sec ({overlap_sec:g})",
+            param="segment_sec",
+        )
+    spans: list[tuple[int, int]] = []
+    pos = start
+    while pos < n_samples:
+        spans.append((pos, min(pos + length, n_samples)))
+        if pos + length >= n_samples:
+            break
+        pos += step
+    return start, spans
+
+
+class AudioPreparer:
+    """Audio items -> one ``Prepared`` row per segment, each holding the model windows of its audio."""
+
+    def __init__(self, frontend: Windower, settings: Settings) -> None:
+        self.frontend = frontend
+        self.settings = settings
+
+    def contract(self, options: Any) -> str:
+        if options.segment_sec is None:
+            segments = "one segment per model window"
+        else:
+            segments = f"segments {options.segment_sec:g} s, overlap {options.overlap_sec:g} s"
+        return f"{self.frontend.describe()}; start_offset_sec={options.start_offset_sec:g}; {segments}"
+
+    def prepare(self, items: Sequence[Any], options: Any) -> list[Any]:
+        out: list[Any] = []
+        for i, item in enumerate(items):
+            try:
+                out.append(self._prepare_one(item, i, options))
+            except OmniEmbedError as exc:
+                out.append(exc.at_index(i))
+            except Exception as exc:  # a decoder failing in an unforeseen way is still this item's problem
+                out.append(InputUnreadable(f"audios[{i}] could not be read: {type(exc).__name__}: {exc}", index=i))
+        return out
+
+    def _prepare_one(self, item: Any, index: int, options: Any) -> list[Any]:
+        from omniembed.pipeline import Prepared
+
+        clip = load_audio(item, self.settings, allow_paths=options.allow_paths, where=f"audios[{index}]")
+        rate = self.frontend.sample_rate
+        wave = resample(clip.samples, clip.sample_rate, rate)
+        start, spans = plan_segments(
+            len(wave), rate, options.start_offset_sec, options.segment_sec, options.overlap_sec
+        )
+        rows: list[tuple[WindowSet, slice, tuple[int, int]]] = []
+        if not spans:  # the model's own windows over the whole stretch: one segment each
+            found = self.frontend.windows(wave[start:])
+            rows = [(found, slice(p, p + 1), found.spans[p]) for p in range(len(found.spans))]
+            padded = found.padded
+        else:
+            padded = False
+            for s, e in spans:
+                found = self.frontend.windows(wave[s:e])
+                padded = padded or found.padded
+                rows.append((found, slice(None), (s - start, e - start)))
+        info = InputInfo(kind="audio", description=clip.description, length=len(wave) - start, padded=padded)
+        prepared = []
+        for found, which, (s, e) in rows:
+            features = {k: np.ascontiguousarray(v[which]) for k, v in found.features.items()}
+            n_windows = next(iter(features.values())).shape[0]
+            end = min(start + e, len(wave))
+            segment = Segment(round((start + s) / rate, 6), round(end / rate, 6))
+            prepared.append(Prepared(features, n_windows, info, segment=segment))
+        return prepared
+
+    def collate(self, batch: Sequence[Any]) -> dict[str, np.ndarray]:
+        width = max(p.length for p in batch)
+        feeds: dict[str, np.ndarray] = {}
+        for name in batch[0].features:
+            first = batch[0].features[name]
+            stacked = np.zeros((len(batch), width, *first.shape[1:]), first.dtype)
+            for row, p in enumerate(batch):
+                stacked[row, : p.length] = p.features[name]
+            feeds[name] = stacked
+        mask = np.zeros((len(batch), width), np.float32)
+        for row, p in enumerate(batch):
+            mask[row, : p.length] = 1.0
+        feeds["window_mask"] = mask
+        return feeds

@@ -1,0 +1,169 @@
+"""Prithvi-EO-2.0 (``prithvi``, alias ``prithvi_eo_v2_s2_6b``): the ViT-MAE encoder, 6 bands, T frames.
+
+Written compactly in torch with the official checkpoint's key names (``encoder.patch_embed.proj``,
+``encoder.cls_token``, ``encoder.pos_embed``, ``encoder.blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
+mlp.fc2}``, ``encoder.norm``), so ``Prithvi_EO_V2_*.pt`` loads strictly (decoder keys are not used; the
+TL variants' optional time/location encoders are not implemented and their keys are skipped). The
+folder holds ``config.json`` (``pretrained_cfg``: sizes, mean/std) and the ``*.pt`` checkpoint.
+Grid output: the last layer's patch tokens, averaged over frames, one cell per 16 x 16 pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omniembed.embedding import Modality
+from omniembed.registry import ModelSpec, WeightsSource
+
+LOADER = "omniembed.models.prithvi:load"
+S2_BANDS = ("B02", "B03", "B04", "B8A", "B11", "B12")  # HLS: blue, green, red, narrow NIR, SWIR 1, SWIR 2
+DEFAULTS: dict[str, Any] = {"img_size": 224, "num_frames": 4, "patch_size": [1, 16, 16], "in_chans": 6,
+                            "embed_dim": 1024, "depth": 24, "num_heads": 16, "mlp_ratio": 4.0,
+                            "mean": [1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0],
+                            "std": [2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0]}
+SKIPPED_PREFIXES = ("decoder.", "encoder.temporal_embed_enc.", "encoder.location_embed_enc.", "mask_token")
+
+SPECS = (
+    ModelSpec(
+        name="prithvi",
+        loader=LOADER,
+        modalities=(Modality.GEO,),
+        dim=1024,
+        pooling="mean",
+        normalize=False,
+        weights=WeightsSource(hub_id="ibm-nasa-geospatial/Prithvi-EO-2.0-300M"),
+        license="Apache-2.0",
+        aliases=("prithvi_eo_v2_s2_6b", "prithvi-eo-2.0-300m"),
+        description="Prithvi-EO-2.0 300M ViT-MAE encoder on 6 Sentinel-2/HLS bands, multi-temporal",
+        options=(("bands", S2_BANDS), ("scale_m", 30.0), ("input_size", 224)),
+    ),
+)
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    raw = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    cfg = dict(DEFAULTS)
+    cfg.update(raw.get("pretrained_cfg", raw))
+    return cfg
+
+
+def build_encoder(cfg: dict[str, Any]) -> Any:
+    import torch
+    from torch import nn
+
+    dim, heads = int(cfg["embed_dim"]), int(cfg["num_heads"])
+    t_p, p, _ = (int(v) for v in cfg["patch_size"])
+    grid = int(cfg["img_size"]) // p
+    tokens = (int(cfg["num_frames"]) // t_p) * grid * grid
+    hidden = int(dim * float(cfg["mlp_ratio"]))
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, n, _ = x.shape
+            q, k, v = self.qkv(x).reshape(b, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            return self.proj(out.transpose(1, 2).reshape(b, n, dim))
+
+    class Mlp(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(self.act(self.fc1(x)))
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm1, self.attn = nn.LayerNorm(dim, eps=1e-6), Attention()
+            self.norm2, self.mlp = nn.LayerNorm(dim, eps=1e-6), Mlp()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+
+    class PatchEmbed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Conv3d(int(cfg["in_chans"]), dim, (t_p, p, p), stride=(t_p, p, p))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(x).flatten(2).transpose(1, 2)  # tokens ordered (frame, row, col)
+
+    class Encoder(nn.Module):
+        """(B, bands, frames, H, W) -> (B, D, H/16, W/16): patch tokens of the last layer, mean over frames."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = PatchEmbed()
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.register_buffer("pos_embed", torch.zeros(1, tokens + 1, dim))
+            self.blocks = nn.ModuleList(Block() for _ in range(int(cfg["depth"])))
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, h, w = x.shape[0], x.shape[-2] // p, x.shape[-1] // p
+            pos = torch.as_tensor(self.pos_embed)
+            tok = self.patch_embed(x) + pos[:, 1:]
+            cls = (self.cls_token + pos[:, :1]).expand(b, -1, -1)
+            z = torch.cat([cls, tok], dim=1)
+            for block in self.blocks:
+                z = block(z)
+            z = self.norm(z)[:, 1:]
+            return z.reshape(b, -1, h, w, dim).mean(dim=1).permute(0, 3, 1, 2)
+
+    return Encoder()
+
+
+def load_state_dict(folder: Path) -> dict[str, Any]:
+    import torch
+
+    files = sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth"))
+    if not files:
+        raise FileNotFoundError(f"no *.pt checkpoint in {folder}")
+    raw = torch.load(files[0], map_location="cpu", weights_only=True)
+    if isinstance(raw, dict) and isinstance(raw.get("model", raw.get("state_dict")), dict):
+        raw = raw.get("model", raw.get("state_dict"))
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = key.removeprefix("module.").removeprefix("model.")
+        if key.startswith(SKIPPED_PREFIXES):
+            continue
+        out[key.removeprefix("encoder.")] = value
+    return out
+
+
+def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any) -> Any:
+    import numpy as np
+    import torch
+
+    from omniembed.geo.models import GEO_LOADER_KEY, GeoNet
+    from omniembed.pipeline import LoadedModel
+    from omniembed.weights import fingerprint
+
+    cfg = read_config(folder)
+    net = build_encoder(cfg).eval().to(device)
+    net.load_state_dict(load_state_dict(folder), strict=True)
+    mean = np.asarray(cfg["mean"], dtype=np.float32)[None, :, None, None]
+    std = np.asarray(cfg["std"], dtype=np.float32)[None, :, None, None]
+
+    def prepare(raw: np.ndarray) -> np.ndarray:  # (frames, bands, H, W) reflectance x 10000; no data -> mean
+        return np.nan_to_num((raw - mean) / std, nan=0.0).astype(np.float32)
+
+    def run(batch: np.ndarray) -> np.ndarray:  # (N, frames, bands, S, S)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 2, 1, 3, 4))).to(device)
+            out: np.ndarray = net(x).float().cpu().numpy()
+        return out
+
+    version = fingerprint(folder, ("*.pt", "*.pth", "config.json"))
+    geo = GeoNet(spec.name, version, tuple(spec.option("bands")), int(cfg["embed_dim"]), int(cfg["img_size"]),
+                 int(cfg["patch_size"][1]), prepare, run, "(x - mean) / std per band (Prithvi config); frames="
+                 f"{cfg['num_frames']}", scale_m=30.0, frames=int(cfg["num_frames"]), device=device)
+    return LoadedModel(spec, version, {}, {}, "torch", device, extras={GEO_LOADER_KEY: geo})

@@ -1,0 +1,132 @@
+"""RemoteCLIP (``remoteclip``, alias ``remoteclip_s2rgb``): CLIP ViT-B/32 fine-tuned on remote-sensing
+image-text pairs, run through ``transformers`` (``CLIPVisionModelWithProjection``).
+
+The official checkpoint (``RemoteCLIP-ViT-B-32.pt``) is an open_clip state dict; ``convert_visual`` maps
+its ``visual.*`` keys onto the transformers layout (fused ``in_proj`` split into q/k/v, ``proj``
+transposed), every key accounted for, loaded strictly. Input: Sentinel-2 B04/B03/B02 as a true-colour
+composite (reflectance 0..0.3 -> 0..1; 8-bit sources /255), CLIP mean/std. Grid output: the last layer's
+patch tokens after ``ln_post`` (one cell per 32 x 32 input pixels).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from omniembed.embedding import Modality
+from omniembed.registry import ModelSpec, WeightsSource
+
+LOADER = "omniembed.models.remoteclip:load"
+CHECKPOINT = "RemoteCLIP-ViT-B-32.pt"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+SPECS = (
+    ModelSpec(
+        name="remoteclip",
+        loader=LOADER,
+        modalities=(Modality.GEO,),
+        dim=768,
+        pooling="mean",
+        normalize=False,
+        weights=WeightsSource(hub_id="chendelong/RemoteCLIP", marker=CHECKPOINT),
+        license="Apache-2.0",
+        aliases=("remoteclip_s2rgb", "remoteclip-vit-b-32"),
+        description="RemoteCLIP ViT-B/32 on Sentinel-2 true-colour composites (patch-token grid, 768-d)",
+        options=(("bands", ("B04", "B03", "B02")), ("scale_m", 10.0), ("input_size", 224)),
+    ),
+)
+
+
+def vision_config(sd: dict[str, Any]) -> dict[str, Any]:
+    """transformers ``CLIPVisionConfig`` arguments read off an open_clip visual state dict."""
+    width, _, patch, _ = sd["visual.conv1.weight"].shape
+    grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    layers = len({m[1] for k in sd if (m := re.match(r"visual\.transformer\.resblocks\.(\d+)\.", k))})
+    return {"hidden_size": width, "intermediate_size": sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            "num_hidden_layers": layers, "num_attention_heads": width // 64 if width >= 64 else max(1, width // 8),
+            "image_size": grid * patch, "patch_size": patch, "projection_dim": sd["visual.proj"].shape[1],
+            "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5}
+
+
+def convert_visual(sd: dict[str, Any]) -> dict[str, Any]:
+    """open_clip ``visual.*`` keys -> transformers ``CLIPVisionModelWithProjection`` keys (text keys dropped)."""
+    out: dict[str, Any] = {}
+    vm = "vision_model."
+    names = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+             "attn.out_proj": "self_attn.out_proj"}
+    for key, value in sd.items():
+        if not key.startswith("visual."):
+            continue
+        k = key.removeprefix("visual.")
+        if k == "class_embedding":
+            out[vm + "embeddings.class_embedding"] = value
+        elif k == "positional_embedding":
+            out[vm + "embeddings.position_embedding.weight"] = value
+        elif k == "conv1.weight":
+            out[vm + "embeddings.patch_embedding.weight"] = value
+        elif k.startswith("ln_pre."):
+            out[vm + "pre_layrnorm." + k.split(".")[-1]] = value
+        elif k.startswith("ln_post."):
+            out[vm + "post_layernorm." + k.split(".")[-1]] = value
+        elif k == "proj":
+            out["visual_projection.weight"] = value.t().contiguous()
+        elif m := re.match(r"transformer\.resblocks\.(\d+)\.(.+)[._](weight|bias)$", k):
+            layer, name, kind = m.groups()
+            prefix = f"{vm}encoder.layers.{layer}."
+            if name == "attn.in_proj":  # nn.MultiheadAttention's fused in_proj_weight / in_proj_bias
+                for part, chunk in zip(("q", "k", "v"), value.chunk(3, dim=0), strict=True):
+                    out[f"{prefix}self_attn.{part}_proj.{kind}"] = chunk.contiguous()
+            elif name in names:
+                out[f"{prefix}{names[name]}.{kind}"] = value
+            else:
+                raise KeyError(f"unexpected open_clip key {key}")
+        else:
+            raise KeyError(f"unexpected open_clip key {key}")
+    return out
+
+
+def read_checkpoint(folder: Path) -> dict[str, Any]:
+    import torch
+
+    path = folder / CHECKPOINT if (folder / CHECKPOINT).is_file() else next(iter(sorted(folder.glob("*.pt"))))
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    raw = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+    return {k.removeprefix("module."): v for k, v in raw.items()}
+
+
+def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any) -> Any:
+    import numpy as np
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from omniembed.geo.models import GEO_LOADER_KEY, GeoNet, rgb_unit
+    from omniembed.pipeline import LoadedModel
+    from omniembed.weights import fingerprint
+
+    sd = read_checkpoint(folder)
+    cfg = vision_config(sd)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg)).eval()
+    model.load_state_dict(convert_visual(sd), strict=True)
+    model.to(device)
+    mean = np.asarray(CLIP_MEAN, dtype=np.float32)[None, :, None, None]
+    std = np.asarray(CLIP_STD, dtype=np.float32)[None, :, None, None]
+    grid = cfg["image_size"] // cfg["patch_size"]
+
+    def prepare(raw: np.ndarray) -> np.ndarray:
+        return ((rgb_unit(raw) - mean) / std).astype(np.float32)
+
+    def run(batch: np.ndarray) -> np.ndarray:  # (N, 1, 3, S, S)
+        with torch.inference_mode():
+            vm = model.vision_model
+            hidden = vm(pixel_values=torch.from_numpy(np.ascontiguousarray(batch[:, 0])).to(device)).last_hidden_state
+            tokens = vm.post_layernorm(hidden[:, 1:])
+            out: np.ndarray = tokens.reshape(len(batch), grid, grid, -1).permute(0, 3, 1, 2).float().cpu().numpy()
+        return out
+
+    version = fingerprint(folder, ("*.pt",))
+    geo = GeoNet(spec.name, version, tuple(spec.option("bands")), cfg["hidden_size"], cfg["image_size"],
+                 cfg["patch_size"], prepare, run, "true colour 0..0.3 reflectance -> 0..1, CLIP mean/std",
+                 scale_m=10.0, device=device)
+    return LoadedModel(spec, version, {}, {}, "torch", device, extras={GEO_LOADER_KEY: geo, "clip": model})

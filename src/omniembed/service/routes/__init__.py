@@ -1,0 +1,1 @@
+"""One router per protocol face, plus operations (health, readiness, metrics)."""

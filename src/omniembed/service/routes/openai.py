@@ -1,0 +1,88 @@
+"""OpenAI-compatible ``POST /v1/embeddings`` and ``GET /v1/models``.
+
+Extension: ``modality`` = ``image`` or ``audio`` with URLs or data URLs as inputs (audio answers the
+pooled vector of the clip). ``encoding_format=base64`` is little-endian float32, as OpenAI's clients decode it.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends
+
+from omniembed.embedding import Embedding, Modality
+from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.service.schemas import (
+    OpenAIEmbedding,
+    OpenAIEmbeddingsRequest,
+    OpenAIEmbeddingsResponse,
+    OpenAIUsage,
+)
+from omniembed.service.state import ServiceState, get_state
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _inputs(body: OpenAIEmbeddingsRequest, limit: int) -> list[str]:
+    items = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not items:
+        raise ParameterInvalid("input must not be empty", param="input")
+    if not all(isinstance(i, str) for i in items):
+        raise ParameterInvalid("token-id inputs are not supported; send the text itself", param="input")
+    if len(items) > limit:
+        raise ParameterInvalid(f"input has {len(items)} items; the limit is {limit} per request", param="input")
+    return [str(i) for i in items]
+
+
+def _check_dimensions(vector: np.ndarray, dimensions: int | None, model: str) -> None:
+    """No registered model is trained for shortened (Matryoshka) vectors, so only the full size is accepted."""
+    if dimensions is None or dimensions == vector.shape[-1]:
+        return
+    raise ParameterInvalid(
+        f"model {model!r} produces {vector.shape[-1]} dimensions and does not support shortening them "
+        f"(dimensions={dimensions}); omit dimensions",
+        param="dimensions",
+    )
+
+
+@router.post("/embeddings", response_model=OpenAIEmbeddingsResponse, response_model_exclude_none=True)
+async def create_embeddings(
+    body: OpenAIEmbeddingsRequest, state: ServiceState = Depends(get_state)
+) -> OpenAIEmbeddingsResponse:
+    items = _inputs(body, state.settings.max_items_per_request)
+    modality = Modality(body.modality)
+    options: dict[str, Any] = {"truncate": body.truncate} if modality is Modality.TEXT else {}
+    results = await state.require_batcher().embed(body.model, modality, items, **options)
+    data: list[OpenAIEmbedding] = []
+    tokens = 0
+    for index, result in enumerate(results):
+        if isinstance(result, OmniEmbedError):
+            raise type(result)(f"input[{index}]: {result.message.removeprefix('item 0: ')}", param="input")
+        assert isinstance(result, Embedding)
+        vector = result.vector
+        _check_dimensions(vector, body.dimensions, body.model)
+        if modality is Modality.TEXT:
+            tokens += result.meta.input.length or 0
+        payload: list[float] | str = (
+            base64.b64encode(vector.astype("<f4").tobytes()).decode()
+            if body.encoding_format == "base64"
+            else vector.tolist()
+        )
+        data.append(OpenAIEmbedding(index=index, embedding=payload))
+    model = results[0].meta.model if isinstance(results[0], Embedding) else body.model
+    usage = OpenAIUsage(prompt_tokens=tokens, total_tokens=tokens)
+    return OpenAIEmbeddingsResponse(data=data, model=model, usage=usage)
+
+
+@router.get("/models")
+async def list_models(state: ServiceState = Depends(get_state)) -> dict[str, object]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": s.name, "object": "model", "created": 0, "owned_by": "omniembed",
+             "modalities": [str(m) for m in s.modalities], "dimensions": s.dim, "aliases": list(s.aliases)}
+            for s in state.engine.registry
+        ],
+    }

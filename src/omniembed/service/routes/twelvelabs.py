@@ -1,0 +1,51 @@
+"""TwelveLabs-compatible ``POST /v1.3/embed`` (multipart form), for the official ``twelvelabs`` SDK."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse
+
+from omniembed.embedding import Embedding, Modality
+from omniembed.errors import OmniEmbedError
+from omniembed.service.state import ServiceState, get_state
+from omniembed.service.twelvelabs import TwelveLabsRequest, create_embedding
+
+router = APIRouter(prefix="/v1.3", tags=["twelvelabs"])
+
+
+async def _read(upload: UploadFile | None) -> tuple[bytes | None, str | None]:
+    if upload is None:
+        return None, None
+    return await upload.read(), upload.filename
+
+
+@router.post("/embed")
+async def embed(
+    state: Annotated[ServiceState, Depends(get_state)],
+    model_name: Annotated[str | None, Form()] = None,
+    text: Annotated[str | None, Form()] = None,
+    text_truncate: Annotated[str | None, Form()] = None,
+    image_url: Annotated[str | None, Form()] = None,
+    image_file: Annotated[UploadFile | None, File()] = None,
+    audio_url: Annotated[str | None, Form()] = None,
+    audio_file: Annotated[UploadFile | None, File()] = None,
+    audio_start_offset_sec: Annotated[float | None, Form()] = None,
+) -> JSONResponse:
+    image_bytes, image_name = await _read(image_file)
+    audio_bytes, audio_name = await _read(audio_file)
+    request = TwelveLabsRequest(
+        model_name=model_name, text=text, text_truncate=text_truncate,
+        image_url=image_url or None, image_file=image_bytes, image_filename=image_name,
+        audio_url=audio_url or None, audio_file=audio_bytes, audio_filename=audio_name,
+        audio_start_offset_sec=audio_start_offset_sec,
+    )
+    batcher = state.require_batcher()
+
+    async def run(model: str, modality: Modality, items: list[Any], options: dict[str, Any]) -> list[Any]:
+        results: list[Embedding | OmniEmbedError] = await batcher.embed(model, modality, items, **options)
+        return results
+
+    response = await create_embedding(request, run, state.settings)
+    return JSONResponse(response.to_json())

@@ -1,0 +1,128 @@
+"""Geo test helpers: the real test rasters (made by tests/data/make_geo_data.py into a temp folder, once per
+session) and a tiny translation-equivariant geo model registered only in test engines."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from omniembed.api import Engine
+from omniembed.embedding import Modality
+from omniembed.registry import ModelSpec, Registry, WeightsSource, default_registry
+from omniembed.settings import Settings
+
+DATA_SCRIPT = Path(__file__).parent / "data" / "make_geo_data.py"
+
+
+def make_geo_data(out: Path) -> Path:
+    spec = importlib.util.spec_from_file_location("make_geo_data", DATA_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result: Path = module.make(out)
+    return result
+
+
+_made: list[Path] = []
+
+
+def shared_geo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test rasters, made once per session (each test module's ``geo_dir`` fixture calls this)."""
+    if not _made:
+        _made.append(make_geo_data(tmp_path_factory.mktemp("geo_data")))
+    return _made[0]
+
+
+CONV_SPEC = ModelSpec(
+    name="test-conv-geo",
+    loader="geo_data:load_conv",
+    modalities=(Modality.GEO,),
+    dim=8,
+    pooling="mean",
+    normalize=False,
+    weights=WeightsSource(),
+    license="test",
+    options=(("bands", ("B02", "B03", "B04", "B08")), ("input_size", 32)),
+)
+
+
+def conv_net(seed: int = 0) -> Any:
+    """Patchify (4 px, stride 4) -> GELU -> 3x3 conv over cells: translation-equivariant by whole cells,
+    receptive field one cell around each cell (so a one-cell tile overlap makes tiling exact)."""
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(4, 8, 4, stride=4), torch.nn.GELU(), torch.nn.Conv2d(8, 8, 3, padding=1))
+
+
+def load_conv(spec: ModelSpec, folder: Any, runtime: str, device: str, settings: Settings) -> Any:
+    import torch
+
+    from omniembed.geo.models import GEO_LOADER_KEY, GeoNet
+    from omniembed.pipeline import LoadedModel
+
+    net = conv_net().eval()
+
+    def prepare(raw: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(raw / 10000.0, nan=0.0).astype(np.float32)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out: np.ndarray = net(torch.from_numpy(batch[:, 0])).numpy()
+        return out
+
+    geo = GeoNet(spec.name, "test", ("B02", "B03", "B04", "B08"), 8, 32, 4, prepare, run, "reflectance/10000")
+    return LoadedModel(spec, "test", {}, {}, "torch", "cpu", extras={GEO_LOADER_KEY: geo})
+
+
+def geo_engine(tmp: Path, *specs: ModelSpec, **settings: Any) -> Engine:
+    """An engine whose registry holds the built-in models plus ``specs``."""
+    registry = Registry(list(default_registry()) + list(specs))
+    return Engine(Settings(cache_dir=tmp / "cache", hub_offline=True, **settings), registry)
+
+
+IMAGE_SPEC = ModelSpec(
+    name="test-image-stats",
+    loader="geo_data:load_image_stats",
+    modalities=(Modality.IMAGE,),
+    dim=6,
+    pooling="mean",
+    normalize=False,
+    weights=WeightsSource(),
+    license="test",
+    options=(("image_crop_size", 16),),
+)
+
+
+def load_image_stats(spec: ModelSpec, folder: Any, runtime: str, device: str, settings: Settings) -> Any:
+    """A stand-in image model (any registered image model goes through the same engine path): per-channel
+    mean and standard deviation of the 0..1 pixels."""
+    from omniembed.embedding import InputInfo
+    from omniembed.pipeline import LoadedModel, Prepared
+
+    class Preparer:
+        def contract(self, options: Any) -> str:
+            return "rgb/255"
+
+        def prepare(self, items: Any, options: Any) -> list[Any]:
+            out = []
+            for img in items:
+                arr = np.asarray(img.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+                out.append(Prepared({"pixel_values": arr}, 1, InputInfo("image", "pil")))
+            return out
+
+        def collate(self, batch: Any) -> dict[str, np.ndarray]:
+            return {"pixel_values": np.stack([b.features["pixel_values"] for b in batch])}
+
+    class Encoder:
+        runtime, device = "numpy", "cpu"
+
+        def __call__(self, feeds: Any) -> np.ndarray:
+            x = feeds["pixel_values"]
+            return np.concatenate([x.mean(axis=(2, 3)), x.std(axis=(2, 3))], axis=1).astype(np.float32)
+
+    return LoadedModel(spec, "test", {Modality.IMAGE: Preparer()}, {Modality.IMAGE: Encoder()}, "numpy", "cpu")

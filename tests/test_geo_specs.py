@@ -1,0 +1,88 @@
+"""omniembed.geo specs: construction, conversions, and clear parameter_invalid errors."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import pytest
+
+from omniembed.errors import ParameterInvalid
+from omniembed.geo import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+
+
+def test_bbox_and_point_buffer() -> None:
+    b = BBox(121.0, 31.0, 121.5, 31.4)
+    assert b.bounds == (121.0, 31.0, 121.5, 31.4) and b.crs == "EPSG:4326"
+    p = PointBuffer(lon=121.5, lat=31.2, buffer_m=2048)
+    lon0, lat0, lon1, lat1 = p.to_bbox().bounds
+    # 2048 m north-south is 2048 / 111_319.5 degrees of latitude; east-west scales with cos(lat).
+    assert math.isclose(lat1 - lat0, 2 * 2048 / 111_319.49, rel_tol=1e-4)
+    assert math.isclose(lon1 - lon0, (lat1 - lat0) / math.cos(math.radians(31.2)), rel_tol=1e-4)
+    assert math.isclose((lon0 + lon1) / 2, 121.5) and math.isclose((lat0 + lat1) / 2, 31.2)
+
+
+def test_bbox_other_crs_to_lonlat() -> None:
+    b = BBox(355590, 3451240, 358590, 3454240, crs="EPSG:32651")
+    lon0, lat0, lon1, lat1 = b.lonlat_bounds()
+    assert 121.47 < lon0 < lon1 < 121.53 and 31.18 < lat0 < lat1 < 31.22
+
+
+@pytest.mark.parametrize(
+    ("make", "param"),
+    [
+        (lambda: BBox(0, -91, 1, 1), "minlat"),
+        (lambda: BBox(0, 0, 1, 95), "maxlat"),
+        (lambda: BBox(2, 0, 1, 1), "minlon"),
+        (lambda: BBox(0, 1, 1, 1), "minlat"),
+        (lambda: BBox(0, 0, float("nan"), 1), "maxlon"),
+        (lambda: PointBuffer(10, 91, 100), "lat"),
+        (lambda: PointBuffer(190, 0, 100), "lon"),
+        (lambda: PointBuffer(10, 10, 0), "buffer_m"),
+        (lambda: PointBuffer(10, 10, -5), "buffer_m"),
+        (lambda: PointBuffer(10, 89.99, 5000), "buffer_m"),
+        (lambda: TemporalSpec.range("2022-09-01", "2022-06-01"), "end"),
+        (lambda: TemporalSpec.range("2022-06-01", "2022-06-01"), "end"),
+        (lambda: TemporalSpec.range("June 2022", "2022-09-01"), "start"),
+        (lambda: TemporalSpec.year(22.5), "year"),  # type: ignore[arg-type]
+        (lambda: SensorSpec(""), "collection"),
+        (lambda: SensorSpec("S2", bands=("B04", 0)), "bands"),
+        (lambda: SensorSpec("S2", scale_m=0), "scale_m"),
+        (lambda: SensorSpec("S2", cloudy_pct=120), "cloudy_pct"),
+        (lambda: SensorSpec("S2", composite="best"), "composite"),
+        (lambda: OutputSpec.pooled(pooling="cls"), "pooling"),
+        (lambda: OutputSpec.grid(scale_m=-10), "scale_m"),
+        (lambda: InputPrepSpec(mode="crop"), "input_prep"),
+        (lambda: InputPrepSpec(mode="tile", max_tiles=0), "max_tiles"),
+        (lambda: InputPrepSpec.coerce(3), "input_prep"),  # type: ignore[arg-type]
+    ],
+)
+def test_invalid_specs_say_what_to_change(make: object, param: str) -> None:
+    with pytest.raises(ParameterInvalid) as info:
+        make()  # type: ignore[operator]
+    assert info.value.param == param
+    assert info.value.code == "parameter_invalid"
+    assert param.split("_")[0].replace("min", "").replace("max", "") in info.value.message or param in str(info.value)
+
+
+def test_temporal_and_output_specs() -> None:
+    t = TemporalSpec.range("2022-06-01", "2022-09-01")
+    assert (t.start, t.end) == (date(2022, 6, 1), date(2022, 9, 1))
+    assert t.contains(date(2022, 6, 1)) and not t.contains(date(2022, 9, 1))
+    y = TemporalSpec.year(2022)
+    assert (y.start, y.end) == (date(2022, 1, 1), date(2023, 1, 1))
+    assert OutputSpec.pooled().mode == "pooled" and OutputSpec.pooled("max").pooling == "max"
+    assert OutputSpec.grid(30).scale_m == 30 and OutputSpec.grid().mode == "grid"
+    assert InputPrepSpec.coerce("TILE").mode == "tile" and InputPrepSpec.coerce(None).mode == "resize"
+    assert SensorSpec("x", bands="B04").bands == ("B04",)
+
+
+def test_importing_geo_loads_no_ml_or_raster_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, omniembed.geo, omniembed.export, omniembed.geo.cli, omniembed.geo.backends.stac, "
+            "omniembed.geo.backends.gee; print(sorted(m for m in ('torch', 'transformers', 'rasterio', 'xarray', "
+            "'pyproj', 'pystac', 'shapely', 'zarr') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
