@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PORT   ?= 8000
+MODELS ?= minilm,efficientnet-lite0,sfx-cnn,speaker-ge2e
 
 .PHONY: install run test lint bench clean
 
@@ -18,9 +20,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The main job: the HTTP server with the offline default models (Ctrl-C stops it).
 run: install
 	$(BIN)/omniembed models
-	$(BIN)/omniembed embed minilm --summary --text "omniembed turns text into embedding vectors, offline."
+	$(BIN)/omniembed serve --host 127.0.0.1 --port $(PORT) --models $(MODELS)
 
 lint: install
 	$(BIN)/ruff check src tests bench

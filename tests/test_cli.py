@@ -43,14 +43,14 @@ def test_embed_errors_are_clear_and_exit_nonzero() -> None:
     assert result.exit_code == 2 and "parameter_invalid" in result.stderr and "none, start, end" in result.stderr
     assert result.stdout == ""
     result = runner.invoke(app, ["embed", "minilm"])
-    assert result.exit_code == 2 and "exactly one of --text or --input" in result.stderr
+    assert result.exit_code == 2 and "exactly one of --text, --image, --audio or --input" in result.stderr
     result = runner.invoke(app, ["embed", "minilm", "--text", ""])
     assert result.exit_code == 2 and "empty" in result.stderr
 
 
 def test_embed_summary() -> None:
     result = runner.invoke(app, ["embed", "minilm", "--summary", "--text", "hello world", "--runtime", "torch"])
-    assert result.exit_code == 0 and "dim=384 norm=1.0000 tokens=4" in result.stdout
+    assert result.exit_code == 0 and "dim=384 norm=1.0000 length=4" in result.stdout
 
 
 def test_text_file_to_parquet(tmp_path: Path, engine: omniembed.Engine) -> None:

@@ -60,3 +60,35 @@ def test_missing_earthengine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "ee", None)
     with pytest.raises(RuntimeUnavailable, match="omniembed\\[gee\\]"):
         GeeBackend().read(PointBuffer(1, 1, 100), None, SensorSpec("COPERNICUS/S2_SR_HARMONIZED"), Settings())
+
+
+def test_read_turns_compute_pixels_into_a_raster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GeeBackend.read end to end on a stand-in ``ee`` whose computePixels returns a structured array
+    (Earth Engine's NUMPY_NDARRAY format: one named field per band)."""
+    import sys
+    import types
+
+    import numpy as np
+
+    calls: list[dict] = []
+
+    def compute_pixels(request: dict) -> np.ndarray:
+        calls.append(request)
+        dims = request["grid"]["dimensions"]
+        arr = np.zeros((dims["height"], dims["width"]), dtype=[("B4", "f4"), ("B3", "f4")])
+        arr["B4"], arr["B3"] = 1000.0, np.arange(dims["width"], dtype=np.float32)[None, :]
+        return arr
+
+    fake = Recorder()
+    ee = types.SimpleNamespace(Initialize=lambda: None, data=types.SimpleNamespace(computePixels=compute_pixels),
+                               ImageCollection=fake.ImageCollection, Geometry=fake.Geometry, Filter=fake.Filter)
+    monkeypatch.setitem(sys.modules, "ee", ee)
+    sensor = SensorSpec("COPERNICUS/S2_SR_HARMONIZED", bands=("B04", "B03"), scale_m=20)
+    r = GeeBackend().read(PointBuffer(121.5, 31.2, 200), TemporalSpec.year(2022), sensor, Settings())
+    assert r.data.shape == (1, 2, 20, 20) and r.bands == ("B04", "B03")
+    assert (r.image[0] == 1000).all() and (r.image[1][5] == np.arange(20)).all()
+    assert r.grid.crs == "EPSG:32651" and r.grid.transform.a == 20
+    trail = calls[0]["expression"].trail
+    assert [t for t in trail if isinstance(t, str)] == ["ImageCollection", "filterDate", "filterBounds", "filter",
+                                                        "select", "median"]
+    assert trail[-3] == (["B4", "B3"],)

@@ -221,3 +221,55 @@ def test_rs_embed_example_with_remoteclip(tmp_path: Path, geo_dir: Path) -> None
     x0, y0, x1, y1 = t[2], t[5] + t[4] * grid.shape[1], t[2] + t[0] * grid.shape[2], t[5]
     assert cx - 2048 - 10 <= x0 < x1 <= cx + 2048 + 10 and cy - 2048 - 10 <= y0 < y1 <= cy + 2048 + 10
     np.testing.assert_allclose(vec, grid.values.reshape(64, -1).mean(axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_prithvi_tl_time_and_location_codes(tmp_path: Path, geo_dir: Path) -> None:
+    """A TL-style checkpoint (coords_encoding time+location, learned scales) loads strictly and adds the
+    sin/cos codes of each frame's (year, day of year) and the region centre's (lat, lon)."""
+    import datetime
+
+    import rasterio
+    from affine import Affine
+
+    folder = tmp_path / "models" / "prithvi"
+    folder.mkdir(parents=True)
+    sd = prithvi_state_dict()
+    sd |= {"encoder.temporal_embed_enc.scale": torch.tensor([0.3]), "encoder.location_embed_enc.scale":
+           torch.tensor([0.2]), "decoder.temporal_embed_dec.scale": torch.tensor([0.1])}
+    torch.save(sd, folder / "Prithvi_EO_V2_tiny_TL.pt")
+    cfg = CFG | {"coords_encoding": ["time", "location"], "coords_scale_learn": True}
+    (folder / "config.json").write_text(json.dumps({"pretrained_cfg": cfg}))
+    eng = geo_engine(tmp_path, model_dir=tmp_path / "models")
+    with rasterio.open(geo_dir / "s2" / "s2_20220715.tif") as src:
+        real = src.read().astype(np.float32)[:, 100:132, 100:132]
+        transform = src.transform
+    six = np.concatenate([real, real[3:4] * 0.8, real[2:3] * 1.3])
+    frames = np.stack([six[:, ::-1], six])
+    dates = (datetime.date(2021, 3, 1), datetime.date(2022, 7, 15))
+    backend = TensorBackend(frames, transform @ Affine.translation(100, 100), "EPSG:32651",
+                            bands=("B02", "B03", "B04", "B8A", "B11", "B12"), dates=dates)
+    box = BBox(X0 + 1000, Y0 - 1320, X0 + 1320, Y0 - 1000, crs="EPSG:32651")
+    emb = get_embedding("prithvi", spatial=box, output=OutputSpec.grid(), backend=backend,
+                        sensor=SensorSpec("tensor", composite="frames"), engine=eng)
+
+    def code(values: list[float], width: int) -> Any:
+        omega = 1.0 / 10000 ** (np.arange(width // 2) / (width / 2.0))
+        out = np.asarray(values, dtype=np.float64)[:, None] * omega
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    lon0, lat0, lon1, lat1 = box.lonlat_bounds()
+    t_code = 0.3 * np.concatenate([code([2021, 2022], 16), code([60, 196], 16)], axis=1)  # (T, 32)
+    l_code = 0.2 * np.concatenate([code([(lat0 + lat1) / 2], 16), code([(lon0 + lon1) / 2], 16)], axis=1)[0]
+    mean, std = np.array(CFG["mean"])[:, None, None, None], np.array(CFG["std"])[:, None, None, None]
+    x = torch.from_numpy(((frames.transpose(1, 0, 2, 3) - mean) / std)[None]).float()
+    e = {k.removeprefix("encoder."): v for k, v in sd.items() if k.startswith("encoder.")}
+    extra = torch.from_numpy(np.repeat(t_code, 16, axis=0) + l_code).float()  # 16 tokens per frame
+    # reference: the plain forward with the codes folded into the position table (added to the same tokens)
+    shifted = dict(sd)
+    shifted["encoder.pos_embed"] = e["pos_embed"] + torch.cat([torch.zeros(1, 32), extra])[None]
+    with torch.no_grad():
+        ref = prithvi_reference(shifted, x)[0].numpy()
+        plain = prithvi_reference(sd, x)[0].numpy()
+    np.testing.assert_allclose(emb.data.values, ref, rtol=1e-4, atol=1e-5)
+    assert np.abs(ref - plain).max() > 1e-3  # the codes matter
+    assert "coords=time,location" in emb.meta.preprocessing

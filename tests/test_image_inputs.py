@@ -99,6 +99,18 @@ def test_modes_convert_to_rgb_and_transparency_goes_on_white() -> None:
     assert _pixels(Image.new("1", (2, 2), 1), s).tolist() == [[[255] * 3] * 2] * 2
 
 
+@pytest.mark.parametrize("fmt", ["WEBP", "AVIF", "TIFF", "BMP"])
+def test_other_formats(coffee: np.ndarray, fmt: str) -> None:
+    from PIL import features
+
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("this Pillow build has no AVIF codec")
+    lossless = {"WEBP": {"lossless": True}, "AVIF": {"quality": 100}}.get(fmt, {})
+    got = _pixels(_encode(Image.fromarray(coffee), fmt, **lossless), Settings())
+    error = np.abs(got.astype(int) - coffee).mean()
+    assert got.shape == coffee.shape and (error < 6 if fmt == "AVIF" else error == 0)  # AVIF: 4:2:0 chroma
+
+
 def test_animated_images_take_the_first_frame() -> None:
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
     buf = io.BytesIO()

@@ -35,6 +35,31 @@ log = logging.getLogger(__name__)
 TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
 
 
+# Folders whose config.json names one of these model types are handled by that family; others are text encoders.
+_FOLDER_FAMILIES = {"clip": "omniembed.models.clip", "dinov2": "omniembed.models.dinov2"}
+
+
+def _folder_spec(folder: Path, name: str | None = None) -> ModelSpec:
+    """A spec for a model folder, by the ``model_type`` in its config.json."""
+    import importlib
+    import json
+
+    from omniembed.models.hf_text import spec_from_dir
+
+    config = folder / "config.json"
+    model_type = ""
+    if config.is_file():
+        try:
+            model_type = str(json.loads(config.read_text(encoding="utf-8")).get("model_type", ""))
+        except (ValueError, AttributeError) as exc:
+            raise ParameterInvalid(f"{config} is not valid JSON: {exc}", param="model") from None
+    family = _FOLDER_FAMILIES.get(model_type)
+    if family is not None:
+        spec: ModelSpec = importlib.import_module(family).spec_for_folder(folder, name)
+        return spec
+    return spec_from_dir(folder, name)
+
+
 class Engine:
     """Resolves models, keeps loaded ones in an LRU, and runs the pipeline."""
 
@@ -48,8 +73,6 @@ class Engine:
     # -- models -----------------------------------------------------------------------------
     def spec(self, model: str) -> ModelSpec:
         """The spec for a registered name or alias, a local model folder, or a hub id."""
-        from omniembed.models.hf_text import spec_from_dir
-
         if not isinstance(model, str) or not model.strip():
             raise ParameterNotProvided("model is required: a name from `omniembed models`", param="model")
         found = self.registry.get(model)
@@ -60,10 +83,10 @@ class Engine:
                 return self._adhoc[model]
         path = Path(model).expanduser()
         if path.is_dir():
-            spec = spec_from_dir(path)
+            spec = _folder_spec(path)
         elif "/" in model and not model.startswith((".", "/", "~")) and model.count("/") == 1:
             probe = ModelSpec(model, "", (Modality.TEXT,), 0, "mean", False, WeightsSource(hub_id=model), "")
-            spec = spec_from_dir(locate_weights(probe, self.settings), name=model)
+            spec = _folder_spec(locate_weights(probe, self.settings), name=model)
         else:
             raise self._not_found(model)
         with self._lock:

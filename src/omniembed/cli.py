@@ -32,6 +32,16 @@ app = typer.Typer(
 models_app = typer.Typer(help="List registered models, or show one.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 
+
+def _mount_geo() -> None:
+    """The Earth-observation commands (``omniembed geo ...``); their heavy imports happen when they run."""
+    from omniembed.geo.cli import app as geo_app
+
+    app.add_typer(geo_app, name="geo", help="Earth-observation embeddings: embed, export, preview (docs/geo.md).")
+
+
+_mount_geo()
+
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -192,6 +202,12 @@ def embed(
     model: Annotated[str, typer.Argument(help="Model name or alias, a local model folder, or a hub id.")],
     text: Annotated[str | None, typer.Option("--text", "-t", help="One text to embed; JSON to stdout.")] = None,
     image: Annotated[str | None, typer.Option("--image", help="One image (path or URL); JSON to stdout.")] = None,
+    audio: Annotated[
+        str | None, typer.Option("--audio", help="One audio file (path or URL): segments + pooled, JSON to stdout.")
+    ] = None,
+    start_offset_sec: Annotated[float, typer.Option(help="Audio: start here, in seconds.")] = 0.0,
+    segment_sec: Annotated[float | None, typer.Option(help="Audio: segment length (default: the model's).")] = None,
+    overlap_sec: Annotated[float, typer.Option(help="Audio: overlap between segments, in seconds.")] = 0.0,
     input_path: Annotated[
         Path | None,
         typer.Option("--input", "-i", help="A .txt (one text a line) or .jsonl file, or a folder of images."),
@@ -205,16 +221,17 @@ def embed(
     runtime: Annotated[str | None, typer.Option(help="auto | torch | onnx")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Items per encoder call.")] = None,
-    summary: Annotated[bool, typer.Option("--summary", help="With --text: a short summary, not the vector.")] = False,
+    summary: Annotated[bool, typer.Option("--summary", help="A short human-readable summary, not the vector.")] = False,
 ) -> None:
-    """Embed one text (--text), one image (--image), or a file or image folder (--input ... --out out.parquet)."""
+    """Embed one text (--text), image (--image) or audio file (--audio), or a text file or image folder
+    (--input ... --out out.parquet)."""
     options: dict[str, Any] = {
         "truncate": truncate, "normalize": normalize, "pooling": pooling, "runtime": runtime, "device": device
     }
     engine = _engine()
     try:
-        if sum(x is not None for x in (text, image, input_path)) != 1:
-            raise ParameterInvalid("give exactly one of --text or --input or --image", param="text")
+        if sum(x is not None for x in (text, image, audio, input_path)) != 1:
+            raise ParameterInvalid("give exactly one of --text, --image, --audio or --input", param="text")
         if input_path is not None:
             if out_path is None:
                 raise ParameterInvalid("--input needs --out FILE.parquet", param="out")
@@ -225,7 +242,11 @@ def embed(
                 return
             _embed_file(engine, model, input_path, out_path, {**options, "batch_size": batch_size})
             return
-        if image is not None:
+        if audio is not None:
+            options.pop("truncate")
+            segments = {"start_offset_sec": start_offset_sec, "segment_sec": segment_sec, "overlap_sec": overlap_sec}
+            result = engine.embed(model, audio=audio, **options, **segments)
+        elif image is not None:
             options.pop("truncate")
             result = engine.embed(model, image=image, **options)
         else:
@@ -233,18 +254,28 @@ def embed(
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     if summary:
-        import numpy as np
-
-        m = result.meta
-        out.print(
-            f"model={m.model} dim={m.dim} norm={float(np.linalg.norm(result.data)):.4f} tokens={m.input.length} "
-            f"runtime={m.runtime}/{m.device} encode={m.timings.encode_ms:.1f} ms\n"
-            f"first values: {np.array2string(result.data[:6], precision=4)}",
-            highlight=False,
-        )
+        _print_summary(result)
         return
     json.dump({"model": result.meta.model, "dim": result.meta.dim, **result.to_dict()}, sys.stdout)
     sys.stdout.write("\n")
+
+
+def _print_summary(result: Embedding) -> None:
+    import numpy as np
+
+    m = result.meta
+    vector = result.vector
+    out.print(
+        f"model={m.model} modality={m.modality} dim={m.dim} norm={float(np.linalg.norm(vector)):.4f} "
+        f"length={m.input.length} truncated={m.input.truncated} padded={m.input.padded} "
+        f"runtime={m.runtime}/{m.device} encode={m.timings.encode_ms:.1f} ms",
+        highlight=False,
+    )
+    for segment, row in zip(m.segments, result.data if m.segments else [], strict=False):
+        out.print(f"  {segment.start_sec:8.2f}-{segment.end_sec:8.2f} s  {np.array2string(row[:4], precision=4)}",
+                  highlight=False)
+    label = "pooled" if m.segments else "first values"
+    out.print(f"{label}: {np.array2string(vector[:6], precision=4)}", highlight=False)
 
 
 # -- serve ----------------------------------------------------------------------------------------

@@ -171,6 +171,12 @@ def run(
         t0 = time.perf_counter()
         output = encoder(feeds)
         t1 = time.perf_counter()
+        if output.ndim == 2 and options.pooling is not None and options.pooling != model.spec.pooling:
+            raise ParameterInvalid(
+                f"model {model.spec.name!r} outputs pooled vectors ({model.spec.pooling}); pooling cannot be "
+                f"changed to {options.pooling!r}. Omit pooling.",
+                param="pooling",
+            )
         pooled = pool(output, feeds.get("attention_mask"), pooling)
         if do_normalize:
             pooled = normalize(pooled)

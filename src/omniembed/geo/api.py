@@ -81,13 +81,29 @@ def _resolve_backend(backend: Any, sensor: SensorSpec | None, net: GeoNet) -> tu
     return get_backend(backend, sensor), sensor
 
 
-def _frames(data: np.ndarray, want: int) -> np.ndarray:
-    if data.shape[0] == want:
-        return data
-    if data.shape[0] == 1 or data.shape[0] < want:
-        idx = np.minimum(np.arange(want), data.shape[0] - 1)
-        return data[idx]
-    return data[np.round(np.linspace(0, data.shape[0] - 1, want)).astype(int)]
+def _frames(count: int, want: int) -> np.ndarray:
+    """Indices of the frames fed to a model taking ``want`` frames (repeat the last, or pick evenly)."""
+    if count == want:
+        return np.arange(want)
+    if count < want:
+        return np.minimum(np.arange(want), count - 1)
+    return np.round(np.linspace(0, count - 1, want)).astype(int)
+
+
+def _coords(raster: Raster, frames: np.ndarray, spatial: Any, temporal: TemporalSpec | None) -> dict[str, Any]:
+    """Side inputs of models conditioned on time and place: per frame (year, day of year), falling back to
+    the middle of the time window for undated composites; the region centre's (lat, lon)."""
+    from datetime import timedelta
+
+    days = [raster.dates[i] if i < len(raster.dates) else None for i in frames]
+    if any(d is None for d in days) and temporal is not None:
+        mid = temporal.start + timedelta(days=(temporal.end - temporal.start).days // 2)
+        days = [d or mid for d in days]
+    lon0, lat0, lon1, lat1 = spatial.lonlat_bounds()
+    out: dict[str, Any] = {"location": np.array([(lat0 + lat1) / 2, (lon0 + lon1) / 2], dtype=np.float32)}
+    if all(d is not None for d in days):
+        out["temporal"] = np.array([[d.year, d.timetuple().tm_yday] for d in days if d], dtype=np.float32)
+    return out
 
 
 def to_dataarray(grid: np.ndarray, raster: Raster, cell_px: tuple[float, float],
@@ -163,10 +179,13 @@ def get_embeddings_batch(
                 if progress:
                     progress(1)
                 continue
-            img = _frames(net.prepare(raster.data), net.frames)
+            frames = _frames(raster.data.shape[0], net.frames)
+            img = net.prepare(raster.data[frames])
             mode = choose_mode(prep, img.shape[-2], img.shape[-1], net.input_size)
             plan = plan_resize(img, net.input_size, net.patch) if mode == "resize" else \
                 plan_tiles(img, net.input_size, net.patch, prep)
+            if net.coords:
+                plan.coords = _coords(raster, frames, spatial, temporal)
             work.append((i, raster, plan))
         except OmniEmbedError as exc:
             if errors == "raise":
@@ -192,7 +211,13 @@ def _run_plans(net: GeoNet, plans: list[Plan], batch_size: int) -> None:
     for start in range(0, len(index), batch_size):
         chunk = index[start:start + batch_size]
         batch = np.stack([p.tiles[k] for p, k in chunk])
-        outputs.extend(np.asarray(net.run(batch), dtype=np.float32))
+        if net.coords:
+            side = {key: np.stack([p.coords[key] for p, _ in chunk]) for key in ("temporal", "location")
+                    if all(key in p.coords for p, _ in chunk)}
+            result = net.run(batch, side)
+        else:
+            result = net.run(batch)
+        outputs.extend(np.asarray(result, dtype=np.float32))
     pos = 0
     for p in plans:
         p.grids = np.stack(outputs[pos:pos + len(p.tiles)])

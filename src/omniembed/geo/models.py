@@ -37,12 +37,15 @@ class GeoNet:
     input_size: int
     patch: int
     prepare: Callable[[np.ndarray], np.ndarray]
-    run: Callable[[np.ndarray], np.ndarray] | None
+    run: Callable[..., np.ndarray] | None
     contract: str
     collection: str = "COPERNICUS/S2_SR_HARMONIZED"
     scale_m: float = 10.0
     frames: int = 1
     device: str = "cpu"
+    coords: bool = False
+    """When True, ``run(batch, side)`` also gets ``side``: ``temporal`` (N, frames, 2) = (year, day of year)
+    when every frame is dated, and ``location`` (N, 2) = (lat, lon) of the region's centre."""
 
     @property
     def precomputed(self) -> bool:

@@ -8,7 +8,7 @@ regions are run in shared batches by the caller and assembled with ``Plan.assemb
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -55,6 +55,8 @@ class Plan:
     padded: bool = False
     grids: np.ndarray | None = None
     """The model's output for ``tiles`` (N x D x g x g), set by whoever runs the plan."""
+    coords: dict[str, np.ndarray] = field(default_factory=dict)
+    """Side inputs for models conditioned on time/place (``temporal``: frames x 2, ``location``: 2)."""
 
     def assemble(self, grids: np.ndarray) -> np.ndarray:
         """Stitch the model's per-tile grids (N x D x g x g) into (D, rows, cols): each tile gives only the

@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 from omniembed.errors import InputTooLarge, InputUnreadable, ParameterInvalid
 from omniembed.settings import Settings
 
-__all__ = ["FetchPolicy", "Fetched", "fetch", "forbidden_reason", "is_url"]
+__all__ = ["FetchPolicy", "Fetched", "check_url", "fetch", "forbidden_reason", "is_url"]
 
 _METADATA = {
     ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack
@@ -82,7 +82,9 @@ def forbidden_reason(address: str) -> str | None:
     return None
 
 
-def _check_host(url: str, policy: FetchPolicy) -> None:
+def check_url(url: str, policy: FetchPolicy) -> None:
+    """Refuse non-http(s) URLs and, unless the policy allows private targets, hosts that resolve to a
+    forbidden address (for clients other than ``fetch``, e.g. GDAL or pystac-client)."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in {"http", "https"}:
         raise ParameterInvalid(f"only http and https URLs can be fetched, not {parts.scheme or 'no'} scheme: {url}")
@@ -115,7 +117,7 @@ def fetch(url: str, policy: FetchPolicy) -> Fetched:
     current = url
     with httpx.Client(follow_redirects=False, timeout=timeout, trust_env=False) as client:
         for _hop in range(policy.max_redirects + 1):
-            _check_host(current, policy)
+            check_url(current, policy)
             try:
                 with client.stream("GET", current, headers={"User-Agent": "omniembed"}) as response:
                     if response.is_redirect:

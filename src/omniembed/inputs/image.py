@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["IMAGE_SUFFIXES", "ImagePreparer", "ImagePreprocess", "LoadedImage", "load_image"]
 
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".ico", ".jfif"}
+    {".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".webp", ".avif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+    | {".ico"}
 )
 _B64 = re.compile(r"^[A-Za-z0-9+/_\-\s]*={0,2}\s*$")
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[\w.-]+)*);base64,", re.IGNORECASE)

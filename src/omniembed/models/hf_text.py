@@ -79,6 +79,12 @@ def read_st_config(folder: Path) -> StConfig:
     # RoBERTa-style position ids start after the padding index: 514 positions hold 512 tokens.
     if config.get("model_type") in {"roberta", "xlm-roberta", "camembert"}:
         max_tokens = min(max_tokens, int(config.get("max_position_embeddings", 514)) - 2)
+    if "hidden_size" not in config:
+        kind = config.get("model_type", "unknown")
+        raise ParameterInvalid(
+            f"{transformer_dir} holds a {kind!r} model, which omniembed does not run as a text encoder",
+            param="model",
+        )
     return StConfig(transformer_dir, pooling, normalize, max_tokens, int(config["hidden_size"]))
 
 

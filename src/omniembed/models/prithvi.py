@@ -3,8 +3,10 @@
 Written compactly in torch with the official checkpoint's key names (``encoder.patch_embed.proj``,
 ``encoder.cls_token``, ``encoder.pos_embed``, ``encoder.blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,
 mlp.fc2}``, ``encoder.norm``), so ``Prithvi_EO_V2_*.pt`` loads strictly (decoder keys are not used; the
-TL variants' optional time/location encoders are not implemented and their keys are skipped). The
-folder holds ``config.json`` (``pretrained_cfg``: sizes, mean/std) and the ``*.pt`` checkpoint.
+TL variants' time/location encoders, ``coords_encoding: ["time", "location"]`` in the config, are built
+too: they add sin/cos codes of each frame's (year, day of year) and the region centre's (lat, lon),
+scaled by ``scale``; without dates the time code is left out, as upstream). The folder holds
+``config.json`` (``pretrained_cfg``: sizes, mean/std) and the ``*.pt`` checkpoint.
 Grid output: the last layer's patch tokens, averaged over frames, one cell per 16 x 16 pixels.
 """
 
@@ -22,8 +24,9 @@ S2_BANDS = ("B02", "B03", "B04", "B8A", "B11", "B12")  # HLS: blue, green, red, 
 DEFAULTS: dict[str, Any] = {"img_size": 224, "num_frames": 4, "patch_size": [1, 16, 16], "in_chans": 6,
                             "embed_dim": 1024, "depth": 24, "num_heads": 16, "mlp_ratio": 4.0,
                             "mean": [1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0],
-                            "std": [2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0]}
-SKIPPED_PREFIXES = ("decoder.", "encoder.temporal_embed_enc.", "encoder.location_embed_enc.", "mask_token")
+                            "std": [2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0],
+                            "coords_encoding": [], "coords_scale_learn": False, "layer_norm_eps": 1e-6}
+SKIPPED_PREFIXES = ("decoder.", "mask_token")
 
 SPECS = (
     ModelSpec(
@@ -58,6 +61,27 @@ def build_encoder(cfg: dict[str, Any]) -> Any:
     grid = int(cfg["img_size"]) // p
     tokens = (int(cfg["num_frames"]) // t_p) * grid * grid
     hidden = int(dim * float(cfg["mlp_ratio"]))
+    eps = float(cfg["layer_norm_eps"])
+
+    def sincos(values: torch.Tensor, width: int) -> torch.Tensor:  # (M,) -> (M, width), as Prithvi's 1-D code
+        omega = 1.0 / 10000 ** (torch.arange(width // 2, dtype=torch.float32) / (width / 2.0))
+        out = values.reshape(-1, 1).float() * omega.to(values.device)
+        return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+    class CoordEncoder(nn.Module):
+        """Sin/cos of two coordinates (half the channels each) times ``scale`` (learned or fixed 1)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            if cfg["coords_scale_learn"]:
+                self.scale = nn.Parameter(torch.full((1,), 0.1))
+            else:
+                self.register_buffer("scale", torch.ones(1))
+
+        def forward(self, coords: torch.Tensor) -> torch.Tensor:  # (..., 2) -> (..., dim)
+            first = sincos(coords[..., 0], dim // 2).reshape(*coords.shape[:-1], -1)
+            second = sincos(coords[..., 1], dim - dim // 2).reshape(*coords.shape[:-1], -1)
+            return torch.as_tensor(self.scale) * torch.cat([first, second], dim=-1)
 
     class Attention(nn.Module):
         def __init__(self) -> None:
@@ -81,8 +105,8 @@ def build_encoder(cfg: dict[str, Any]) -> Any:
     class Block(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.norm1, self.attn = nn.LayerNorm(dim, eps=1e-6), Attention()
-            self.norm2, self.mlp = nn.LayerNorm(dim, eps=1e-6), Mlp()
+            self.norm1, self.attn = nn.LayerNorm(dim, eps=eps), Attention()
+            self.norm2, self.mlp = nn.LayerNorm(dim, eps=eps), Mlp()
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = x + self.attn(self.norm1(x))
@@ -105,12 +129,21 @@ def build_encoder(cfg: dict[str, Any]) -> Any:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
             self.register_buffer("pos_embed", torch.zeros(1, tokens + 1, dim))
             self.blocks = nn.ModuleList(Block() for _ in range(int(cfg["depth"])))
-            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.norm = nn.LayerNorm(dim, eps=eps)
+            if "time" in cfg["coords_encoding"]:
+                self.temporal_embed_enc = CoordEncoder()
+            if "location" in cfg["coords_encoding"]:
+                self.location_embed_enc = CoordEncoder()
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def forward(self, x: torch.Tensor, temporal: torch.Tensor | None = None,
+                    location: torch.Tensor | None = None) -> torch.Tensor:
             b, h, w = x.shape[0], x.shape[-2] // p, x.shape[-1] // p
             pos = torch.as_tensor(self.pos_embed)
             tok = self.patch_embed(x) + pos[:, 1:]
+            if temporal is not None and hasattr(self, "temporal_embed_enc"):  # (B, T, 2): year, day of year
+                tok = tok + self.temporal_embed_enc(temporal).repeat_interleave(tok.shape[1] // temporal.shape[1], 1)
+            if location is not None and hasattr(self, "location_embed_enc"):  # (B, 2): lat, lon
+                tok = tok + self.location_embed_enc(location)[:, None]
             cls = (self.cls_token + pos[:, :1]).expand(b, -1, -1)
             z = torch.cat([cls, tok], dim=1)
             for block in self.blocks:
@@ -156,14 +189,17 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     def prepare(raw: np.ndarray) -> np.ndarray:  # (frames, bands, H, W) reflectance x 10000; no data -> mean
         return np.nan_to_num((raw - mean) / std, nan=0.0).astype(np.float32)
 
-    def run(batch: np.ndarray) -> np.ndarray:  # (N, frames, bands, S, S)
+    def run(batch: np.ndarray, side: dict[str, np.ndarray] | None = None) -> np.ndarray:  # (N, frames, bands, S, S)
+        side = side or {}
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 2, 1, 3, 4))).to(device)
-            out: np.ndarray = net(x).float().cpu().numpy()
+            extra = {k: torch.from_numpy(v).to(device) for k, v in side.items()}
+            out: np.ndarray = net(x, extra.get("temporal"), extra.get("location")).float().cpu().numpy()
         return out
 
     version = fingerprint(folder, ("*.pt", "*.pth", "config.json"))
     geo = GeoNet(spec.name, version, tuple(spec.option("bands")), int(cfg["embed_dim"]), int(cfg["img_size"]),
                  int(cfg["patch_size"][1]), prepare, run, "(x - mean) / std per band (Prithvi config); frames="
-                 f"{cfg['num_frames']}", scale_m=30.0, frames=int(cfg["num_frames"]), device=device)
+                 f"{cfg['num_frames']}; coords={','.join(cfg['coords_encoding']) or 'none'}", scale_m=30.0,
+                 frames=int(cfg["num_frames"]), device=device, coords=bool(cfg["coords_encoding"]))
     return LoadedModel(spec, version, {}, {}, "torch", device, extras={GEO_LOADER_KEY: geo})

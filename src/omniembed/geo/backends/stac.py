@@ -78,9 +78,9 @@ def search_items(url: str, collection: str | None, spatial: SpatialSpec, tempora
     if "search" in links and conforms:
         from pystac_client import Client
 
-        from omniembed.inputs.fetch import FetchPolicy, _check_host
+        from omniembed.inputs.fetch import FetchPolicy, check_url
 
-        _check_host(url, FetchPolicy.from_settings(settings))  # searches go through pystac-client's own client
+        check_url(url, FetchPolicy.from_settings(settings))  # searches go through pystac-client's own client
         client = Client.open(url, timeout=settings.fetch_timeout_sec)
         when = f"{temporal.start.isoformat()}/{temporal.end.isoformat()}" if temporal else None
         query = {"eo:cloud_cover": {"lte": sensor.cloudy_pct}} if sensor.cloudy_pct is not None else None
@@ -131,7 +131,7 @@ class StacBackend:
         except ImportError:
             raise RuntimeUnavailable("the stac backend needs pystac, pystac-client and rasterio: "
                                      "pip install 'omniembed[geo]'", param="backend") from None
-        from omniembed.inputs.fetch import FetchPolicy, _check_host
+        from omniembed.inputs.fetch import FetchPolicy, check_url
 
         url, _, coll = sensor.collection.partition("::")
         items = search_items(url, coll or None, spatial, temporal, sensor, settings)
@@ -153,7 +153,7 @@ class StacBackend:
                 names: list[str] = [str(b) for b in sensor.bands] if one_per_band else []
                 layers = []
                 for asset, wanted in groups:
-                    _check_host(asset.href, policy)
+                    check_url(asset.href, policy)
                     try:
                         ds = rasterio.open(asset.href)
                     except Exception as exc:
