@@ -210,3 +210,19 @@ def test_grid_embedding_serialises_with_its_georeference(eng: Engine, geo_dir: P
     assert doc["grid"]["crs"] == "EPSG:32651" and doc["grid"]["transform"][:3] == [30.0, 0.0, X0 + 300]
     assert doc["grid"]["x"][0] == X0 + 315 and doc["grid"]["band"][0] == "A00"
     np.testing.assert_allclose(emb.vector, emb.data.values.reshape(64, -1).mean(axis=1), rtol=1e-5)
+
+
+def test_named_sources_from_settings(geo_dir: Path, tmp_path: Path) -> None:
+    """A source named in OMNIEMBED_GEO_SOURCES stands for its folder, as backend='local:NAME' or a collection."""
+    named = geo_engine(tmp_path, geo_sources={"annual": str(geo_dir / "gse")})
+    box = BBox(X0 + 300, Y0 - 1500, X0 + 1500, Y0 - 300, crs="EPSG:32651")
+    by_path = get_embedding("gse", spatial=box, temporal=TemporalSpec.year(2022),
+                            backend=f"local:{geo_dir / 'gse'}", engine=named).data
+    by_name = get_embedding("gse", spatial=box, temporal=TemporalSpec.year(2022), backend="local:annual",
+                            engine=named).data
+    by_collection = get_embedding("gse", spatial=box, temporal=TemporalSpec.year(2022), backend="local",
+                                  sensor=SensorSpec("annual"), engine=named).data
+    np.testing.assert_array_equal(by_name, by_path)
+    np.testing.assert_array_equal(by_collection, by_path)
+    with pytest.raises(ParameterInvalid, match="not a file or folder"):  # unnamed and not a path
+        get_embedding("gse", spatial=box, backend="local:elsewhere", engine=named)

@@ -136,6 +136,18 @@ def _read_inputs(path: Path) -> Iterator[tuple[str, Any]]:
                 yield str(number), obj
 
 
+def report_skipped(failed: list[tuple[str, OmniEmbedError]], total: int, any_good: bool, noun: str) -> None:
+    """Print the skipped items (the first 20) on stderr; exit 1 when nothing at all was embedded."""
+    for label, problem in failed[:20]:
+        message = problem.message.split(": ", 1)[-1] if problem.message.startswith("item ") else problem.message
+        err.print(f"[yellow]skipped[/] {escape(f'{label}: [{problem.code}] {message}')}", highlight=False)
+    if len(failed) > 20:
+        err.print(f"... and {len(failed) - 20} more", highlight=False)
+    if not any_good:
+        err.print(f"[bold red]error[/] none of the {total} {noun} could be embedded")
+        raise typer.Exit(1)
+
+
 def _write_parquet(path: Path, rows: list[tuple[str, str, Embedding]]) -> None:
     import numpy as np
     import pyarrow as pa
@@ -186,13 +198,7 @@ def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, op
             failed.append((item_id, problem))
         else:
             good.append((item_id, text, result))
-    for item_id, problem in failed[:20]:
-        err.print(f"[yellow]skipped[/] {escape(f'id={item_id}: [{problem.code}] {problem.message}')}", highlight=False)
-    if len(failed) > 20:
-        err.print(f"... and {len(failed) - 20} more", highlight=False)
-    if not good:
-        err.print(f"[bold red]error[/] none of the {len(records)} inputs could be embedded")
-        raise typer.Exit(1)
+    report_skipped([(f"id={item_id}", problem) for item_id, problem in failed], len(records), bool(good), "inputs")
     _write_parquet(out_path, good)
     err.print(f"wrote {len(good)} embeddings to {out_path}; {len(failed)} skipped", highlight=False)
 

@@ -10,9 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich.console import Console
-from rich.markup import escape
 
 from omniembed.api import Engine
 from omniembed.embedding import Embedding
@@ -93,14 +91,9 @@ def embed_folder(
                     failed.append((name, result))
                 else:
                     good.append((name, result))
-    for name, problem in failed[:20]:
-        message = problem.message.split(": ", 1)[-1] if problem.message.startswith("item ") else problem.message
-        err.print(f"[yellow]skipped[/] {escape(f'{name}: [{problem.code}] {message}')}", highlight=False)
-    if len(failed) > 20:
-        err.print(f"... and {len(failed) - 20} more", highlight=False)
-    if not good:
-        err.print(f"[bold red]error[/] none of the {len(files)} image files could be embedded")
-        raise typer.Exit(1)
+    from omniembed.cli import report_skipped
+
+    report_skipped(failed, len(files), bool(good), "image files")
     _write(out_path, good)
     ignored = f"; {others} non-image files ignored" if others else ""
     err.print(

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(default=3600.0, gt=0, description="Longest audio clip accepted.")
     max_audio_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest encoded audio file.")
 
+    # Earth observation: named raster sources, e.g. OMNIEMBED_GEO_SOURCES='{"s2": "/data/s2"}'.
+    geo_sources: dict[str, str] = Field(
+        default_factory=dict, description="Named sources: a name (backend='local:NAME' or a sensor collection) "
+        "for a folder, a file or a STAC catalog URL."
+    )
+
     # HTTP service (omniembed serve).
     host: str = Field(default="127.0.0.1", description="Address the server binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the server binds (0: any free port).")

@@ -7,6 +7,7 @@ with CRS and coordinates that place it on the map.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -59,10 +60,17 @@ def list_models(engine: Engine | None = None) -> list[dict[str, Any]]:
     return [geo_spec_info(s) for s in eng.registry if {Modality.GEO, Modality.IMAGE} & set(s.modalities)]
 
 
-def _resolve_backend(backend: Any, sensor: SensorSpec | None, net: GeoNet) -> tuple[Any, SensorSpec]:
+def _resolve_backend(
+    backend: Any, sensor: SensorSpec | None, net: GeoNet, sources: dict[str, str]
+) -> tuple[Any, SensorSpec]:
+    """``sources`` are the named sources of the settings (``OMNIEMBED_GEO_SOURCES``): a name used as
+    ``backend="local:NAME"`` or as a sensor collection stands for its folder, file or catalog URL."""
     source = None
     if isinstance(backend, str) and backend.startswith("local:"):
         backend, source = "local", backend[len("local:"):]
+        source = sources.get(source, source)
+    if sensor is not None and sensor.collection in sources:
+        sensor = dataclasses.replace(sensor, collection=sources[sensor.collection])
     if sensor is None:
         collection = source or net.collection
         local = source is not None or backend == "local" or not isinstance(backend, str)  # files/arrays: native res
@@ -164,7 +172,7 @@ def get_embeddings_batch(
     prep = InputPrepSpec.coerce(input_prep)
     eng = _engine(engine)
     net = load_geo(eng, model, device)
-    src, sensor = _resolve_backend(backend, sensor, net)
+    src, sensor = _resolve_backend(backend, sensor, net, eng.settings.geo_sources)
     if output.mode == "grid" and output.scale_m is not None:
         sensor = SensorSpec(sensor.collection, sensor.bands, output.scale_m, sensor.cloudy_pct, sensor.composite,
                             sensor.nodata, sensor.resampling, sensor.frames, sensor.extra)
