@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 
@@ -53,12 +54,20 @@ def test_every_source_kind_gives_the_same_samples(
     http_server.routes["/a.wav"] = (200, {"Content-Type": "audio/wav"}, data)  # type: ignore[attr-defined]
     url = http_server.url("/a.wav")  # type: ignore[attr-defined]
     private_ok = settings.model_copy(update={"allow_private_urls": True})
-    sources = [str(path), path, data, io.BytesIO(data), (samples, RATE), url]
+    data_url = "data:audio/wav;base64," + base64.b64encode(data).decode()
+    sources = [str(path), path, data, io.BytesIO(data), (samples, RATE), url, data_url]
     for source in sources:
         clip = load_audio(source, private_ok)
         assert clip.sample_rate == RATE
         np.testing.assert_array_equal(clip.samples, samples)
     assert load_audio(url, private_ok).description == url
+    # where paths are not allowed (HTTP), bare base64 is audio too; a data URL of another type is not
+    bare = base64.b64encode(data).decode()
+    np.testing.assert_array_equal(load_audio(bare, private_ok, allow_paths=False).samples, samples)
+    with pytest.raises(InputUnreadable, match="not audio"):
+        load_audio("data:text/plain;base64," + bare, private_ok)
+    with pytest.raises(InputUnreadable, match="not valid base64"):
+        load_audio("data:audio/wav;base64,@@@@", private_ok)
 
 
 def test_multichannel_is_mixed_down(files: AudioFiles, settings: omniembed.Settings) -> None:

@@ -62,7 +62,8 @@ def test_twelvelabs_sdk_image_and_audio(server: Server, engine: omniembed.Engine
 def test_twelvelabs_text_image_audio_in_one_call(server: Server, cat_png: bytes, speech: Path) -> None:
     """Marengo name: each modality uses its default model; all three answer in one response."""
     r = httpx.post(f"{server.url}/v1.3/embed", data={"model_name": "Marengo-retrieval-2.7", "text": "a cat"},
-                   files={"image_file": ("cat.png", cat_png), "audio_file": ("talk.wav", speech.read_bytes())})
+                   files={"image_file": ("cat.png", cat_png), "audio_file": ("talk.wav", speech.read_bytes())},
+                   timeout=120)  # the first call loads (and exports) the default audio model
     body = r.json()
     assert r.status_code == 200, body
     assert len(body["text_embedding"]["segments"][0]["float"]) == 384

@@ -25,6 +25,7 @@ import numpy as np
 from omniembed.embedding import InputInfo, Segment
 from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
 from omniembed.inputs.audio_frontend import Windower, WindowSet
+from omniembed.inputs.encoded import B64, decode_base64, split_data_url
 from omniembed.inputs.fetch import FetchPolicy, fetch, is_url
 from omniembed.settings import Settings
 
@@ -61,6 +62,14 @@ def _too_big(where: str, size: int, settings: Settings) -> InputTooLarge:
     )
 
 
+def _inline(text: str, allow_paths: bool) -> tuple[str, str] | None:
+    """A data URL's (type, payload); or, where paths are not allowed, bare base64 text as ("data", text)."""
+    found = split_data_url(text.strip())
+    if found is None and not allow_paths and len(text) >= 16 and B64.match(text):
+        return "data", text
+    return found
+
+
 def _read_source(item: Any, settings: Settings, allow_paths: bool, where: str) -> tuple[bytes, str]:
     """The encoded bytes of a path, URL, bytes-like or file object, and a short description."""
     limit = settings.max_audio_bytes
@@ -68,6 +77,12 @@ def _read_source(item: Any, settings: Settings, allow_paths: bool, where: str) -
         data, description = bytes(item), f"{len(item):,} bytes"
     elif is_url(item):
         data, description = fetch(item, FetchPolicy.from_settings(settings)).content, str(item)
+    elif isinstance(item, str) and (inline := _inline(item, allow_paths)) is not None:
+        kind, payload = inline
+        if not kind.lower().startswith(("audio/", "video/", "application/octet-stream")) and kind != "data":
+            raise InputUnreadable(f"{where}: the data URL holds {kind}, not audio", param="audio")
+        data = decode_base64(payload, where, limit, "OMNIEMBED_MAX_AUDIO_BYTES")
+        description = "base64 audio" if kind == "data" else f"data URL ({kind})"
     elif isinstance(item, (str, Path)):
         if not allow_paths:
             raise ParameterInvalid(

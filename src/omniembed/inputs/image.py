@@ -17,8 +17,6 @@ it once for every image model, so model modules never touch pixels.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import re
 import warnings
@@ -32,6 +30,7 @@ import numpy as np
 
 from omniembed.embedding import InputInfo
 from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
+from omniembed.inputs.encoded import B64, decode_base64, split_data_url
 from omniembed.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,8 +42,6 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".webp", ".avif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
     | {".ico"}
 )
-_B64 = re.compile(r"^[A-Za-z0-9+/_\-\s]*={0,2}\s*$")
-_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[\w.-]+)*);base64,", re.IGNORECASE)
 _MAX_PATH_CHARS = 4096
 
 
@@ -70,20 +67,7 @@ def _check_bytes(data: bytes, where: str, settings: Settings) -> bytes:
 
 
 def _decode_base64(text: str, where: str, settings: Settings) -> bytes:
-    cleaned = "".join(text.split())
-    if len(cleaned) * 3 // 4 > settings.max_image_bytes:  # refuse before decoding
-        raise InputTooLarge(
-            f"{where} decodes to about {len(cleaned) * 3 // 4:,} bytes; the limit is {settings.max_image_bytes:,} "
-            "bytes (OMNIEMBED_MAX_IMAGE_BYTES)"
-        )
-    cleaned += "=" * (-len(cleaned) % 4)
-    try:
-        if "-" in cleaned or "_" in cleaned:
-            data = base64.urlsafe_b64decode(cleaned.encode("ascii"))
-        else:
-            data = base64.b64decode(cleaned.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise InputUnreadable(f"{where} is not valid base64") from None
+    data = decode_base64(text, where, settings.max_image_bytes, "OMNIEMBED_MAX_IMAGE_BYTES")
     return _check_bytes(data, where, settings)
 
 
@@ -127,14 +111,12 @@ def _string_source(text: str, settings: Settings, allow_paths: bool) -> tuple[by
     if is_url(stripped):
         fetched = fetch(stripped, FetchPolicy.from_settings(settings))
         return _check_bytes(fetched.content, f"the image at {stripped}", settings), stripped[:200]
-    match = _DATA_URL.match(stripped)
-    if match:
-        kind = match.group(1) or "data"
+    inline = split_data_url(stripped)
+    if inline is not None:
+        kind, payload = inline
         if not kind.lower().startswith("image/") and kind != "data":
             raise InputUnreadable(f"the data URL holds {kind}, not an image")
-        return _decode_base64(stripped[match.end() :], "the data URL", settings), f"data URL ({kind})"
-    if stripped.lower().startswith("data:"):
-        raise InputUnreadable("the data URL is not base64-encoded; expected data:image/...;base64,<data>")
+        return _decode_base64(payload, "the data URL", settings), f"data URL ({kind})"
     short = len(stripped) <= _MAX_PATH_CHARS
     if short and _looks_like_path(stripped):
         if not allow_paths:
@@ -148,7 +130,7 @@ def _string_source(text: str, settings: Settings, allow_paths: bool) -> tuple[by
         return _read_path(path, settings), path.name
     if short and allow_paths and _is_file(Path(stripped)):  # a relative path without a suffix
         return _read_path(Path(stripped), settings), stripped
-    if not _B64.match(stripped):
+    if not B64.match(stripped):
         where = "an existing file, " if allow_paths else ""
         raise InputUnreadable(f"{stripped[:200]!r} is not {where}an http(s) URL or base64 image data")
     return _decode_base64(stripped, "the base64 image", settings), "base64 image"

@@ -1,0 +1,45 @@
+"""Media sent inline as text: ``data:<mime>;base64,...`` URLs and bare base64, for every modality.
+
+Sizes are checked from the text's length before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from omniembed.errors import InputTooLarge, InputUnreadable
+
+__all__ = ["B64", "decode_base64", "split_data_url"]
+
+B64 = re.compile(r"^[A-Za-z0-9+/_\-\s]*={0,2}\s*$")
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[\w.-]+)*);base64,", re.IGNORECASE)
+
+
+def split_data_url(text: str) -> tuple[str, str] | None:
+    """``(mime type or "data", base64 payload)`` of a base64 data URL; None when ``text`` is not a data URL."""
+    match = _DATA_URL.match(text)
+    if match:
+        return match.group(1) or "data", text[match.end() :]
+    if text[:5].lower() == "data:":
+        raise InputUnreadable("the data URL is not base64-encoded; expected data:<type>;base64,<data>")
+    return None
+
+
+def decode_base64(text: str, where: str, max_bytes: int, limit_name: str) -> bytes:
+    """Decode standard or URL-safe base64 (whitespace ignored, padding optional), refusing oversize data
+    before decoding it."""
+    cleaned = "".join(text.split())
+    estimate = len(cleaned) * 3 // 4
+    if estimate > max_bytes:
+        raise InputTooLarge(
+            f"{where} decodes to about {estimate:,} bytes; the limit is {max_bytes:,} bytes ({limit_name})"
+        )
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        if "-" in cleaned or "_" in cleaned:
+            return base64.urlsafe_b64decode(cleaned.encode("ascii"))
+        return base64.b64decode(cleaned.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise InputUnreadable(f"{where} is not valid base64") from None
