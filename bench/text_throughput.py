@@ -25,6 +25,10 @@ Run from the project root::
     .venv/bin/python bench/text_throughput.py                 # 512 texts, batch sizes 1,8,32,128, best of 3
     .venv/bin/python bench/text_throughput.py --quick         # 128 texts, batch sizes 1,32, one repeat
     .venv/bin/python bench/text_throughput.py --threads 1 --batch-sizes 8,64 --n 256 --repeat 5
+    .venv/bin/python bench/text_throughput.py --json out.json --precisions bf16,int8  # numbers as JSON too
+
+When ``Engine.embed_batch`` takes ``precision=``, the onnx/torch columns pass ``precision="fp32"`` and extra
+columns show the default (no options) and each ``--precisions`` entry, with the min cosine to onnx fp32.
 
 The Markdown report goes to stdout; progress messages go to stderr.
 """
@@ -32,6 +36,7 @@ The Markdown report goes to stdout; progress messages go to stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -203,11 +208,14 @@ class Result:
 Embedder = Callable[[Sequence[str], int], np.ndarray]
 
 
-def omniembed_embedder(engine: Any, runtime: str) -> Embedder:
-    """``texts, batch_size -> (N, D) array`` through omniembed's ``embed_batch``."""
+def omniembed_embedder(engine: Any, runtime: str | None, precision: str | None = None) -> Embedder:
+    """``texts, batch_size -> (N, D) array`` through omniembed's ``embed_batch``; ``None`` = the default."""
+    extra: dict[str, Any] = {} if precision is None else {"precision": precision}
+    if runtime is not None:
+        extra["runtime"] = runtime
 
     def run(texts: Sequence[str], batch_size: int) -> np.ndarray:
-        result = engine.embed_batch(MODEL, list(texts), runtime=runtime, batch_size=batch_size)
+        result = engine.embed_batch(MODEL, list(texts), batch_size=batch_size, **extra)
         return np.stack([e.data for e in result])
 
     return run
@@ -236,6 +244,20 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     num = np.einsum("nd,nd->n", a.astype(np.float64), b.astype(np.float64))
     den = np.linalg.norm(a, axis=1).astype(np.float64) * np.linalg.norm(b, axis=1).astype(np.float64)
     return float(np.min(num / np.maximum(den, 1e-12)))
+
+
+def supports_precision(engine: Any) -> bool:
+    """Whether ``Engine.embed_batch`` takes ``precision=`` (then fp32 and the default precision are compared)."""
+    import inspect
+
+    return "precision" in inspect.signature(engine.embed_batch).parameters
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM) in MiB: all embedders of the run together."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(embedders: dict[str, Embedder], texts: list[str], batch_size: int, repeat: int) -> dict[str, Result]:
@@ -338,6 +360,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="omniembed cache dir (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="smoke run: n=128, batch sizes 1,32, one repeat")
+    parser.add_argument("--json", type=Path, default=None, help="also write the measured numbers to this JSON file")
+    parser.add_argument(
+        "--precisions",
+        type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
+        default=[],
+        help="extra precision columns, e.g. bf16,int8 (only when embed_batch takes precision=; the default "
+        "precision is always measured then)",
+    )
     args = parser.parse_args(argv)
     if args.n is None:
         args.n = 128 if args.quick else 512
@@ -382,23 +412,41 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(threads)  # in case anything above changed it
 
         lengths = [len(ids) for ids in st_model.tokenizer(texts, truncation=False)["input_ids"]]
+        # With a precision option, the onnx/torch columns ask for fp32 explicitly, a "default" column shows what
+        # a caller gets without options (default runtime and precision) and each --precisions entry gets a column
+        # (default runtime), each with its min cosine to onnx fp32.
+        precision = supports_precision(engine)
+        fp32 = "fp32" if precision else None
+        extras = ["default", *args.precisions] if precision else []
         embedders: dict[str, Embedder] = {
-            "onnx": omniembed_embedder(engine, "onnx"),
-            "torch": omniembed_embedder(engine, "torch"),
+            "onnx": omniembed_embedder(engine, "onnx", fp32),
+            "torch": omniembed_embedder(engine, "torch", fp32),
             "st": st_embedder(st_model),
         }
+        for name in extras:
+            embedders[name] = omniembed_embedder(engine, None, None if name == "default" else name)
         rows: list[str] = []
         worst_torch = 1.0
+        per_batch: dict[int, dict[str, float]] = {}
         for batch_size in args.batch_sizes:
             res = measure(embedders, texts, batch_size, args.repeat)
             st_rate = res["st"].rate(len(texts))
             cos_onnx = min_cosine(res["onnx"].vectors, res["st"].vectors)
-            worst_torch = min(worst_torch, min_cosine(res["torch"].vectors, res["st"].vectors))
-            rows.append(
+            cos_torch = min_cosine(res["torch"].vectors, res["st"].vectors)
+            worst_torch = min(worst_torch, cos_torch)
+            numbers = {name: r.rate(len(texts)) for name, r in res.items()}
+            numbers |= {"cos_onnx_st": cos_onnx, "cos_torch_st": cos_torch}
+            row = (
                 f"| {batch_size} | {res['onnx'].rate(len(texts)):.1f} | {res['torch'].rate(len(texts)):.1f} "
                 f"| {st_rate:.1f} | {res['onnx'].rate(len(texts)) / st_rate:.2f} "
                 f"| {res['torch'].rate(len(texts)) / st_rate:.2f} | {cos_onnx:.6f} |"
             )
+            for name in extras:
+                numbers[f"cos_{name}_fp32"] = min_cosine(res[name].vectors, res["onnx"].vectors)
+                numbers[f"cos_{name}_st"] = min_cosine(res[name].vectors, res["st"].vectors)
+                row += f" {numbers[name]:.1f} | {numbers[name] / st_rate:.2f} | {numbers[f'cos_{name}_fp32']:.6f} |"
+            per_batch[batch_size] = numbers
+            rows.append(row)
     finally:
         if own_cache:
             shutil.rmtree(cache_dir, ignore_errors=True)
@@ -430,19 +478,41 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"omniembed torch {load_s['torch']:.1f} s, sentence-transformers {load_s['st']:.1f} s."
     )
     print()
+    if precision:
+        print("The onnx and torch columns run with `precision=\"fp32\"`; \"default\" is `embed_batch` without "
+              "runtime or precision options (what a caller gets by default); a precision column uses the default "
+              "runtime with that `precision=`.")
+        print()
     print(
         "| batch size | omniembed onnx texts/s | omniembed torch texts/s | sentence-transformers texts/s "
         "| onnx/ST ratio | torch/ST ratio | min cosine (onnx vs ST) |"
+        + "".join(f" omniembed {p} texts/s | {p}/ST ratio | min cosine ({p} vs onnx fp32) |" for p in extras)
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|" + "---:|---:|---:|" * len(extras))
     for row in rows:
         print(row)
     print()
     print(
         f"Min cosine torch vs ST over all batch sizes: {worst_torch:.6f}. "
         f"Load average (1/5/15 min) before: {load_before}, after: {load_average()}. "
-        f"Total run time: {time.perf_counter() - started:.0f} s."
+        f"Total run time: {time.perf_counter() - started:.0f} s. Peak RSS of this process (all embedders "
+        f"together): {peak_rss_mb():.0f} MiB."
     )
+    if args.json is not None:
+        report = {
+            "threads": threads,
+            "n": len(texts),
+            "repeat": args.repeat,
+            "precision_option": precision,
+            "precisions": extras,
+            "token_lengths": lengths,
+            "batch": {str(b): v for b, v in per_batch.items()},
+            "min_cos_torch_st": worst_torch,
+            "load_s": load_s,
+            "peak_rss_mb": peak_rss_mb(),
+            "seconds": time.perf_counter() - started,
+        }
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

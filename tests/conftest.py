@@ -18,7 +18,9 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(cache_dir: Path) -> omniembed.Settings:
-    return omniembed.Settings(cache_dir=cache_dir, data_dir=cache_dir / "data", hub_offline=True, model_dir=None)
+    # fp32: reference comparisons are exact; reduced precision has its own tests (test_precision.py).
+    return omniembed.Settings(cache_dir=cache_dir, data_dir=cache_dir / "data", hub_offline=True, model_dir=None,
+                              precision="fp32")
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +34,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, settings: omniembed.Settings)
     monkeypatch.setenv("OMNIEMBED_CACHE_DIR", str(settings.cache_dir))
     monkeypatch.setenv("OMNIEMBED_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OMNIEMBED_PRECISION", "fp32")
     monkeypatch.delenv("OMNIEMBED_MODEL_DIR", raising=False)
     yield
 

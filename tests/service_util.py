@@ -30,6 +30,7 @@ class Server:
             "OMNIEMBED_CACHE_DIR": str(cache_dir),
             "OMNIEMBED_HUB_OFFLINE": "1",
             "OMNIEMBED_SERVE_MODELS": "minilm",
+            "OMNIEMBED_PRECISION": "fp32",  # compared with the fp32 library in the tests
             **env,
         }
         self.log = data_dir / f"server-{self.port}.log"

@@ -193,10 +193,12 @@ def test_preparer_returns_errors_in_place(coffee: np.ndarray) -> None:
     assert np.array_equal(feeds["pixel_values"][0], feeds["pixel_values"][1])
 
 
+@pytest.mark.parametrize("batch_size", [32, 3])
 def test_bad_inputs_in_a_batch(
-    open_engine: omniembed.Engine, coffee: np.ndarray, tmp_path: Path, http_server: LoopbackServer
+    open_engine: omniembed.Engine, coffee: np.ndarray, tmp_path: Path, http_server: LoopbackServer, batch_size: int
 ) -> None:
-    """Each bad input is a clear error with its code and index; the good items are still embedded."""
+    """Each bad input is a clear error with its code and index; the good items are still embedded.
+    batch_size=3 streams the images in chunks of 6: indices and order hold across chunks."""
     (tmp_path / "truncated.png").write_bytes(truncated_png())
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "notes.jpg").write_text("this is a text file, not a JPEG\n")
@@ -227,13 +229,15 @@ def test_bad_inputs_in_a_batch(
         8: ("input_unreadable", "not an image"),
     }
     started = time.monotonic()
-    out = open_engine.embed_batch(MODEL, images=items, errors="return", runtime="torch")
+    out = open_engine.embed_batch(MODEL, images=items, errors="return", runtime="torch", batch_size=batch_size)
+    assert len(out) == len(items)
     assert time.monotonic() - started < 20  # the hanging URL is bounded by the 1 s fetch timeout
     for i, (code, words) in expected.items():
         error = out[i]
         assert isinstance(error, OmniEmbedError), (i, error)
         assert (error.code, error.index) == (code, i), (i, error)
         assert words in error.message, (i, error.message)
+        assert error.message.count("item ") <= 1, error.message  # renumbered, not prefixed twice
     good = [out[0], out[9]]
     assert all(isinstance(e, Embedding) and e.data.shape == (1280,) for e in good)
     assert float(np.abs(good[0].data - good[1].data).max()) < 1e-4  # same photo, path vs array

@@ -45,7 +45,7 @@ def test_loaded_models_are_cached_and_bounded(tmp_path: Path) -> None:
     a = engine.load("minilm", runtime="torch")
     assert engine.load("MiniLM", runtime="torch") is a  # alias, same loaded model
     engine.load("minilm", runtime="onnx")
-    assert engine.models.keys() == [("minilm", "onnx", "cpu")]  # LRU bound of 1 evicted the torch one
+    assert engine.models.keys() == [("minilm", "onnx", "cpu", "fp32")]  # LRU bound of 1 evicted the torch one
     assert engine.load("minilm", runtime="torch") is not a
 
 

@@ -25,6 +25,7 @@ from omniembed.inputs.text import check_truncate
 from omniembed.pipeline import LoadedModel, Options, run
 from omniembed.registry import ModelSpec, Registry, WeightsSource, default_registry
 from omniembed.runtime import ModelCache, resolve_runtime
+from omniembed.runtime.precision import apply_precision, resolve_precision
 from omniembed.settings import Settings
 from omniembed.weights import locate_weights
 
@@ -98,20 +99,25 @@ class Engine:
 
         return ModelNotFound(self.registry.not_found_message(model), param="model")
 
-    def load(self, model: str, *, runtime: str | None = None, device: str | None = None) -> LoadedModel:
-        """The loaded model (from the LRU, or loaded now) for a concrete runtime and device."""
+    def load(
+        self, model: str, *, runtime: str | None = None, device: str | None = None, precision: str | None = None
+    ) -> LoadedModel:
+        """The loaded model (from the LRU, or loaded now) for a concrete runtime, device and precision."""
         spec = self.spec(model)
-        wanted = runtime or self.settings.runtime
-        rt, dev = resolve_runtime(wanted, device or self.settings.device)
+        device = device or self.settings.device
+        prec, wanted = resolve_precision(precision or self.settings.precision, spec, runtime or self.settings.runtime,
+                                         device)
+        rt, dev = resolve_runtime(wanted, device)
         try:
-            return self.models.get_or_load((spec.name, rt, dev), lambda: self._load(spec, rt, dev))
+            return self.models.get_or_load((spec.name, rt, dev, prec), lambda: self._load(spec, rt, dev, prec))
         except RuntimeUnavailable as exc:
-            if wanted != "auto" or rt == "torch":
+            if wanted != "auto" or rt == "torch" or prec != "fp32":
                 raise
             log.warning("%s; falling back to the torch runtime", exc.message)
-            return self.models.get_or_load((spec.name, "torch", dev), lambda: self._load(spec, "torch", dev))
+            key = (spec.name, "torch", dev, prec)
+            return self.models.get_or_load(key, lambda: self._load(spec, "torch", dev, prec))
 
-    def _load(self, spec: ModelSpec, runtime: str, device: str) -> LoadedModel:
+    def _load(self, spec: ModelSpec, runtime: str, device: str, precision: str = "fp32") -> LoadedModel:
         folder = locate_weights(spec, self.settings)
         try:
             loaded: LoadedModel = spec.load_function()(spec, folder, runtime, device, self.settings)
@@ -123,7 +129,7 @@ class Engine:
                 "Check that the folder holds complete, matching weights and tokenizer files.",
                 param="model",
             ) from exc
-        return loaded
+        return apply_precision(loaded, precision, self.settings)
 
     # -- embedding --------------------------------------------------------------------------
     def embed_batch(
@@ -138,6 +144,7 @@ class Engine:
         pooling: str | None = None,
         device: str | None = None,
         runtime: str | None = None,
+        precision: str | None = None,
         batch_size: int | None = None,
         start_offset_sec: float = 0.0,
         segment_sec: float | None = None,
@@ -181,7 +188,7 @@ class Engine:
             overlap_sec=float(overlap_sec),
             allow_paths=allow_paths,
         )
-        loaded = self.load(model, runtime=runtime, device=device)
+        loaded = self.load(model, runtime=runtime, device=device, precision=precision)
         return run(loaded, modality, list(items), options, errors=errors, progress=progress)
 
     def embed(
@@ -234,7 +241,8 @@ def embed(model: str, *, text: Any = None, image: Any = None, audio: Any = None,
 
     Options: ``truncate`` (text: ``end`` default, ``start``, or ``none``: too long is an error),
     ``normalize`` and ``pooling`` (default: as the model defines), ``runtime`` and ``device``
-    (``auto``), and for audio ``start_offset_sec``, ``segment_sec``, ``overlap_sec``.
+    (``auto``), ``precision`` (``auto``: the model's verified bf16 on CPUs that have it; ``fp32``, ``bf16``,
+    ``int8``), and for audio ``start_offset_sec``, ``segment_sec``, ``overlap_sec``.
     """
     return get_engine().embed(model, text=text, image=image, audio=audio, **options)
 

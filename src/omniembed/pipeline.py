@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -140,13 +141,70 @@ def run(
         raise ParameterInvalid(
             f"model {model.spec.name!r} does not embed {modality} (it takes: {takes})", param=str(modality)
         )
+    _check_pooling(model, options)
+    if not getattr(preparer, "streaming", False) or len(items) <= options.batch_size:
+        started = time.perf_counter()
+        prepared = preparer.prepare(items, options)
+        prepare_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
+        return _encode(model, modality, preparer, encoder, prepared, prepare_ms, options, errors, progress)
+    return _stream(model, modality, preparer, encoder, items, options, errors, progress)
+
+
+def _globalize(result: PrepareResult, offset: int) -> PrepareResult:
+    """An error from a chunk's preparation, renumbered to its index in the whole call."""
+    if isinstance(result, OmniEmbedError) and result.index is not None and offset:
+        message = result.message.removeprefix(f"item {result.index}: ")
+        return type(result)(message, param=result.param).at_index(result.index + offset)
+    return result
+
+
+def _stream(
+    model: LoadedModel,
+    modality: Modality,
+    preparer: Preparer,
+    encoder: Encoder,
+    items: Sequence[Any],
+    options: Options,
+    errors: ErrorMode,
+    progress: Callable[[int], None] | None,
+) -> list[Embedding | OmniEmbedError]:
+    """Prepare the next chunk (decode, resize: off the critical path) while the current one is encoded;
+    only a few chunks of decoded inputs are in memory at once."""
+    size = options.batch_size * 2
+    chunks = [(start, items[start : start + size]) for start in range(0, len(items), size)]
+
+    def prepare(chunk: Sequence[Any]) -> tuple[list[PrepareResult], float]:
+        started = time.perf_counter()
+        prepared = preparer.prepare(chunk, options)
+        return prepared, (time.perf_counter() - started) * 1000 / max(1, len(chunk))
+
+    results: list[Embedding | OmniEmbedError] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-prepare") as pool:
+        pending = pool.submit(prepare, chunks[0][1])
+        for k, (offset, _chunk) in enumerate(chunks):
+            prepared, prepare_ms = pending.result()
+            if k + 1 < len(chunks):
+                pending = pool.submit(prepare, chunks[k + 1][1])
+            prepared = [_globalize(p, offset) for p in prepared]
+            results.extend(_encode(model, modality, preparer, encoder, prepared, prepare_ms, options, errors, progress))
+    return results
+
+
+def _encode(
+    model: LoadedModel,
+    modality: Modality,
+    preparer: Preparer,
+    encoder: Encoder,
+    prepared: list[PrepareResult],
+    prepare_ms: float,
+    options: Options,
+    errors: ErrorMode,
+    progress: Callable[[int], None] | None,
+) -> list[Embedding | OmniEmbedError]:
+    """Batch prepared items by length, encode, pool, normalise; results in the order of ``prepared``."""
     pooling = _check_pooling(model, options)
     do_normalize = model.spec.normalize if options.normalize is None else options.normalize
-
-    started = time.perf_counter()
-    prepared = preparer.prepare(items, options)
-    prepare_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
-    results: list[Embedding | OmniEmbedError | None] = [None] * len(items)
+    results: list[Embedding | OmniEmbedError | None] = [None] * len(prepared)
     rows: list[tuple[int, Prepared]] = []  # (item index, encoder row)
     for i, item in enumerate(prepared):
         if isinstance(item, OmniEmbedError):
@@ -155,7 +213,7 @@ def run(
             results[i] = item
         else:
             rows.extend((i, piece) for piece in (item if isinstance(item, list) else [item]))
-    if progress and len(rows) < len(items):
+    if progress and len(rows) < len(prepared):
         progress(sum(1 for r in results if r is not None))
 
     contract = preparer.contract(options)

@@ -97,6 +97,9 @@ class ModelSpec:
     max_tokens: int | None = None
     max_pixels: int | None = None
     max_seconds: float | None = None
+    auto_precision: str = "fp32"
+    """What ``precision="auto"`` uses where the hardware supports it: ``"bf16"`` only for models whose
+    minimum cosine to fp32 over the benchmark corpus was measured >= 0.9995."""
     options: tuple[tuple[str, Any], ...] = field(default=())
     """Family-specific settings as ``(key, value)`` pairs (kept hashable)."""
 

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     runtime: RuntimeName = Field(
         default="auto", description="auto | torch | onnx (auto: ONNX Runtime on CPU, torch on CUDA)"
     )
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto",
+        description="auto: a model's verified reduced precision (bf16) where the CPU has AVX512-BF16/AMX, else fp32",
+    )
     hub_offline: bool = Field(
         default_factory=_hub_offline_default,
         description="Never contact the Hugging Face hub; only local folders and the HF cache.",

@@ -351,6 +351,9 @@ def _center_crop(a: np.ndarray, size: int) -> np.ndarray:
 class ImagePreparer:
     """Loads images (any input kind, under the settings' limits) and applies a model's preprocessing."""
 
+    streaming = True
+    """The pipeline prepares the next chunk of images while the current one is encoded."""
+
     def __init__(self, preprocess: ImagePreprocess, settings: Settings) -> None:
         self.preprocess = preprocess
         self.settings = settings

@@ -1,0 +1,411 @@
+"""Run every benchmark and write docs/benchmarks.md: sections, peak memory, and issue 7's targets.
+
+What it does: runs, one after the other as subprocesses (so they do not share threads or memory), the
+machine probe (``bench/machine.py``: matmul peak per precision, FLOPs per item), the text, image and audio
+throughput benchmarks and the server benchmark, each with ``--json`` so their numbers can be combined. Each
+section's own Markdown (its stdout) goes into the report under the exact command that produced it; each
+process's peak RSS is taken from ``os.wait4``. Then a TARGETS table checks each issue-7 target (ratios from
+the same run) as PASS or MISS, with a "why" cell for misses: derived facts (fraction of the machine's measured
+peak, the rates on both sides) plus the explanation written in ``WHY`` below (edit it there, not in the
+generated file, so the explanation survives the next ``make bench``).
+
+Text throughput as a fraction of the machine: ``texts/s x FLOPs/text / matmul peak``, with FLOPs counted by
+``FlopCounterMode`` on the real module at each text's own length (``bench/machine.py``). When
+``Engine.embed_batch`` accepts ``precision=``, the text benchmark also measures the default precision and its
+minimum cosine to fp32, and the reduced-precision path is shown against the bf16 and int8 peaks.
+
+Run from the project root::
+
+    make bench                                   # = .venv/bin/python bench/report.py (under 10 min)
+    .venv/bin/python bench/report.py --quick --output /tmp/bench.md   # smoke run of every section
+    .venv/bin/python bench/report.py --keep /tmp/bench-run            # keep each section's raw output
+    .venv/bin/python bench/report.py --from-dir /tmp/bench-run        # rebuild the Markdown, run nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PY = ".venv/bin/python"
+
+# Explanations for missed targets, kept here so that they survive regeneration. Keys: the target ids below.
+WHY: dict[str, str] = {
+    "text_fp32": "",
+    "text_default": "",
+    "image": "",
+    "server": "",
+    "text_peak": "",
+    "reduced_peak": "",
+}
+PENDING = "_explanation pending: edit `WHY` in bench/report.py_"
+
+# Section name -> (script, default arguments, --quick arguments). Defaults are trimmed so that the whole
+# run stays under 10 minutes on the 2-core machine (text ~3 min, image ~1 min, audio ~1 min, server ~1.5 min).
+SECTIONS: dict[str, tuple[str, list[str], list[str]]] = {
+    "machine": ("machine.py", ["--text-n", "512"], ["--quick", "--text-n", "128"]),
+    "text": ("text_throughput.py", ["--n", "512", "--repeat", "2"], ["--quick"]),
+    "image": ("image_throughput.py", ["--repeat", "2"], ["--quick"]),
+    "audio": ("audio_throughput.py", ["--repeat", "2"], ["--clips", "2", "--seconds", "4", "--repeat", "1"]),
+    "server": ("server_throughput.py", [], ["--quick"]),
+}
+TITLES = {
+    "machine": "Machine limit",
+    "text": "Text",
+    "image": "Images",
+    "audio": "Audio",
+    "server": "Server",
+}
+
+
+@dataclass
+class Section:
+    """One benchmark run: its command, Markdown output, numbers, exit code, time and peak RSS."""
+
+    name: str
+    command: str
+    markdown: str
+    data: dict[str, Any] | None
+    returncode: int
+    seconds: float
+    peak_rss_mb: float
+    stderr_tail: str = ""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_section(name: str, quick: bool, work: Path) -> Section:
+    """Run one benchmark script as a child process; its stdout is Markdown, its numbers go to a JSON file."""
+    script, default_args, quick_args = SECTIONS[name]
+    json_path = work / f"{name}.json"
+    args = [f"bench/{script}", *(quick_args if quick else default_args), "--json", str(json_path)]
+    command = shlex.join([PY, *args[:-2]])  # as a reader would run it: without the temporary --json file
+    log(f"== {name}: {command}")
+    started = time.perf_counter()
+    stderr_path, md_path = work / f"{name}.stderr", work / f"{name}.md"
+    with stderr_path.open("w") as err_file, md_path.open("w") as md_file:
+        python = PY if (ROOT / PY).exists() else sys.executable
+        proc = subprocess.Popen([python, *args], cwd=ROOT, stdout=md_file, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:  # echo progress live
+            err_file.write(line)
+            sys.stderr.write(f"   {line}")
+        _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own peak RSS
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    markdown = md_path.read_text().replace(f" --json {json_path}", "")
+    seconds = time.perf_counter() - started
+    data = json.loads(json_path.read_text()) if json_path.exists() and proc.returncode == 0 else None
+    section = Section(name, command, markdown, data, proc.returncode, seconds, usage.ru_maxrss / 1024,
+                      stderr_path.read_text()[-1500:] if proc.returncode else "")
+    (work / f"{name}.meta.json").write_text(json.dumps(
+        {"command": command, "returncode": section.returncode, "seconds": seconds, "peak_rss_mb": section.peak_rss_mb,
+         "stderr_tail": section.stderr_tail}))
+    log(f"== {name}: exit {section.returncode} in {seconds:.0f} s, peak RSS {section.peak_rss_mb:.0f} MiB")
+    return section
+
+
+def load_section(name: str, work: Path) -> Section | None:
+    """A section saved by an earlier run (``--keep``), or None."""
+    meta_path = work / f"{name}.meta.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    json_path = work / f"{name}.json"
+    data = json.loads(json_path.read_text()) if json_path.exists() and meta["returncode"] == 0 else None
+    return Section(name, meta["command"], (work / f"{name}.md").read_text(), data, meta["returncode"],
+                   meta["seconds"], meta["peak_rss_mb"], meta.get("stderr_tail", ""))
+
+
+# --------------------------------------------------------------------------------------------------
+# Machine description
+# --------------------------------------------------------------------------------------------------
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """CPU model name and the SIMD flags that matter for fp32/bf16/int8 kernels."""
+    model, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+                flags = [f for f in value.split() if f in wanted]
+                break
+    except OSError:
+        pass
+    return model, flags
+
+
+def version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_lines(load_before: str, load_after: str) -> list[str]:
+    model, flags = cpu_info()
+    dists = ("omniembed", "torch", "onnxruntime", "numpy", "transformers", "sentence-transformers", "httpx")
+    return [
+        f"- CPU: {model}; {os.cpu_count()} logical CPUs, {len(os.sched_getaffinity(0))} usable; "
+        f"flags: {', '.join(flags) or 'none of avx2/avx512/vnni/amx'}",
+        f"- OS: {platform.system()} {platform.release()}; Python {platform.python_version()}",
+        "- Versions: " + ", ".join(f"{d} {version(d)}" for d in dists),
+        f"- Load average (1/5/15 min) before: {load_before}; after: {load_after}. Other busy processes slow thread "
+        "pools down badly: compare numbers only from a quiet machine.",
+    ]
+
+
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --------------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    key: str
+    target: str
+    measured: str
+    status: str  # PASS | MISS | INFO | NOT MEASURED
+    facts: str = ""
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def targets(sections: dict[str, Section]) -> list[Target]:
+    """Each issue-7 target, checked against the numbers of this run."""
+    text = sections["text"].data if "text" in sections else None
+    image = sections["image"].data if "image" in sections else None
+    server = sections["server"].data if "server" in sections else None
+    mach = sections["machine"].data if "machine" in sections else None
+    out: list[Target] = []
+    b32: dict[str, float] | None = None
+    if text is not None:
+        batches = text["batch"]
+        b32 = batches.get("32") or batches[max(batches, key=int)]
+    if text is not None and b32 is not None:
+        label = "32" if "32" in text["batch"] else max(text["batch"], key=int)
+        worst = min(b["cos_onnx_st"] for b in text["batch"].values())
+        ratio, ratio_t = b32["onnx"] / b32["st"], b32["torch"] / b32["st"]
+        out.append(Target(
+            "text_fp32", "text, minilm fp32: >= 2.0x sentence-transformers texts/s (batch 32), cosine >= 0.9999",
+            f"{ratio:.2f}x (onnx {b32['onnx']:.1f} vs ST {b32['st']:.1f} texts/s at batch {label}; torch "
+            f"{ratio_t:.2f}x); min cosine {worst:.6f}",
+            verdict(ratio >= 2.0 and worst >= 0.9999),
+        ))
+        if text.get("precision_option"):
+            worst_d = min(b["cos_default_fp32"] for b in text["batch"].values())
+            ratio_d = b32["default"] / b32["st"]
+            out.append(Target(
+                "text_default", "text, minilm default precision: >= 3.0x ST texts/s, min cosine to fp32 >= 0.9995",
+                f"{ratio_d:.2f}x ({b32['default']:.1f} texts/s); min cosine to fp32 {worst_d:.6f}",
+                verdict(ratio_d >= 3.0 and worst_d >= 0.9995),
+            ))
+        else:
+            out.append(Target(
+                "text_default", "text, minilm default precision: >= 3.0x ST texts/s, min cosine to fp32 >= 0.9995",
+                f"{ratio:.2f}x (no `precision` option yet: the default is fp32)", verdict(ratio >= 3.0),
+                "`Engine.embed_batch` has no `precision=` keyword in this build",
+            ))
+    if image is not None:
+        rates = image["batch"]
+        ours = max(b["omniembed onnx"] for b in rates.values())
+        plain = max(b["plain PyTorch loop"] for b in rates.values())
+        out.append(Target(
+            "image", "images, efficientnet-lite0: >= 4x the plain PyTorch loop images/s",
+            f"{ours / plain:.2f}x (omniembed onnx {ours:.1f} vs plain loop {plain:.1f} images/s, each at its best "
+            "batch size)", verdict(ours / plain >= 4.0),
+        ))
+    if server is not None:
+        top = server["levels"][-1]
+        out.append(Target(
+            "server", f"server at {top['clients']} concurrent single-text clients: >= 70% of offline batch throughput",
+            f"{100 * server['ratio_top_level']:.0f}% ({top['requests_per_s']:.1f} req/s vs "
+            f"{server['offline_texts_per_s']:.1f} texts/s offline; p50 {top['p50_ms']:.0f} ms, "
+            f"p99 {top['p99_ms']:.0f} ms)",
+            verdict(server["ratio_top_level"] >= 0.70),
+            "the load generator runs on the same 2 cores as the server",
+        ))
+        out.append(Target("cold_start", "cold start of `omniembed serve` (no numeric target)",
+                          f"{server['cold_start_s']:.1f} s empty cache, {server['warm_start_s']:.1f} s with the ONNX "
+                          f"cache ({server['models']})", "INFO"))
+    if mach is not None and text is not None and b32 is not None:
+        per_text = mach["minilm"]["flops_per_text"]
+        peak = mach["peak_gflops"]
+        achieved = b32["onnx"] * per_text / 1e9
+        frac = achieved / peak["fp32"] if peak["fp32"] else 0.0
+        out.append(Target(
+            "text_peak", "fp32 text throughput >= 60% of the machine's measured fp32 matmul peak",
+            f"{100 * frac:.0f}% ({b32['onnx']:.1f} texts/s x {per_text / 1e9:.3f} GFLOP/text = {achieved:.1f} "
+            f"GFLOP/s of {peak['fp32']:.1f})",
+            verdict(frac >= 0.60),
+            f"best fp32 side by side: torch {b32['torch'] * per_text / 1e9:.1f} GFLOP/s, "
+            f"ST {b32['st'] * per_text / 1e9:.1f} GFLOP/s",
+        ))
+        reduced = b32.get("default", b32["onnx"]) * per_text / 1e9
+        parts = [f"{100 * reduced / peak[p]:.0f}% of the {p} peak ({peak[p]:.1f})" for p in ("bf16", "int8") if peak[p]]
+        for p in ("bf16", "int8"):  # explicit precision columns (text_throughput.py --precisions), if measured
+            if p in b32 and peak[p]:
+                parts.append(f"{p} column {b32[p] * per_text / 1e9:.1f} GFLOP/s = "
+                             f"{100 * b32[p] * per_text / 1e9 / peak[p]:.0f}% of the {p} peak")
+        out.append(Target(
+            "reduced_peak", "reduced-precision (default) text path shown against the measured bf16/int8 peak",
+            f"default {reduced:.1f} GFLOP/s = " + "; ".join(parts),
+            "INFO" if text.get("precision_option") else "MISS",
+            "" if text.get("precision_option") else "no reduced-precision path in this build: the default is fp32",
+        ))
+    known = {t.key for t in out}
+    for key, label, needs in (("text_fp32", "text targets", "text"), ("image", "image target", "image"),
+                              ("server", "server target", "server"),
+                              ("text_peak", "fraction of peak", "machine + text")):
+        if key not in known:
+            out.append(Target(key, label, "-", "NOT MEASURED", f"needs section(s) {needs}: not run or failed"))
+    return out
+
+
+def targets_table(items: list[Target]) -> list[str]:
+    lines = ["| target | measured (this run) | result | why (if missed) |", "|---|---|---|---|"]
+    for t in items:
+        why = ""
+        if t.status == "MISS":
+            why = "; ".join(x for x in (WHY.get(t.key) or PENDING, t.facts) if x)
+        elif t.status in ("INFO", "NOT MEASURED"):
+            why = t.facts
+        why = why.replace("|", "\\|").replace("\n", " ")  # keep the table intact whatever WHY says
+        lines.append(f"| {t.target} | {t.measured} | **{t.status}** | {why} |")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def section_body(section: Section) -> list[str]:
+    """A section's own Markdown with headings moved under the report's section heading."""
+    if section.returncode != 0:
+        return [f"**FAILED** (exit code {section.returncode}). Last lines of its error output:", "", "```",
+                section.stderr_tail.strip(), "```"]
+    body = []
+    for line in section.markdown.strip().splitlines():
+        if line.startswith("#"):
+            line = "### " + line.lstrip("#").strip()
+        body.append(line)
+    return body
+
+
+def render(sections: dict[str, Section], command: str, load_before: str, load_after: str, total_s: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC in {total_s:.0f} s "
+        "(`make bench` runs `.venv/bin/python bench/report.py`). Every number below comes from this one run, on "
+        "the same machine, with the same thread count (one per core) for omniembed and each reference.",
+        "",
+        "## Machine",
+        "",
+        *machine_lines(load_before, load_after),
+        "",
+        "## Targets (issue 7)",
+        "",
+        *targets_table(targets(sections)),
+        "",
+        "## Peak memory (RSS)",
+        "",
+        "Side by side, each embedder alone in a fresh process (load + one pass over the benchmark inputs; see the "
+        "machine section); then the `omniembed serve` process after the load test (`VmHWM`), and each benchmark "
+        "process as a whole (from `wait4`: it holds every embedder of its section at once).",
+        "",
+        "| process | peak RSS MiB | run time s | exit code |",
+        "|---|---:|---:|---:|",
+    ]
+    machine = sections.get("machine")
+    for name, value in ((machine.data or {}).get("rss", {}) if machine else {}).items():
+        shown = f"{value:.0f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {name} (alone) | {shown} | - | - |")
+    server = sections.get("server")
+    if server is not None and server.data is not None:
+        lines.append(f"| `omniembed serve` ({server.data['models']}) after the load test | "
+                     f"{server.data['server_peak_rss_mb']:.0f} | - | - |")
+    for name, s in sections.items():
+        lines.append(f"| benchmark process: {name} | {s.peak_rss_mb:.0f} | {s.seconds:.0f} | {s.returncode} |")
+    for name, s in sections.items():
+        own_command = "Command:" in s.markdown  # the text benchmark names its own command
+        lines += ["", f"## {TITLES[name]}", "", *([] if own_command else [f"Command: `{s.command}`", ""]),
+                  *section_body(s)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run every benchmark and write docs/benchmarks.md.")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file to write")
+    parser.add_argument("--quick", action="store_true", help="smoke run: each benchmark with its quick settings")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep each section's raw output in this folder")
+    parser.add_argument("--from-dir", type=Path, default=None,
+                        help="rebuild the Markdown from a folder written by --keep, without running anything")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.sections.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
+    started = time.perf_counter()
+    load_before = load_average()
+    sections: dict[str, Section] = {}
+    if args.from_dir is not None:
+        for name in names:
+            loaded = load_section(name, args.from_dir)
+            if loaded is not None:
+                sections[name] = loaded
+        total = sum(s.seconds for s in sections.values())
+    else:
+        work = args.keep or Path(tempfile.mkdtemp(prefix="omniembed-bench-report-"))
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            for name in names:
+                sections[name] = run_section(name, args.quick, work)
+        finally:
+            if args.keep is None:
+                shutil.rmtree(work, ignore_errors=True)
+        total = time.perf_counter() - started
+    command = "make bench" if not sys.argv[1:] else shlex.join([PY, "bench/report.py", *sys.argv[1:]])
+    text = render(sections, command, load_before, load_average(), total)
+    tmp = args.output.with_suffix(args.output.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(args.output)
+    log(f"wrote {args.output} ({total:.0f} s)")
+    failed = [n for n, s in sections.items() if s.returncode != 0]
+    if failed:
+        log(f"sections that failed: {', '.join(failed)}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Reduced precision: where it is used by default, and that its outputs stay within the stated bounds of fp32.
+
+Stated bounds (docs/benchmarks.md): bf16 (default on CPUs with AVX512-BF16/AMX for models that declare it)
+min cosine >= 0.9995 to fp32; int8 (offered, never a default) min cosine >= 0.95.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import omniembed
+from conftest import cosines
+from corpus import SENTENCES
+from omniembed import ParameterInvalid
+from omniembed.runtime.precision import cpu_supports_bf16, resolve_precision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from text_throughput import build_corpus
+
+CORPUS = SENTENCES + build_corpus(128)
+
+
+@pytest.fixture(scope="module")
+def fp32(engine: omniembed.Engine) -> np.ndarray:
+    return np.stack([e.data for e in engine.embed_batch("minilm", CORPUS, runtime="onnx", precision="fp32")])
+
+
+def test_resolution_rules() -> None:
+    minilm = omniembed.describe_model("minilm")
+    assert minilm.auto_precision == "bf16"
+    expected = ("bf16", "torch") if cpu_supports_bf16() else ("fp32", "auto")
+    assert resolve_precision("auto", minilm, "auto", "cpu") == expected
+    assert resolve_precision("auto", minilm, "onnx", "cpu") == ("fp32", "onnx")  # an explicit runtime wins
+    assert resolve_precision("fp32", minilm, "auto", "cpu") == ("fp32", "auto")
+    assert resolve_precision("int8", minilm, "auto", "cpu") == ("int8", "onnx")
+    for precision, runtime in (("bf16", "onnx"), ("int8", "torch"), ("fp16", "auto")):
+        with pytest.raises(ParameterInvalid):
+            resolve_precision(precision, minilm, runtime, "cpu")
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
+def test_auto_uses_bf16_here_and_stays_within_bound(tmp_path: Path, fp32: np.ndarray, cache_dir: Path) -> None:
+    engine = omniembed.Engine(omniembed.Settings(cache_dir=cache_dir, precision="auto"))
+    results = engine.embed_batch("minilm", CORPUS)
+    assert {(r.meta.precision, r.meta.runtime) for r in results} == {("bf16", "torch")}
+    ours = np.stack([r.data for r in results])
+    cos = cosines(ours, fp32)
+    assert cos.min() >= 0.9995, (CORPUS[int(cos.argmin())], cos.min())
+    assert not np.array_equal(ours, fp32)  # it really ran in reduced precision
+
+
+def test_int8_stays_within_its_stated_bound(engine: omniembed.Engine, fp32: np.ndarray, cache_dir: Path) -> None:
+    results = engine.embed_batch("minilm", CORPUS, precision="int8")
+    assert {(r.meta.precision, r.meta.runtime) for r in results} == {("int8", "onnx")}
+    cos = cosines(np.stack([r.data for r in results]), fp32)
+    assert 0.95 <= cos.min() < 0.9999, cos.min()  # within the bound, and really quantised
+    assert list(cache_dir.glob("onnx/minilm-*-int8/model.onnx"))  # the quantised graph is cached
+
+
+def test_torch_and_onnx_fp32_agree(engine: omniembed.Engine, fp32: np.ndarray) -> None:
+    torch32 = np.stack([e.data for e in engine.embed_batch("minilm", CORPUS, runtime="torch", precision="fp32")])
+    assert cosines(torch32, fp32).min() >= 0.9999
