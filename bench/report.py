@@ -47,10 +47,28 @@ PY = ".venv/bin/python"
 
 # Explanations for missed targets, kept here so that they survive regeneration. Keys: the target ids below.
 WHY: dict[str, str] = {
-    "text_fp32": "",
-    "text_default": "",
-    "image": "",
-    "server": "",
+    "text_fp32": (
+        "Not reachable on this CPU: sentence-transformers itself already runs at ~60% of the measured fp32 "
+        "matmul peak (see the peak row), so 2.0x would need >100% of the machine. Both sort by length and pad "
+        "per batch; ONNX Runtime's fusions add ~3% (its transformer optimizer does not fuse the attention of "
+        "the dynamo-exported graph). The honest fp32 measure is the fraction of peak below."
+    ),
+    "text_default": (
+        "bf16 (the default here) is bounded by the bf16 peak, which measures ~2.3x fp32 on this CPU (not 4x); "
+        "int8 dynamic quantisation is faster but loses accuracy (min cosine ~0.96, below 0.9995), so it is "
+        "offered (precision='int8'), never a default."
+    ),
+    "image": (
+        "Both sides decode the same JPEGs: decoding + resizing costs ~0.45 s per 160 photos of the 2 cores "
+        "and competes with the encoder for them, so overlapping them (done: images stream) gains ~5%. Cutting "
+        "that cost (JPEG draft decoding) would change the reference preprocessing; not done."
+    ),
+    "server": (
+        "The server is compute-bound (profile: the inference thread is busy, the event loop idle), but a "
+        "request mix costs more than the sorted offline corpus: random lengths pad worse even in small "
+        "length-sorted batches, and the load generator shares the 2 cores. Gathering up to 128 queued items "
+        "and encoding them in sorted batches of 8 lifted 64-client throughput from ~60 to ~94 req/s."
+    ),
     "text_peak": "",
     "reduced_peak": "",
 }

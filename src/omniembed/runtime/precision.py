@@ -95,9 +95,9 @@ def apply_precision(loaded: Any, precision: str, settings: Settings) -> Any:
         return loaded
     for modality, encoder in list(loaded.encoders.items()):
         if precision == "bf16":
-            if not hasattr(encoder, "bf16"):
+            if not hasattr(encoder, "enable_bf16"):
                 raise RuntimeUnavailable(f"bf16 needs the torch runtime ({loaded.spec.name} {modality})")
-            encoder.bf16 = True
+            encoder.enable_bf16()
         elif precision == "int8":
             if not isinstance(encoder, OnnxEncoder):
                 raise RuntimeUnavailable(f"int8 needs the onnx runtime ({loaded.spec.name} {modality})")

@@ -27,7 +27,17 @@ class TorchEncoder:
         self.device = device
         self.input_names = input_names
         self.module = module.eval().to(device)
-        self.bf16 = bf16
+        self.bf16 = False
+        if bf16:
+            self.enable_bf16()
+
+    def enable_bf16(self) -> None:
+        """Run under bf16 autocast, with Linear/conv weights stored in bf16 once: autocast would otherwise
+        cast every weight on every call (the same rounding, repeated). Norms and softmax stay fp32."""
+        for m in self.module.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
+                m.to(torch.bfloat16)
+        self.bf16 = True
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names]

@@ -10,11 +10,11 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniembed.api import Engine
@@ -71,12 +71,47 @@ class BodyLimit:
         await self.app(scope, limited, guarded_send)
 
 
-def _authorized(request: Request, keys: list[str]) -> bool:
-    given = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
+def _authorized(headers: dict[bytes, bytes], keys: list[str]) -> bool:
+    given = headers.get(b"x-api-key", b"").decode("latin-1")
+    auth = headers.get(b"authorization", b"").decode("latin-1")
     if auth.lower().startswith("bearer "):
         given = auth[7:].strip()
     return bool(given) and any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+
+
+class Gate:
+    """API keys and request metrics, as plain ASGI (no per-request task or body copying)."""
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"]
+        status = 500
+        keys = self.state.settings.api_keys
+        if keys and path not in OPEN_PATHS and not _authorized(dict(scope["headers"]), keys):
+            error = ApiKeyInvalid("missing or invalid API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
+            response = error_response(error, path)
+            status = response.status_code
+            await response(scope, receive, send)
+        else:
+
+            async def send_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            await self.app(scope, receive, send_status)
+        route: Any = scope.get("route")
+        label = getattr(route, "path", "unmatched")
+        self.state.metrics.requests.labels(label, str(status)).inc()
+        self.state.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
 
 async def _preload(state: ServiceState) -> None:
@@ -123,27 +158,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (openai.router, twelvelabs.router, tasks.router, ops.router):
         app.include_router(router)
 
-    @app.middleware("http")
-    async def gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        path = request.url.path
-        if settings.api_keys and path not in OPEN_PATHS and not _authorized(request, settings.api_keys):
-            response: Response = error_response(
-                ApiKeyInvalid("missing or invalid API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'"),
-                path,
-            )
-        else:
-            response = await call_next(request)
-        route: Any = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        state.metrics.requests.labels(label, str(response.status_code)).inc()
-        state.metrics.latency.labels(label).observe(time.perf_counter() - started)
-        return response
-
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
+    app.add_middleware(Gate, state=state)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

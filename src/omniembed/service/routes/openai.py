@@ -7,19 +7,15 @@ pooled vector of the clip). ``encoding_format=base64`` is little-endian float32,
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
-from omniembed.service.schemas import (
-    OpenAIEmbedding,
-    OpenAIEmbeddingsRequest,
-    OpenAIEmbeddingsResponse,
-    OpenAIUsage,
-)
+from omniembed.service.schemas import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse
 from omniembed.service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -47,15 +43,15 @@ def _check_dimensions(vector: np.ndarray, dimensions: int | None, model: str) ->
     )
 
 
-@router.post("/embeddings", response_model=OpenAIEmbeddingsResponse, response_model_exclude_none=True)
-async def create_embeddings(
-    body: OpenAIEmbeddingsRequest, state: ServiceState = Depends(get_state)
-) -> OpenAIEmbeddingsResponse:
+@router.post("/embeddings", response_model=OpenAIEmbeddingsResponse)
+async def create_embeddings(body: OpenAIEmbeddingsRequest, state: ServiceState = Depends(get_state)) -> Response:
+    """The answer is serialised directly (the schema documents it): validating thousands of floats per
+    request again would cost more than the embedding."""
     items = _inputs(body, state.settings.max_items_per_request)
     modality = Modality(body.modality)
     options: dict[str, Any] = {"truncate": body.truncate} if modality is Modality.TEXT else {}
     results = await state.require_batcher().embed(body.model, modality, items, **options)
-    data: list[OpenAIEmbedding] = []
+    data: list[dict[str, Any]] = []
     tokens = 0
     for index, result in enumerate(results):
         if isinstance(result, OmniEmbedError):
@@ -70,10 +66,11 @@ async def create_embeddings(
             if body.encoding_format == "base64"
             else vector.tolist()
         )
-        data.append(OpenAIEmbedding(index=index, embedding=payload))
+        data.append({"object": "embedding", "index": index, "embedding": payload})
     model = results[0].meta.model if isinstance(results[0], Embedding) else body.model
-    usage = OpenAIUsage(prompt_tokens=tokens, total_tokens=tokens)
-    return OpenAIEmbeddingsResponse(data=data, model=model, usage=usage)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    content = json.dumps({"object": "list", "data": data, "model": model, "usage": usage}, separators=(",", ":"))
+    return Response(content, media_type="application/json")
 
 
 @router.get("/models")
