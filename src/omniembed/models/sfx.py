@@ -26,7 +26,9 @@ SPECS = (
         dim=512,
         pooling="mean",
         normalize=False,
-        weights=WeightsSource(package="aisfx", package_subdir="models", marker=WEIGHTS),
+        # aisfx pins old librosa/numpy; only its weight file is used.
+        weights=WeightsSource(package="aisfx", package_subdir="models", marker=WEIGHTS,
+                              install="pip install --no-deps aisfx"),
         license="see the aisfx package (PyPI)",
         aliases=("aisfx",),
         description="Sound-effect embeddings: 9-layer CNN from aisfx, one vector per 2.32 s block",
