@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -78,3 +79,14 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         return int(self.proc.returncode)
+
+
+def wait_for_job(url: str, timeout: float = 30) -> dict[str, Any]:
+    """Poll a feature-extraction-server job result URL until the job is complete or failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = httpx.get(url).json()
+        if body["status"] in ("complete", "failed"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"job at {url} did not finish within {timeout} s")

@@ -4,7 +4,6 @@ every face returns the library's vectors for the same input."""
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from twelvelabs import TwelveLabs
 from twelvelabs.core.api_error import ApiError
 
 import omniembed
-from service_util import Server
+from service_util import Server, wait_for_job
 
 TEXTS = ["a cat sits on the mat", "Die Katze sitzt auf der Matte.", "the stock market fell sharply"]
 
@@ -104,24 +103,16 @@ def test_twelvelabs_one_failed_modality_does_not_sink_the_others(server: Server,
     assert body["image_embedding"]["metadata"] == {"input_url": "https://example.org/cat.png"}
 
 
-def _wait(url: str, timeout: float = 30) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = httpx.get(url).json()
-        if body["status"] in ("complete", "failed"):
-            return body  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"job at {url} did not finish")
 
 
 def test_fes_jobs(server: Server, expected: np.ndarray) -> None:
     created = httpx.post(f"{server.url}/api/tasks/text-embedding/minilm/jobs", json={"text": TEXTS[1], "config": {}})
     assert created.status_code == 200 and created.json()["status"] == "starting"
-    done = _wait(f"{server.url}/api/tasks/text-embedding/jobs/{created.json()['id']}")
+    done = wait_for_job(f"{server.url}/api/tasks/text-embedding/jobs/{created.json()['id']}")
     assert done["status"] == "complete"
     np.testing.assert_allclose(done["result"]["embedding"], expected[1], atol=1e-5)
     batched = httpx.post(f"{server.url}/api/tasks/text-embedding/batched/all-minilm-l6-v2/jobs", json={"text": TEXTS})
-    done = _wait(f"{server.url}/api/tasks/text-embedding/batched/jobs/{batched.json()['id']}")
+    done = wait_for_job(f"{server.url}/api/tasks/text-embedding/batched/jobs/{batched.json()['id']}")
     np.testing.assert_allclose([r["embedding"] for r in done["result"]], expected, atol=1e-5)
     legacy = httpx.post(f"{server.url}/api/legacy/tasks/text-embedding/minilm/jobs", json={"text": TEXTS[2]})
     np.testing.assert_allclose(legacy.json()["embedding"], expected[2], atol=1e-5)
@@ -129,7 +120,7 @@ def test_fes_jobs(server: Server, expected: np.ndarray) -> None:
 
 def test_fes_failures(server: Server) -> None:
     created = httpx.post(f"{server.url}/api/tasks/text-embedding/minilm/jobs", json={"text": "   "}).json()
-    failed = _wait(f"{server.url}/api/tasks/text-embedding/jobs/{created['id']}")
+    failed = wait_for_job(f"{server.url}/api/tasks/text-embedding/jobs/{created['id']}")
     assert failed["status"] == "failed" and failed["code"] == "parameter_invalid" and "empty" in failed["reason"]
     assert httpx.get(f"{server.url}/api/tasks/text-embedding/jobs/nope").status_code == 404
     assert httpx.post(f"{server.url}/api/tasks/no-task/minilm/jobs", json={"text": "x"}).status_code == 404

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from twelvelabs import TwelveLabs
 import omniembed
 from audio_data import AudioFiles, have_espeak
 from image_data import photo, png_bytes
-from service_util import Server
+from service_util import Server, wait_for_job
 
 pytestmark = pytest.mark.skipif(not have_espeak(), reason="espeak-ng is installed by `make test`")
 
@@ -85,28 +84,20 @@ def test_openai_image_and_audio_extension(server: Server, engine: omniembed.Engi
                                atol=1e-4)
 
 
-def _wait(url: str) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        body = httpx.get(url).json()
-        if body["status"] in ("complete", "failed"):
-            return body  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError("job did not finish")
 
 
 def test_fes_image_and_audio_jobs(server: Server, engine: omniembed.Engine, cat_png: bytes, speech: Path) -> None:
     data_url = "data:image/png;base64," + base64.b64encode(cat_png).decode()
     job = httpx.post(f"{server.url}/api/tasks/image-embedding/efficientnet_lite0/jobs", json={"image": data_url})
-    done = _wait(f"{server.url}/api/tasks/image-embedding/jobs/{job.json()['id']}")
+    done = wait_for_job(f"{server.url}/api/tasks/image-embedding/jobs/{job.json()['id']}", timeout=60)
     np.testing.assert_allclose(done["result"]["embedding"], engine.embed("efficientnet-lite0", image=cat_png).data,
                                atol=1e-4)
     wav_url = "data:audio/wav;base64," + base64.b64encode(speech.read_bytes()).decode()
     job = httpx.post(f"{server.url}/api/tasks/audio-embedding/speaker-ge2e/jobs", json={"audio": wav_url})
-    done = _wait(f"{server.url}/api/tasks/audio-embedding/jobs/{job.json()['id']}")
+    done = wait_for_job(f"{server.url}/api/tasks/audio-embedding/jobs/{job.json()['id']}", timeout=60)
     expected = engine.embed("speaker-ge2e", audio=speech.read_bytes()).pooled
     np.testing.assert_allclose(done["result"]["embedding"], expected, atol=1e-4)
     # a local path is never read from an HTTP input
     job = httpx.post(f"{server.url}/api/tasks/image-embedding/efficientnet-lite0/jobs", json={"image": "/etc/passwd"})
-    failed = _wait(f"{server.url}/api/tasks/image-embedding/jobs/{job.json()['id']}")
+    failed = wait_for_job(f"{server.url}/api/tasks/image-embedding/jobs/{job.json()['id']}", timeout=60)
     assert failed["status"] == "failed" and "local file paths are not accepted" in failed["reason"]

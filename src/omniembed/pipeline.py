@@ -141,13 +141,13 @@ def run(
         raise ParameterInvalid(
             f"model {model.spec.name!r} does not embed {modality} (it takes: {takes})", param=str(modality)
         )
-    _check_pooling(model, options)
+    post = (_check_pooling(model, options), model.spec.normalize if options.normalize is None else options.normalize)
     if not getattr(preparer, "streaming", False) or len(items) <= options.batch_size:
         started = time.perf_counter()
         prepared = preparer.prepare(items, options)
         prepare_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
-        return _encode(model, modality, preparer, encoder, prepared, prepare_ms, options, errors, progress)
-    return _stream(model, modality, preparer, encoder, items, options, errors, progress)
+        return _encode(model, modality, preparer, encoder, prepared, prepare_ms, options, post, errors, progress)
+    return _stream(model, modality, preparer, encoder, items, options, post, errors, progress)
 
 
 def _globalize(result: PrepareResult, offset: int) -> PrepareResult:
@@ -165,6 +165,7 @@ def _stream(
     encoder: Encoder,
     items: Sequence[Any],
     options: Options,
+    post: tuple[str, bool],
     errors: ErrorMode,
     progress: Callable[[int], None] | None,
 ) -> list[Embedding | OmniEmbedError]:
@@ -186,7 +187,9 @@ def _stream(
             if k + 1 < len(chunks):
                 pending = pool.submit(prepare, chunks[k + 1][1])
             prepared = [_globalize(p, offset) for p in prepared]
-            results.extend(_encode(model, modality, preparer, encoder, prepared, prepare_ms, options, errors, progress))
+            results.extend(
+                _encode(model, modality, preparer, encoder, prepared, prepare_ms, options, post, errors, progress)
+            )
     return results
 
 
@@ -198,12 +201,13 @@ def _encode(
     prepared: list[PrepareResult],
     prepare_ms: float,
     options: Options,
+    post: tuple[str, bool],
     errors: ErrorMode,
     progress: Callable[[int], None] | None,
 ) -> list[Embedding | OmniEmbedError]:
-    """Batch prepared items by length, encode, pool, normalise; results in the order of ``prepared``."""
-    pooling = _check_pooling(model, options)
-    do_normalize = model.spec.normalize if options.normalize is None else options.normalize
+    """Batch prepared items by length, encode, pool, normalise; results in the order of ``prepared``.
+    ``post`` is the pooling mode and whether to normalise, resolved once by ``run``."""
+    pooling, do_normalize = post
     results: list[Embedding | OmniEmbedError | None] = [None] * len(prepared)
     rows: list[tuple[int, Prepared]] = []  # (item index, encoder row)
     for i, item in enumerate(prepared):
