@@ -121,6 +121,27 @@ def matmul_peaks(dtype: str, size: int = 2048, repeat: int = 5) -> dict[str, flo
     return out
 
 
+MINILM_SHAPES = ((512, 384, 1536), (512, 1536, 384), (512, 384, 384))
+"""minilm's dense layers at omniembed's 512-token encoder batches: (tokens, in, out)."""
+
+
+def shaped_matmul(dtype: str, repeat: int = 5) -> float:
+    """GFLOP/s of torch matmuls with minilm's own shapes (``MINILM_SHAPES``), all of them in turn."""
+    import torch
+
+    torch.set_num_threads(cores())
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    pairs = [(torch.randn(m, k).to(torch_dtype), torch.randn(k, n).to(torch_dtype)) for m, k, n in MINILM_SHAPES]
+    flops = sum(2.0 * m * k * n for m, k, n in MINILM_SHAPES) * 20
+
+    def run() -> None:
+        for _ in range(20):
+            for a, b in pairs:
+                torch.matmul(a, b)
+
+    return flops / _best_seconds(run, repeat) / 1e9
+
+
 def matmul_peak(dtype: str = "fp32", size: int = 2048, repeat: int = 5) -> float:
     """Best measured GFLOP/s for ``dtype`` over the implementations tried; 0.0 when none runs."""
     rates = [v for v in matmul_peaks(dtype, size, repeat).values() if isinstance(v, float)]
@@ -306,6 +327,7 @@ def measure(size: int, repeat: int, text_n: int, rss: bool, image_n: int = 64) -
         "matmul_size": size,
         "matmul": peaks,
         "peak_gflops": {d: max((v for v in p.values() if isinstance(v, float)), default=0.0) for d, p in peaks.items()},
+        "minilm_shaped_gflops": {d: shaped_matmul(d, repeat) for d in ("fp32", "bf16")},
         "minilm": {"corpus_n": text_n, "flops_total": total, "flops_per_text": total / len(lengths),
                    "flops_at_32_tokens": _minilm_flops_at(32), "flops_at_128_tokens": _minilm_flops_at(128)},
         "efficientnet_lite0": {"flops_per_image": flops_efficientnet()},
@@ -328,6 +350,11 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {dtype} | {name} | {value:.1f} |" if isinstance(value, float) else
                          f"| {dtype} | {name} | {value} |")
     m, e = result["minilm"], result["efficientnet_lite0"]
+    if result.get("minilm_shaped_gflops"):
+        shaped = result["minilm_shaped_gflops"]
+        dims = ", ".join(f"{a}x{b} by {b}x{c}" for a, b, c in MINILM_SHAPES)
+        lines += ["", f"The same matmuls at minilm's own shapes ({dims}: its dense layers on a 512-token encoder "
+                  "batch): " + ", ".join(f"{d} {v:.1f} GFLOP/s" for d, v in shaped.items()) + "."]
     lines += [
         "",
         "| model | FLOPs per item (FlopCounterMode, real forward pass) |",

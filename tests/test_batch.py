@@ -30,6 +30,27 @@ def test_batch_size_does_not_change_results(engine: omniembed.Engine) -> None:
     np.testing.assert_allclose(a, b, atol=2e-5)
 
 
+def test_token_budget_caps_encoder_calls_without_changing_results(settings: omniembed.Settings) -> None:
+    texts = SENTENCES  # 3 to >256 tokens
+    plain = omniembed.Engine(settings.model_copy(update={"max_batch_tokens": 100_000}))
+    capped = omniembed.Engine(settings.model_copy(update={"max_batch_tokens": 64}))
+    shapes: list[tuple[int, int]] = []
+    loaded = capped.load("minilm", runtime="torch")
+    inner = loaded.encoders[omniembed.Modality.TEXT]
+
+    def recording(feeds):  # type: ignore[no-untyped-def]
+        shapes.append(feeds["input_ids"].shape)
+        return inner(feeds)
+
+    loaded.encoders[omniembed.Modality.TEXT] = recording  # type: ignore[assignment]
+    a = np.stack([e.data for e in plain.embed_batch("minilm", texts, batch_size=32, runtime="torch")])
+    b = np.stack([e.data for e in capped.embed_batch("minilm", texts, batch_size=32, runtime="torch")])
+    np.testing.assert_allclose(a, b, atol=2e-5)
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    assert all(rows * seq <= 64 or rows == 1 for rows, seq in shapes), shapes
+    assert any(seq > 64 for _, seq in shapes) and max(rows for rows, _ in shapes) > 2  # both limits were exercised
+
+
 def test_empty_batch_gives_empty_list(engine: omniembed.Engine) -> None:
     assert engine.embed_batch("minilm", []) == []
 

@@ -145,7 +145,10 @@ def test_clip_text_and_image_match_transformers(
 def test_declared_preprocessing_equals_the_reference_processors(
     tiny_dir: Path, photos: dict[str, np.ndarray]
 ) -> None:
-    """The contracts in the CLIP and DINOv2 specs give the pixels the models' own processors give."""
+    """The contracts in the CLIP and DINOv2 specs give the pixels the models' own processors give.
+
+    Resizing only the crop's box (see ``ImagePreprocess.__call__``) may round a pixel one 8-bit level
+    apart from resize-then-crop: at most one level, on at most 0.1% of the values."""
     from transformers import BitImageProcessor, CLIPImageProcessor
 
     from omniembed.models import clip, dinov2
@@ -157,7 +160,10 @@ def test_declared_preprocessing_equals_the_reference_processors(
         preprocess = ImagePreprocess.from_options(spec.options)
         for img in _pil(photos):
             expected = processor(images=img, return_tensors="np")["pixel_values"][0]
-            assert np.abs(preprocess(img) - expected).max() < 1e-5, spec.name
+            diff = np.abs(preprocess(img) - expected)
+            one_level = preprocess.rescale / min(preprocess.std)
+            assert diff.max() <= one_level * 1.001, spec.name
+            assert (diff > 1e-5).mean() < 1e-3, spec.name
 
 
 @pytest.mark.parametrize("runtime", ["torch", pytest.param("onnx", marks=pytest.mark.slow)])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from omniembed import errors
-from omniembed.pipeline import normalize, pool
+from omniembed.pipeline import _batches, normalize, pool
 from omniembed.runtime import ModelCache
 
 H = np.array([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]]], np.float32)  # last position is padding
@@ -69,3 +69,15 @@ def test_error_tree_codes_and_index() -> None:
     e = errors.InputUnreadable("bad bytes", param="image").at_index(3)
     assert (e.index, e.message, e.to_dict()["code"]) == (3, "item 3: bad bytes", "input_unreadable")
     assert str(e) == "[input_unreadable] item 3: bad bytes"
+
+
+def test_batches_respect_rows_and_padded_tokens() -> None:
+    lengths = [3, 3, 4, 10, 10, 30, 200]
+    order = list(range(len(lengths)))
+    # rows only
+    assert _batches(order, lengths, 3, None) == [[0, 1, 2], [3, 4, 5], [6]]
+    # at most 20 padded tokens (rows x longest): [3,3,4] = 12, +10 would be 40; [10,10] = 20; a row longer
+    # than the budget goes alone
+    assert _batches(order, lengths, 32, 20) == [[0, 1, 2], [3, 4], [5], [6]]
+    assert _batches(order, lengths, 2, 1000) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert _batches([], [], 8, 64) == []

@@ -193,6 +193,23 @@ def _stream(
     return results
 
 
+def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Cut length-sorted rows into encoder batches of at most ``batch_size`` rows and, when ``max_tokens``
+    is set, at most that many padded positions (rows x the batch's longest row; a longer single row
+    still goes alone). Small token batches keep activations in cache: on the 2-core benchmark machine
+    minilm at batch 128 runs ~35% slower than at 8-16 when every batch is the batch size."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for r, length in zip(order, lengths, strict=True):
+        if current and (len(current) == batch_size or (max_tokens and (len(current) + 1) * length > max_tokens)):
+            batches.append(current)
+            current = []
+        current.append(r)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def _encode(
     model: LoadedModel,
     modality: Modality,
@@ -227,8 +244,8 @@ def _encode(
     for i, _ in rows:
         remaining[i] = remaining.get(i, 0) + 1
     order = sorted(range(len(rows)), key=lambda r: rows[r][1].length)
-    for start in range(0, len(order), options.batch_size):
-        chunk = order[start : start + options.batch_size]
+    for chunk in _batches(order, [rows[r][1].length for r in order], options.batch_size,
+                          getattr(preparer, "max_batch_tokens", None)):
         feeds = preparer.collate([rows[r][1] for r in chunk])
         t0 = time.perf_counter()
         output = encoder(feeds)

@@ -315,22 +315,43 @@ class ImagePreprocess:
             return self.crop_size, self.crop_size
         return (self.resize_size, self.resize_size) if self.resize == "squash" else None
 
-    def __call__(self, img: PILImage.Image) -> np.ndarray:
-        """An RGB PIL image -> CHW float32 pixel values."""
-        width, height = img.size
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) after the resize step (before the crop)."""
         if self.resize == "shortest_edge":
             short, long = (width, height) if width <= height else (height, width)
             new_short, new_long = self.resize_size, int(self.resize_size * long / short)
-            size = (new_short, new_long) if width <= height else (new_long, new_short)
-            if size != img.size:
-                img = img.resize(size, resample=_RESAMPLE[self.interpolation])
-        elif self.resize == "squash" and img.size != (self.resize_size, self.resize_size):
-            img = img.resize((self.resize_size, self.resize_size), resample=_RESAMPLE[self.interpolation])
-        a = np.asarray(img, dtype=np.uint8)
-        if self.crop_size:
-            a = _center_crop(a, self.crop_size)
-        x: np.ndarray = a.astype(np.float32) * np.float32(self.rescale)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+            return (new_short, new_long) if width <= height else (new_long, new_short)
+        if self.resize == "squash":
+            return self.resize_size, self.resize_size
+        return width, height
+
+    def __call__(self, img: PILImage.Image) -> np.ndarray:
+        """An RGB PIL image -> CHW float32 pixel values."""
+        width, height = img.size
+        new_w, new_h = self.resized_size(width, height)
+        crop = self.crop_size
+        resample = _RESAMPLE[self.interpolation]
+        if crop and (new_w, new_h) != img.size and crop <= min(new_w, new_h):
+            # Resize only the pixels the centre crop keeps: the same filter at the same scale, evaluated
+            # on the crop's box of the source (1.6 instead of 2.8 ms for a 480x640 photo). Pillow computes
+            # the box's filter weights from the box origin, so a pixel may round one 8-bit level apart
+            # from resize-then-crop (measured: ~1e-4 of pixels).
+            left, top = (new_w - crop) // 2, (new_h - crop) // 2
+            sx, sy = width / new_w, height / new_h
+            box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
+            a = np.asarray(img.resize((crop, crop), resample=resample, box=box), dtype=np.uint8)
+        else:
+            if (new_w, new_h) != img.size:
+                img = img.resize((new_w, new_h), resample=resample)
+            a = np.asarray(img, dtype=np.uint8)
+            if crop:
+                a = _center_crop(a, crop)
+        # (x * rescale - mean) / std as one scale and one shift per channel.
+        scale = np.float32(self.rescale) / np.asarray(self.std, np.float32)
+        shift = np.asarray(self.mean, np.float32) / np.asarray(self.std, np.float32)
+        x: np.ndarray = a.astype(np.float32)
+        x *= scale
+        x -= shift
         if self.channel_order == "BGR":
             x = x[..., ::-1]
         return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)

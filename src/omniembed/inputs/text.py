@@ -59,7 +59,14 @@ class TokenizerPreparer:
     towards ``max_tokens``.
     """
 
-    def __init__(self, tokenizer: Any, max_tokens: int, max_chars: int, input_names: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_tokens: int,
+        max_chars: int,
+        input_names: tuple[str, ...],
+        max_batch_tokens: int | None = None,
+    ) -> None:
         import copy
 
         self.tokenizer = tokenizer
@@ -69,6 +76,8 @@ class TokenizerPreparer:
         self.max_tokens = max_tokens
         self.max_chars = max_chars
         self.input_names = input_names
+        self.max_batch_tokens = max_batch_tokens
+        """Encoder batches hold at most this many padded tokens (see ``pipeline._batches``)."""
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
     def contract(self, options: Any) -> str:

@@ -126,7 +126,9 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     text_encoder = build_encoder(_text_graph(spec.name, folder, version), runtime, device, settings)
     positions = int(getattr(config.text_config, "max_position_embeddings", 514)) - 2
     max_tokens = min(spec.max_tokens or positions, positions, int(getattr(tokenizer, "model_max_length", positions)))
-    text = TokenizerPreparer(tokenizer, max_tokens, settings.max_text_chars, ("input_ids", "attention_mask"))
+    text = TokenizerPreparer(
+        tokenizer, max_tokens, settings.max_text_chars, ("input_ids", "attention_mask"), settings.max_batch_tokens
+    )
     return LoadedModel(
         spec=spec,
         version=version,

@@ -152,7 +152,9 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
         spec=spec,
         version=fingerprint(folder),
         preparers={
-            Modality.TEXT: TokenizerPreparer(tokenizer, max_tokens, settings.max_text_chars, names),
+            Modality.TEXT: TokenizerPreparer(
+                tokenizer, max_tokens, settings.max_text_chars, names, settings.max_batch_tokens
+            ),
             Modality.IMAGE: ImagePreparer(preprocess, settings),
         },
         encoders={

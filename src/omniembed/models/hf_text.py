@@ -160,7 +160,7 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     max_tokens = min(spec.max_tokens or st.max_tokens, st.max_tokens)
     version = fingerprint(folder)
     encoder = build_encoder(_graph(spec, folder, st, version, input_names), runtime, device, settings)
-    preparer = TokenizerPreparer(tokenizer, max_tokens, settings.max_text_chars, input_names)
+    preparer = TokenizerPreparer(tokenizer, max_tokens, settings.max_text_chars, input_names, settings.max_batch_tokens)
     return LoadedModel(
         spec=spec,
         version=version,

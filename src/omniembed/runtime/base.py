@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -16,7 +19,7 @@ from omniembed.settings import Settings
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Encoder", "GraphSpec", "build_encoder", "resolve_runtime"]
+__all__ = ["Encoder", "GraphSpec", "build_encoder", "cached_artifact", "export_inputs", "resolve_runtime"]
 
 RUNTIMES = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
@@ -45,6 +48,54 @@ class GraphSpec:
     """Per input, its dynamic axes by name, e.g. ``{"input_ids": {0: "batch", 1: "seq"}}``."""
     example: Callable[[], dict[str, np.ndarray]]
     """A small batch of real-looking inputs, used to trace the ONNX export."""
+
+
+def export_inputs(
+    graph: GraphSpec, module: torch.nn.Module, *, inferred_ranges: bool = False
+) -> tuple[tuple[torch.Tensor, ...], Any]:
+    """The example inputs (positional, ``input_names`` order) and ``torch.export`` dynamic shapes for
+    ``module`` built from ``graph``; shared by the ONNX export and the ahead-of-time compiler so both see
+    the same dynamic axes. ``inferred_ranges``: let export narrow each axis's range from the model (e.g. a
+    sequence axis bounded by the position table) instead of refusing it."""
+    import inspect
+
+    import torch
+
+    example = graph.example()
+    args = tuple(torch.from_numpy(example[n]) for n in graph.input_names)
+    dims: dict[str, torch.export.Dim] = {}
+    for axes in graph.dynamic_axes.values():
+        for name in axes.values():
+            dims.setdefault(name, torch.export.Dim.DYNAMIC if inferred_ranges else torch.export.Dim(name))
+    shapes = tuple(
+        {axis: dims[name] for axis, name in graph.dynamic_axes.get(n, {}).items()} for n in graph.input_names
+    )
+    params = inspect.signature(module.forward).parameters.values()
+    varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    return args, ((shapes,) if varargs else shapes)
+
+
+def cached_artifact(final: Path, filename: str, make: Callable[[Path], None]) -> Path:
+    """``final/filename``, made first by ``make(folder)`` when absent.
+
+    ``make`` writes into a temporary sibling folder that is moved into place in one rename, so a crash
+    mid-build never leaves a half-written artifact that a later start would load, and two processes
+    building the same artifact both end up using one complete copy.
+    """
+    if (final / filename).is_file():
+        return final / filename
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        make(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished the same build first: use theirs
+            if not (final / filename).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final / filename
 
 
 def _nvidia_driver_present() -> bool:
@@ -98,4 +149,4 @@ def build_encoder(graph: GraphSpec, runtime: str, device: str, settings: Setting
         return OnnxEncoder.from_graph(graph, device, settings)
     from omniembed.runtime.torch import TorchEncoder
 
-    return TorchEncoder(graph.build(), graph.input_names, device, settings.threads())
+    return TorchEncoder(graph, device, settings.threads())

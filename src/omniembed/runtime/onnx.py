@@ -9,21 +9,16 @@ torch module is never built: the weights are not even read.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from omniembed.errors import RuntimeUnavailable
-from omniembed.runtime.base import GraphSpec
+from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs
 from omniembed.settings import Settings
 
 __all__ = ["OnnxEncoder", "export_graph"]
@@ -38,17 +33,7 @@ def export_graph(graph: GraphSpec, folder: Path) -> None:
     import torch
 
     module = graph.build()
-    example = graph.example()
-    args = tuple(torch.from_numpy(example[n]) for n in graph.input_names)
-    dims: dict[str, torch.export.Dim] = {}
-    for axes in graph.dynamic_axes.values():
-        for name in axes.values():
-            dims.setdefault(name, torch.export.Dim(name))
-    shapes: tuple[dict[int, Any], ...] = tuple(
-        {axis: dims[name] for axis, name in graph.dynamic_axes.get(n, {}).items()} for n in graph.input_names
-    )
-    params = inspect.signature(module.forward).parameters.values()
-    varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+    args, shapes = export_inputs(graph, module)
     # The exporter reports progress with print(): keep stdout clean for the CLI's JSON output.
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -62,7 +47,7 @@ def export_graph(graph: GraphSpec, folder: Path) -> None:
                 str(folder / GRAPH_FILE),
                 input_names=list(graph.input_names),
                 output_names=[graph.output_name],
-                dynamic_shapes=(shapes,) if varargs else shapes,
+                dynamic_shapes=shapes,
                 dynamo=True,
                 opset_version=OPSET,
                 verbose=False,
@@ -73,15 +58,11 @@ def export_graph(graph: GraphSpec, folder: Path) -> None:
 
 def cached_graph(graph: GraphSpec, settings: Settings) -> Path:
     """Path of the cached ONNX graph for ``graph``, exporting it first when absent."""
-    final = settings.onnx_cache_dir / graph.cache_key
-    if (final / GRAPH_FILE).is_file():
-        return final / GRAPH_FILE
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{graph.cache_key}.", dir=final.parent))
-    try:
-        log.info("exporting %s to ONNX (once; cached in %s)", graph.cache_key, final)
+
+    def export(folder: Path) -> None:
+        log.info("exporting %s to ONNX (once; cached in %s)", graph.cache_key, settings.onnx_cache_dir)
         try:
-            export_graph(graph, tmp)
+            export_graph(graph, folder)
         except Exception as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise RuntimeUnavailable(
@@ -89,14 +70,8 @@ def cached_graph(graph: GraphSpec, settings: Settings) -> Path:
                 "use runtime='torch' for this model",
                 param="runtime",
             ) from exc
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same export first: use theirs
-            if not (final / GRAPH_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final / GRAPH_FILE
+
+    return cached_artifact(settings.onnx_cache_dir / graph.cache_key, GRAPH_FILE, export)
 
 
 class OnnxEncoder:

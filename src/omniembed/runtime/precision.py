@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from omniembed.errors import ParameterInvalid, RuntimeUnavailable
 from omniembed.registry import ModelSpec
+from omniembed.runtime.base import cached_artifact
 from omniembed.settings import Settings
 
 __all__ = ["PRECISIONS", "apply_precision", "cpu_supports_bf16", "resolve_precision"]
@@ -68,23 +66,28 @@ def resolve_precision(precision: str, spec: ModelSpec, runtime: str, device: str
 
 def _quantized(path: Path, settings: Settings) -> Path:
     """The int8 (dynamic, per-channel) variant of a cached ONNX graph, made once."""
-    final = path.parent.with_name(path.parent.name + "-int8")
-    target = final / path.name
-    if target.is_file():
-        return target
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    def make(folder: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(path), str(folder / path.name), weight_type=QuantType.QInt8, per_channel=True)
+
+    return cached_artifact(path.parent.with_name(path.parent.name + "-int8"), path.name, make)
+
+
+def _compiled_bf16(encoder: Any, settings: Settings) -> Any:
+    """The ahead-of-time compiled bf16 encoder for an eager CPU encoder, or None (compilation off, not on
+    CPU, or it failed: then eager autocast is used and the log says why)."""
+    if not settings.compile or encoder.device != "cpu" or getattr(encoder, "graph", None) is None:
+        return None
+    from omniembed.runtime.compiled import CompiledEncoder
+
     try:
-        quantize_dynamic(str(path), str(tmp / path.name), weight_type=QuantType.QInt8, per_channel=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not target.is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        return CompiledEncoder.from_graph(encoder.graph, "bf16", settings)
+    except Exception as exc:
+        log.warning("%s; using eager bf16 autocast instead (slower; OMNIEMBED_COMPILE=false skips compiling)",
+                    getattr(exc, "message", str(exc)))
+        return None
 
 
 def apply_precision(loaded: Any, precision: str, settings: Settings) -> Any:
@@ -97,7 +100,11 @@ def apply_precision(loaded: Any, precision: str, settings: Settings) -> Any:
         if precision == "bf16":
             if not hasattr(encoder, "enable_bf16"):
                 raise RuntimeUnavailable(f"bf16 needs the torch runtime ({loaded.spec.name} {modality})")
-            encoder.enable_bf16()
+            compiled = _compiled_bf16(encoder, settings)
+            if compiled is not None:
+                loaded.encoders[modality] = compiled
+            else:
+                encoder.enable_bf16()
         elif precision == "int8":
             if not isinstance(encoder, OnnxEncoder):
                 raise RuntimeUnavailable(f"int8 needs the onnx runtime ({loaded.spec.name} {modality})")

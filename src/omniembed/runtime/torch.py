@@ -3,40 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-__all__ = ["TorchEncoder"]
+if TYPE_CHECKING:
+    from omniembed.runtime.base import GraphSpec
+
+__all__ = ["TorchEncoder", "store_weights_bf16"]
+
+
+def store_weights_bf16(module: torch.nn.Module) -> None:
+    """Store Linear/conv weights in bf16 once: autocast would otherwise cast them on every call (the same
+    rounding, repeated). Norms, softmax and the rest stay float32 under autocast."""
+    for m in module.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
+            m.to(torch.bfloat16)
 
 
 class TorchEncoder:
     """Runs an eval-mode module on numpy feeds; inputs are passed positionally in ``input_names`` order.
 
+    The module is built from its ``GraphSpec`` on first use, so a precision that replaces this encoder
+    with a compiled one (see ``runtime.precision``) never reads the weights twice.
     ``bf16=True`` runs matmuls and convolutions in bfloat16 (autocast keeps reductions such as softmax and
     layer norm in float32); the output is returned as float32.
     """
 
     runtime = "torch"
 
-    def __init__(
-        self, module: torch.nn.Module, input_names: tuple[str, ...], device: str, threads: int, bf16: bool = False
-    ) -> None:
+    def __init__(self, graph: GraphSpec, device: str, threads: int, bf16: bool = False) -> None:
         if device == "cpu" and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+        self.graph = graph
         self.device = device
-        self.input_names = input_names
-        self.module = module.eval().to(device)
+        self.input_names = graph.input_names
+        self._module: torch.nn.Module | None = None
         self.bf16 = False
         if bf16:
             self.enable_bf16()
 
+    @property
+    def module(self) -> torch.nn.Module:
+        if self._module is None:
+            self._module = self.graph.build().eval().to(self.device)
+        return self._module
+
     def enable_bf16(self) -> None:
-        """Run under bf16 autocast, with Linear/conv weights stored in bf16 once: autocast would otherwise
-        cast every weight on every call (the same rounding, repeated). Norms and softmax stay fp32."""
-        for m in self.module.modules():
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
-                m.to(torch.bfloat16)
+        """Run under bf16 autocast, with Linear/conv weights stored in bf16 (``store_weights_bf16``)."""
+        store_weights_bf16(self.module)
         self.bf16 = True
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:

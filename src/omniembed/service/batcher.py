@@ -2,8 +2,8 @@
 
 Each (model, modality, options) has a bounded asyncio queue and one worker. The worker takes the first
 waiting item, then whatever else is queued, waiting at most ``max_batch_wait_ms`` for more, up to four
-batch sizes (the pipeline sorts them by length into batches of similar lengths), and runs them on the
-single inference thread (one thread: the encoder already uses every core, so parallel batches would
+batch sizes (the pipeline sorts them by length and cuts encoder batches by rows and padded tokens), and
+runs them on the single inference thread (one thread: the encoder already uses every core, so parallel batches would
 only contend). While a batch runs, new requests queue up and form the next one, so 64 concurrent
 clients cost about what one batched call costs. A full queue answers ``too_many_requests`` at once
 instead of piling up memory.
@@ -28,9 +28,6 @@ from omniembed.service.metrics import Metrics
 __all__ = ["Batcher"]
 
 GATHER_BATCHES = 4
-# Gathered items go to the encoder in small batches of similar lengths: a random mix of request lengths
-# padded to its longest wastes compute, and on CPU batches of 8 already run at ~95% of batch-32 throughput.
-ENCODER_BATCH = 8
 
 
 @dataclass
@@ -83,7 +80,6 @@ class _ModelQueue:
             if not batch:
                 continue
             kwargs: dict[str, Any] = {f"{self.modality}s": [p.item for p in batch], **self.options}
-            kwargs.setdefault("batch_size", ENCODER_BATCH)
             call = functools.partial(
                 self.batcher.engine.embed_batch, self.model, errors="return", allow_paths=False, **kwargs
             )

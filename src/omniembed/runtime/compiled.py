@@ -1,0 +1,161 @@
+"""Ahead-of-time compiled PyTorch (AOTInductor), used for bf16 on CPU.
+
+Eager bf16 autocast leaves the elementwise work between matmuls (layer norm, GELU, softmax, the dtype
+casts autocast inserts) as separate passes over memory; on a 2-core CPU with AVX512-BF16 that costs a
+third of the time once the matmuls run in bf16. ``torch.export`` + AOTInductor fuses those passes,
+folds the weights into the compiled package (``freezing``) and runs with no Python per op.
+
+Compiling takes ~20-30 s once per model, so the package is cached on disk like the ONNX graph:
+``<cache_dir>/aoti/<cache_key>-<precision>-<platform tag>/model.pt2``, written atomically. The platform
+tag covers what the generated code depends on: torch version, CPU vector ISA and thread count. On a cache
+hit the torch module is never built and loading takes well under a second.
+
+It needs a C++ compiler (the one torch's Inductor finds, e.g. ``g++``). Where compiling fails the caller
+falls back to eager autocast and says so in the log (``OMNIEMBED_COMPILE=false`` skips it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import platform
+import sys
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omniembed.errors import RuntimeUnavailable
+from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs
+from omniembed.settings import Settings
+
+__all__ = ["CompiledEncoder", "compiled_package", "platform_tag"]
+
+log = logging.getLogger(__name__)
+PACKAGE_FILE = "model.pt2"
+PRECISIONS = ("bf16",)
+
+
+@functools.cache
+def _cpu_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
+            present = set(line.split(":", 1)[1].split())
+            return ",".join(f for f in wanted if f in present)
+    return platform.processor()
+
+
+def platform_tag(threads: int) -> str:
+    """What a compiled package depends on besides the weights: torch version, CPU ISA, thread count."""
+    import torch
+
+    raw = f"{torch.__version__}|{platform.machine()}|{_cpu_flags()}|{threads}|{sys.version_info[:2]}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def _bf16_module(module: Any) -> Any:
+    """``module`` with Linear/conv weights in bf16, whose forward runs under bf16 autocast and returns
+    float32: export captures the autocast region, so the package computes what eager bf16 computes."""
+    import torch
+
+    from omniembed.runtime.torch import store_weights_bf16
+
+    store_weights_bf16(module)
+
+    class Bf16(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out: torch.Tensor = self.inner(*tensors)
+            return out.float()
+
+    return Bf16().eval()
+
+
+def compile_graph(graph: GraphSpec, precision: str, folder: Path) -> None:
+    """Export ``graph`` with dynamic shapes and compile it with AOTInductor into ``folder``/model.pt2."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"ahead-of-time compilation is only used for {PRECISIONS}, not {precision!r}")
+    module = _bf16_module(graph.build())
+    args, shapes = export_inputs(graph, module, inferred_ranges=True)
+    with contextlib.redirect_stdout(sys.stderr), torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(module, args, dynamic_shapes=shapes)
+        torch._inductor.aoti_compile_and_package(
+            exported, package_path=str(folder / PACKAGE_FILE), inductor_configs={"freezing": True}
+        )
+
+
+def compiled_package(graph: GraphSpec, precision: str, settings: Settings) -> Path:
+    """Path of the cached compiled package for ``graph`` at ``precision``, compiling it first when absent.
+
+    A failure is remembered in ``<folder>.failed`` (with its reason) so that later loads do not spend the
+    compile time again on the same failure; delete that file to retry (e.g. after installing ``g++``)."""
+    final = settings.cache_dir / "aoti" / f"{graph.cache_key}-{precision}-{platform_tag(settings.threads())}"
+    failed = final.with_name(final.name + ".failed")
+    if failed.is_file() and not (final / PACKAGE_FILE).is_file():
+        raise RuntimeUnavailable(
+            f"compiling {graph.cache_key} ({precision}) failed before: {failed.read_text()[:300]} "
+            f"(delete {failed} to retry)",
+            param="precision",
+        )
+
+    def make(folder: Path) -> None:
+        log.info("compiling %s (%s) ahead of time (once; cached in %s)", graph.cache_key, precision, final)
+        try:
+            compile_graph(graph, precision, folder)
+        except Exception as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"{type(exc).__name__}: {first_line[:300]}"
+            failed.write_text(reason, encoding="utf-8")
+            raise RuntimeUnavailable(f"compiling {graph.cache_key} ({precision}) failed ({reason})",
+                                     param="precision") from exc
+
+    return cached_artifact(final, PACKAGE_FILE, make)
+
+
+class CompiledEncoder:
+    """Runs a compiled package on numpy feeds (inputs positionally, in ``input_names`` order); float32 out."""
+
+    runtime = "torch"
+
+    def __init__(self, path: Path, input_names: tuple[str, ...], precision: str, threads: int) -> None:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        self.fn = torch._inductor.aoti_load_package(str(path))
+        self.path = path
+        self.input_names = input_names
+        self.precision = precision
+        self.device = "cpu"
+
+    @classmethod
+    def from_graph(cls, graph: GraphSpec, precision: str, settings: Settings) -> CompiledEncoder:
+        path = compiled_package(graph, precision, settings)
+        return cls(path, graph.input_names, precision, settings.threads())
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        with torch.inference_mode():
+            out = self.fn(*tensors)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        result: np.ndarray = out.numpy()
+        return result
