@@ -51,6 +51,28 @@ def test_token_budget_caps_encoder_calls_without_changing_results(settings: omni
     assert any(seq > 64 for _, seq in shapes) and max(rows for rows, _ in shapes) > 2  # both limits were exercised
 
 
+def test_unset_token_budget_is_the_encoders_own(settings: omniembed.Settings) -> None:
+    engine = omniembed.Engine(settings.model_copy(update={"max_batch_tokens": None}))
+    loaded = engine.load("minilm", runtime="torch")
+    inner = loaded.encoders[omniembed.Modality.TEXT]
+    shapes: list[tuple[int, int]] = []
+
+    class Recording:
+        runtime, device, batch_tokens = "torch", "cpu", 48
+
+        def __call__(self, feeds):  # type: ignore[no-untyped-def]
+            shapes.append(feeds["input_ids"].shape)
+            return inner(feeds)
+
+    loaded.encoders[omniembed.Modality.TEXT] = Recording()
+    engine.embed_batch("minilm", SENTENCES, batch_size=32, runtime="torch")
+    assert all(rows * seq <= 48 or rows == 1 for rows, seq in shapes) and max(r for r, _ in shapes) > 2, shapes
+    del Recording.batch_tokens  # no preference: the pipeline's default of 512
+    shapes.clear()
+    engine.embed_batch("minilm", SENTENCES, batch_size=32, runtime="torch")
+    assert max(rows * seq for rows, seq in shapes) > 48 and all(r * s <= 512 or r == 1 for r, s in shapes), shapes
+
+
 def test_empty_batch_gives_empty_list(engine: omniembed.Engine) -> None:
     assert engine.embed_batch("minilm", []) == []
 

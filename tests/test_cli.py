@@ -32,6 +32,18 @@ def test_models_json_and_show() -> None:
     assert missing.exit_code == 1 and "model_not_found" in missing.stderr
 
 
+def test_models_prepare_fills_the_cache(tmp_path: Path) -> None:
+    env = {"OMNIEMBED_CACHE_DIR": str(tmp_path)}
+    result = runner.invoke(app, ["models", "prepare", "MiniLM", "--runtime", "onnx", "--precision", "fp32"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "minilm: ready in" in result.stderr and "runtime onnx, precision fp32; OnnxEncoder" in result.stderr
+    assert len(list(tmp_path.glob("onnx/minilm-*/model.onnx"))) == 1
+    missing = runner.invoke(app, ["models", "prepare", "minilm", "nope"], env=env)
+    assert missing.exit_code == 1 and "model_not_found" in missing.stderr
+    bad = runner.invoke(app, ["models", "prepare", "minilm", "--precision", "fp16"], env=env)
+    assert bad.exit_code == 2 and "precision must be one of" in bad.stderr
+
+
 @pytest.mark.parametrize("args", [["--help"], ["models", "--help"], ["embed", "--help"], ["models", "show", "-h"]])
 def test_help_everywhere(args: list[str]) -> None:
     result = runner.invoke(app, args)

@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-models_app = typer.Typer(help="List registered models, or show one.", invoke_without_command=True)
+models_app = typer.Typer(help="List registered models, show one, or prepare their caches.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 
 
@@ -106,6 +106,31 @@ def models_show(
     for key, value in data.items():
         table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
     out.print(table)
+
+
+@models_app.command("prepare")
+def models_prepare(
+    names: Annotated[list[str], typer.Argument(help="Model names or aliases (case-insensitive).")],
+    runtime: Annotated[str | None, typer.Option(help="auto | torch | onnx (default: the settings').")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | int8 (default: the settings').")] = None,
+) -> None:
+    """Load models once so that their caches are filled (ONNX export, bf16 compile, int8 graph).
+
+    Run it where the cache will be used (same machine type, OMNIEMBED_CACHE_DIR), e.g. in an image build,
+    so that `omniembed serve` starts in seconds instead of spending the one-off export and compile time.
+    """
+    import time
+
+    engine = _engine()
+    for name in names:
+        started = time.perf_counter()
+        try:
+            loaded = engine.load(name, runtime=runtime, precision=precision)
+        except OmniEmbedError as exc:
+            raise _fail(exc) from None
+        kinds = ", ".join(sorted({type(e).__name__ for e in loaded.encoders.values()}))
+        err.print(f"{loaded.spec.name}: ready in {time.perf_counter() - started:.1f} s (runtime {loaded.runtime}, "
+                  f"precision {loaded.precision}; {kinds}); cache {engine.settings.cache_dir}", highlight=False)
 
 
 # -- embed ----------------------------------------------------------------------------------------

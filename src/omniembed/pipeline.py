@@ -25,6 +25,9 @@ from omniembed.runtime import Encoder
 __all__ = ["POOLINGS", "LoadedModel", "Options", "Prepared", "Preparer", "normalize", "pool", "run"]
 
 POOLINGS = ("mean", "cls", "max", "mean_patch")
+BATCH_TOKENS = 512
+"""Padded tokens per encoder call for preparers that count tokens, unless the preparer (the settings) or
+the encoder (``batch_tokens``: its own measured best) says otherwise."""
 ErrorMode = Literal["raise", "return"]
 
 
@@ -244,8 +247,10 @@ def _encode(
     for i, _ in rows:
         remaining[i] = remaining.get(i, 0) + 1
     order = sorted(range(len(rows)), key=lambda r: rows[r][1].length)
-    for chunk in _batches(order, [rows[r][1].length for r in order], options.batch_size,
-                          getattr(preparer, "max_batch_tokens", None)):
+    tokens = None
+    if getattr(preparer, "counts_tokens", False):
+        tokens = getattr(preparer, "max_batch_tokens", None) or getattr(encoder, "batch_tokens", BATCH_TOKENS)
+    for chunk in _batches(order, [rows[r][1].length for r in order], options.batch_size, tokens):
         feeds = preparer.collate([rows[r][1] for r in chunk])
         t0 = time.perf_counter()
         output = encoder(feeds)

@@ -59,6 +59,9 @@ class TokenizerPreparer:
     towards ``max_tokens``.
     """
 
+    counts_tokens = True
+    """Item lengths are token counts: the pipeline caps encoder batches in padded tokens."""
+
     def __init__(
         self,
         tokenizer: Any,
@@ -77,7 +80,8 @@ class TokenizerPreparer:
         self.max_chars = max_chars
         self.input_names = input_names
         self.max_batch_tokens = max_batch_tokens
-        """Encoder batches hold at most this many padded tokens (see ``pipeline._batches``)."""
+        """Encoder batches hold at most this many padded tokens (None: the encoder's own best; see
+        ``pipeline._batches``)."""
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
 
     def contract(self, options: Any) -> str:
