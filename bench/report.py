@@ -65,16 +65,19 @@ WHY: dict[str, str] = {
         "never a default."
     ),
     "image": (
-        "Out of reach on this machine even with free decoding (see the encoder-alone rate): the ONNX encoder "
-        "already runs at ~80% of the fp32 peak (0.768 GFLOP per image). Reduced precision does not help this "
-        "model: bf16 (compiled) gave 1.1x at min cosine 0.990, and int8 (ONNX Runtime's integer convolutions) "
-        "was 12x slower. Decoding + preprocessing (resizing only the crop's box since this run) overlaps the "
-        "encoder (images stream) but shares its 2 cores."
+        "4x leaves no room for decoding: the ONNX encoder alone, on ready tensors, already runs at ~80% of the "
+        "fp32 peak (0.768 GFLOP per image), and its rate is 3.3-4.1x the plain loop across runs, so 4x end to "
+        "end would need decoding and preprocessing to cost nothing. They cost ~2 ms per image on one core "
+        "(resizing only the crop's box) and overlap the encoder (images stream), but share its 2 cores. "
+        "Reduced precision does not help this model: bf16 (compiled) gave 1.1x at min cosine 0.990, and int8 "
+        "(ONNX Runtime's integer convolutions) was 12x slower."
     ),
     "server": (
-        "The server is compute-bound (the inference thread is busy, the event loop nearly idle). The load "
-        "generator shares the 2 cores: it is a raw asyncio/uvloop HTTP client using ~1% of a core; with httpx "
-        "it took ~50% of a core and the same server measured ~37%."
+        "The server is compute-bound (the inference thread is busy, the event loop nearly idle), and requests "
+        "arrive as small random mixes of lengths: their sorted rows are cut where padding plus per-call cost "
+        "is least (64-request mixes compute 1.07x their real tokens; cut greedily, 1.31x). The load generator "
+        "shares the 2 cores: it is a raw asyncio/uvloop HTTP client using ~1% of a core (with httpx it took "
+        "~50% of a core and the server measured ~37%). Run-to-run spread on this VM is about +-10%."
     ),
     "text_peak": "",
     "reduced_peak": "",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from omniembed import errors
-from omniembed.pipeline import _batches, normalize, pool
+from omniembed.pipeline import CALL_TOKENS, _batches, normalize, pool
 from omniembed.runtime import ModelCache
 
 H = np.array([[[1.0, 2.0], [3.0, 6.0], [100.0, 100.0]]], np.float32)  # last position is padding
@@ -71,13 +71,45 @@ def test_error_tree_codes_and_index() -> None:
     assert str(e) == "[input_unreadable] item 3: bad bytes"
 
 
+def _padded_cost(batches: list[list[int]], lengths: list[int]) -> float:
+    return sum(len(b) * max(lengths[r] for r in b) + CALL_TOKENS for b in batches)
+
+
 def test_batches_respect_rows_and_padded_tokens() -> None:
     lengths = [3, 3, 4, 10, 10, 30, 200]
     order = list(range(len(lengths)))
-    # rows only
+    # rows only (images, audio): every batch_size rows
     assert _batches(order, lengths, 3, None) == [[0, 1, 2], [3, 4, 5], [6]]
     # at most 20 padded tokens (rows x longest): [3,3,4] = 12, +10 would be 40; [10,10] = 20; a row longer
     # than the budget goes alone
     assert _batches(order, lengths, 32, 20) == [[0, 1, 2], [3, 4], [5], [6]]
-    assert _batches(order, lengths, 2, 1000) == [[0, 1], [2, 3], [4, 5], [6]]
+    # cheapest cuts, not greedy ones: greedy pairs [2,50][50,60] compute 220 padded tokens in 2 calls;
+    # [2][50,50][60] compute 162 in 3 calls (one call is worth CALL_TOKENS = 32)
+    assert _batches([0, 1, 2, 3], [2, 50, 50, 60], 2, 1000) == [[0], [1, 2], [3]]
     assert _batches([], [], 8, 64) == []
+
+
+def test_batches_are_optimal_on_random_mixes() -> None:
+    import itertools
+    import random
+
+    rng = random.Random(3)
+    for _ in range(200):
+        lengths = sorted(rng.randint(2, 60) for _ in range(rng.randint(1, 9)))
+        order = list(range(len(lengths)))
+        batch_size, budget = rng.randint(1, 5), rng.choice([40, 80, 160])
+        got = _batches(order, lengths, batch_size, budget)
+        assert [r for b in got for r in b] == order  # every row once, in order
+        assert all(len(b) <= batch_size and (len(b) == 1 or len(b) * lengths[b[-1]] <= budget) for b in got)
+        # brute force over every way to cut the sorted rows
+        best = float("inf")
+        for mask in itertools.product([False, True], repeat=len(lengths) - 1):
+            cuts, start = [], 0
+            for k, cut in enumerate(mask, start=1):
+                if cut:
+                    cuts.append(order[start:k])
+                    start = k
+            cuts.append(order[start:])
+            if all(len(b) <= batch_size and (len(b) == 1 or len(b) * lengths[b[-1]] <= budget) for b in cuts):
+                best = min(best, _padded_cost(cuts, lengths))
+        assert _padded_cost(got, lengths) == best

@@ -3,10 +3,10 @@
 Each (model, modality, options) has a bounded asyncio queue and one worker. The worker takes the first
 waiting item, then whatever else is queued, waiting at most ``max_batch_wait_ms`` for more, up to four
 batch sizes (the pipeline sorts them by length and cuts encoder batches by rows and padded tokens), and
-runs them on the single inference thread (one thread: the encoder already uses every core, so parallel batches would
-only contend). While a batch runs, new requests queue up and form the next one, so 64 concurrent
-clients cost about what one batched call costs. A full queue answers ``too_many_requests`` at once
-instead of piling up memory.
+runs them on the single inference thread (one thread: the encoder already uses every core, so parallel
+batches would only contend). While a batch runs, new requests queue up and form the next one, so 64
+concurrent clients cost about what one batched call costs. A full queue answers ``too_many_requests`` at
+once instead of piling up memory.
 """
 
 from __future__ import annotations
