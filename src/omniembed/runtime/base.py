@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -19,7 +20,16 @@ from omniembed.settings import Settings
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Encoder", "GraphSpec", "build_encoder", "cached_artifact", "export_inputs", "resolve_runtime"]
+__all__ = [
+    "Encoder",
+    "GraphSpec",
+    "build_encoder",
+    "cached_artifact",
+    "cpu_flags",
+    "export_inputs",
+    "first_line",
+    "resolve_runtime",
+]
 
 RUNTIMES = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
@@ -48,6 +58,25 @@ class GraphSpec:
     """Per input, its dynamic axes by name, e.g. ``{"input_ids": {0: "batch", 1: "seq"}}``."""
     example: Callable[[], dict[str, np.ndarray]]
     """A small batch of real-looking inputs, used to trace the ONNX export."""
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (``/proc/cpuinfo``); empty where it reports none."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first message line, for one-line error reports (exporters raise pages of text)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def export_inputs(

@@ -18,7 +18,6 @@ falls back to eager autocast and says so in the log (``OMNIEMBED_COMPILE=false``
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import platform
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from omniembed.errors import RuntimeUnavailable
-from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs
+from omniembed.runtime.base import GraphSpec, cached_artifact, cpu_flags, export_inputs, first_line
 from omniembed.settings import Settings
 
 __all__ = ["CompiledEncoder", "compiled_package", "platform_tag"]
@@ -43,25 +42,17 @@ RECIPE = "c2"
 """Bumped whenever ``compile_graph`` changes what it builds, so that older cached packages are not reused."""
 
 
-@functools.cache
-def _cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return platform.processor()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
-            present = set(line.split(":", 1)[1].split())
-            return ",".join(f for f in wanted if f in present)
-    return platform.processor()
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
+"""The CPU features the generated code may use; a package is only reused where they are the same."""
 
 
 def platform_tag(threads: int) -> str:
     """What a compiled package depends on besides the weights: torch version, CPU ISA, thread count."""
     import torch
 
-    raw = f"{torch.__version__}|{platform.machine()}|{_cpu_flags()}|{threads}|{sys.version_info[:2]}"
+    flags = cpu_flags()
+    isa = ",".join(f for f in ISA_FLAGS if f in flags) if flags else platform.processor()
+    raw = f"{torch.__version__}|{platform.machine()}|{isa}|{threads}|{sys.version_info[:2]}"
     return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
@@ -137,8 +128,7 @@ def compiled_package(graph: GraphSpec, precision: str, settings: Settings) -> Pa
         try:
             compile_graph(graph, precision, folder)
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = f"{type(exc).__name__}: {first_line[:300]}"
+            reason = f"{type(exc).__name__}: {first_line(exc)[:300]}"
             failed.write_text(reason, encoding="utf-8")
             raise RuntimeUnavailable(f"compiling {graph.cache_key} ({precision}) failed ({reason})",
                                      param="precision") from exc
@@ -153,7 +143,7 @@ class CompiledEncoder:
     batch_tokens = 1024
     """Its best encoder batch in padded tokens for text (minilm: +2% over 512; ONNX fp32 prefers 512)."""
 
-    def __init__(self, path: Path, input_names: tuple[str, ...], precision: str, threads: int) -> None:
+    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int) -> None:
         import torch
 
         if torch.get_num_threads() != threads:
@@ -161,13 +151,12 @@ class CompiledEncoder:
         self.fn = torch._inductor.aoti_load_package(str(path))
         self.path = path
         self.input_names = input_names
-        self.precision = precision
         self.device = "cpu"
 
     @classmethod
     def from_graph(cls, graph: GraphSpec, precision: str, settings: Settings) -> CompiledEncoder:
         path = compiled_package(graph, precision, settings)
-        return cls(path, graph.input_names, precision, settings.threads())
+        return cls(path, graph.input_names, settings.threads())
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         import torch

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from omniembed.errors import RuntimeUnavailable
-from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs
+from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs, first_line
 from omniembed.settings import Settings
 
 __all__ = ["OnnxEncoder", "export_graph"]
@@ -64,9 +64,8 @@ def cached_graph(graph: GraphSpec, settings: Settings) -> Path:
         try:
             export_graph(graph, folder)
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise RuntimeUnavailable(
-                f"exporting {graph.cache_key} to ONNX failed ({type(exc).__name__}: {first_line[:300]}); "
+                f"exporting {graph.cache_key} to ONNX failed ({type(exc).__name__}: {first_line(exc)[:300]}); "
                 "use runtime='torch' for this model",
                 param="runtime",
             ) from exc

@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Any
 
 from omniembed.errors import ParameterInvalid, RuntimeUnavailable
 from omniembed.registry import ModelSpec
-from omniembed.runtime.base import cached_artifact
+from omniembed.runtime.base import cached_artifact, cpu_flags
 from omniembed.settings import Settings
 
 __all__ = ["PRECISIONS", "apply_precision", "cpu_supports_bf16", "resolve_precision"]
@@ -27,14 +26,9 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
-@functools.cache
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_precision(precision: str, spec: ModelSpec, runtime: str, device: str) -> tuple[str, str]:
