@@ -9,6 +9,8 @@ projection is unit length, a segment is the mean of its windows, normalised agai
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +36,32 @@ SPECS = (
 )
 
 
-def _audio_graph(name: str, folder: Path, version: str, example_features: dict[str, np.ndarray]) -> Any:
+def _shared_model(folder: Path) -> Callable[[], Any]:
+    """One ClapModel for both towers, loaded when the first graph is built (not once per tower)."""
+
+    @functools.cache
+    def model() -> Any:
+        from transformers import ClapModel
+
+        return ClapModel.from_pretrained(folder).eval()
+
+    return model
+
+
+def _audio_graph(
+    name: str, model: Callable[[], Any], version: str, example_features: dict[str, np.ndarray]
+) -> Any:
     from omniembed.runtime import GraphSpec
 
     def build() -> Any:
         import torch
-        from transformers import ClapModel
 
         from omniembed.models._audio import masked_window_mean
 
         class AudioTower(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.model = ClapModel.from_pretrained(folder).eval()
+                self.model = model()
 
             def forward(self, windows: torch.Tensor, is_longer: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
                 b, p = mask.shape
@@ -67,17 +82,16 @@ def _audio_graph(name: str, folder: Path, version: str, example_features: dict[s
     return GraphSpec(f"{name}-{version}-audio-g2", build, names, "audio_embedding", axes, example)
 
 
-def _text_graph(name: str, folder: Path, version: str) -> Any:
+def _text_graph(name: str, model: Callable[[], Any], version: str) -> Any:
     from omniembed.runtime import GraphSpec
 
     def build() -> Any:
         import torch
-        from transformers import ClapModel
 
         class TextTower(torch.nn.Module):
             def __init__(self) -> None:
                 super().__init__()
-                self.model = ClapModel.from_pretrained(folder).eval()
+                self.model = model()
 
             def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
                 out = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
@@ -122,8 +136,9 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     version = fingerprint(folder)
     example = featurize([np.zeros(rate // 2, np.float32), np.zeros(rate // 4, np.float32)] * 2)
     example = {k: v.reshape(2, 2, *v.shape[1:]) for k, v in example.items()}
-    audio_encoder = build_encoder(_audio_graph(spec.name, folder, version, example), runtime, device, settings)
-    text_encoder = build_encoder(_text_graph(spec.name, folder, version), runtime, device, settings)
+    model = _shared_model(folder)
+    audio_encoder = build_encoder(_audio_graph(spec.name, model, version, example), runtime, device, settings)
+    text_encoder = build_encoder(_text_graph(spec.name, model, version), runtime, device, settings)
     positions = int(getattr(config.text_config, "max_position_embeddings", 514)) - 2
     max_tokens = min(spec.max_tokens or positions, positions, int(getattr(tokenizer, "model_max_length", positions)))
     text = TokenizerPreparer(

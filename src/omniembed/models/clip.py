@@ -9,6 +9,7 @@ side to 224 (bicubic), centre crop 224, OpenAI mean/std.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +78,11 @@ def _graphs(spec: ModelSpec, folder: Path, version: str, image_hw: tuple[int, in
 
     from omniembed.runtime import GraphSpec
 
-    shared: dict[str, Any] = {}
-
+    @functools.cache
     def model() -> Any:  # one CLIPModel for both towers, loaded only when a graph is built
-        if "model" not in shared:
-            from transformers import CLIPModel
+        from transformers import CLIPModel
 
-            shared["model"] = CLIPModel.from_pretrained(folder).eval()
-        return shared["model"]
+        return CLIPModel.from_pretrained(folder).eval()
 
     def build_image() -> Any:
         import torch
@@ -144,13 +142,14 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     config: Any = CLIPConfig.from_pretrained(folder)
     preprocess = ImagePreprocess.from_options(spec.options)
     side = int(config.vision_config.image_size)
-    image_graph, text_graph = _graphs(spec, folder, fingerprint(folder), preprocess.output_hw() or (side, side))
+    version = fingerprint(folder)  # hashes every weight file: once per load
+    image_graph, text_graph = _graphs(spec, folder, version, preprocess.output_hw() or (side, side))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     max_tokens = min(spec.max_tokens or 77, int(config.text_config.max_position_embeddings))
     names = ("input_ids", "attention_mask")
     return LoadedModel(
         spec=spec,
-        version=fingerprint(folder),
+        version=version,
         preparers={
             Modality.TEXT: TokenizerPreparer(
                 tokenizer, max_tokens, settings.max_text_chars, names, settings.max_batch_tokens
