@@ -80,8 +80,7 @@ def _resolve_backend(
         bands = () if net.precomputed else net.bands
         sensor = SensorSpec(collection, bands=bands, scale_m=None if local else net.scale_m)
     elif not sensor.bands and not net.precomputed:
-        sensor = SensorSpec(sensor.collection, net.bands, sensor.scale_m, sensor.cloudy_pct, sensor.composite,
-                            sensor.nodata, sensor.resampling, sensor.frames, sensor.extra)
+        sensor = dataclasses.replace(sensor, bands=net.bands)
     if not net.precomputed and len(sensor.bands) != len(net.bands):
         raise ParameterInvalid(f"model {net.name!r} takes {len(net.bands)} bands ({', '.join(net.bands)}); "
                                f"sensor gives {len(sensor.bands)} ({', '.join(map(str, sensor.bands))})",
@@ -174,8 +173,7 @@ def get_embeddings_batch(
     net = load_geo(eng, model, device)
     src, sensor = _resolve_backend(backend, sensor, net, eng.settings.geo_sources)
     if output.mode == "grid" and output.scale_m is not None:
-        sensor = SensorSpec(sensor.collection, sensor.bands, output.scale_m, sensor.cloudy_pct, sensor.composite,
-                            sensor.nodata, sensor.resampling, sensor.frames, sensor.extra)
+        sensor = dataclasses.replace(sensor, scale_m=output.scale_m)
     results: list[Any] = [None] * len(spatials)
     work: list[tuple[int, Raster, Plan]] = []
     for i, spatial in enumerate(spatials):

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from omniembed.embedding import Modality
+from omniembed.models.clip import OPENAI_MEAN, OPENAI_STD
 from omniembed.registry import ModelSpec, WeightsSource
 
 LOADER = "omniembed.models.remoteclip:load"
 CHECKPOINT = "RemoteCLIP-ViT-B-32.pt"
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 SPECS = (
     ModelSpec(
@@ -110,8 +109,8 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     model = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg)).eval()
     model.load_state_dict(convert_visual(sd), strict=True)
     model.to(device)
-    mean = np.asarray(CLIP_MEAN, dtype=np.float32)[None, :, None, None]
-    std = np.asarray(CLIP_STD, dtype=np.float32)[None, :, None, None]
+    mean = np.asarray(OPENAI_MEAN, dtype=np.float32)[None, :, None, None]
+    std = np.asarray(OPENAI_STD, dtype=np.float32)[None, :, None, None]
     grid = cfg["image_size"] // cfg["patch_size"]
 
     def prepare(raw: np.ndarray) -> np.ndarray:
