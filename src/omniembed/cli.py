@@ -18,6 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from omniembed.api import Engine
+from omniembed.cli_common import err
+from omniembed.cli_common import fail as _fail
+from omniembed.cli_common import new_engine as _engine
 from omniembed.embedding import Embedding
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.registry import ModelSpec
@@ -42,17 +45,7 @@ def _mount_geo() -> None:
 
 _mount_geo()
 
-err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
-
-
-def _engine() -> Engine:
-    return Engine(Settings())
-
-
-def _fail(exc: OmniEmbedError) -> typer.Exit:
-    err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False)
-    return typer.Exit(2 if exc.code.startswith("parameter") else 1)
 
 
 # -- models ---------------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from omniembed.cli_common import err
+from omniembed.cli_common import fail as _fail
+from omniembed.cli_common import new_engine as _engine
 from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
 from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 
@@ -22,7 +23,6 @@ app = typer.Typer(help="Earth-observation embeddings: regions and time windows t
                   no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
 geo_app = app
-err = Console(stderr=True, soft_wrap=True)
 
 Start = Annotated[str | None, typer.Option("--start", help="Start date YYYY-MM-DD (inclusive).")]
 End = Annotated[str | None, typer.Option("--end", help="End date YYYY-MM-DD (exclusive).")]
@@ -33,18 +33,6 @@ Bands = Annotated[list[str] | None, typer.Option("--band", help="Band name (repe
 Scale = Annotated[float | None, typer.Option("--scale", help="Read resolution in metres (default: native).")]
 Grid = Annotated[bool, typer.Option("--grid", help="Output a grid (band, y, x) instead of a pooled vector.")]
 Prep = Annotated[str, typer.Option("--input-prep", help="resize | tile | auto.")]
-
-
-def _fail(exc: OmniEmbedError) -> typer.Exit:
-    err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False)
-    return typer.Exit(2 if exc.code.startswith("parameter") else 1)
-
-
-def _engine() -> Any:
-    from omniembed.api import Engine
-    from omniembed.settings import Settings
-
-    return Engine(Settings())
 
 
 def _temporal(start: str | None, end: str | None) -> TemporalSpec | None:
