@@ -43,6 +43,9 @@ class _ModelQueue:
         self.modality = modality
         self.options = dict(options)
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=batcher.engine.settings.queue_size)
+        # Gather several encoder batches' worth: the pipeline sorts them by length and cuts them where
+        # padding is least, so a larger mix pads less.
+        self.gather = max(batcher.engine.settings.batch_size * GATHER_BATCHES, 64)
         self.task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher:{model}:{modality}")
 
     def room(self) -> int:
@@ -53,10 +56,7 @@ class _ModelQueue:
         loop = asyncio.get_running_loop()
         batch = [await self.queue.get()]
         deadline = loop.time() + settings.max_batch_wait_ms / 1000
-        # Gather several encoder batches' worth: the pipeline sorts them by length and splits them into
-        # batches of similar lengths, so little compute goes to padding (random mixes padded to their
-        # longest cost several times more).
-        while len(batch) < max(settings.batch_size * GATHER_BATCHES, 64):
+        while len(batch) < self.gather:
             try:
                 batch.append(self.queue.get_nowait())
                 continue
