@@ -11,20 +11,32 @@ Every error omniembed raises on purpose derives from one root, carries a stable 
     ├── WeightsNotFound                 weights_not_found
     ├── ModelLoadFailed                 model_load_failed
     ├── RuntimeUnavailable              runtime_unavailable
+    ├── InternalError                   internal_error (with an incident id in the log)
     └── InputError
         ├── InputUnreadable             input_unreadable
         └── InputTooLarge               input_too_large
 
-Catch at any level: ``except InputError`` catches both unreadable and too-large inputs. Errors about
-one item of a batch carry its ``index``.
+Catch at any level: ``except InputError`` catches both unreadable and too-large inputs.
+
+Errors carry structure, not text. An error about one item of a batch carries its position in the
+``index`` field, never in its message: whoever splits a batch sets it (``at_index``) and translates it
+back to the caller's own numbering (``shifted``), and each face formats it in its client's terms (OpenAI
+``input[i]``, a CLI line number, an export's region id). ``InternalError.from_exception`` turns an
+unexpected exception into a coded error with an ``incident`` id that is logged with the traceback and
+shown to the client.
 """
 
 from __future__ import annotations
+
+import copy
+import logging
+import uuid
 
 __all__ = [
     "InputError",
     "InputTooLarge",
     "InputUnreadable",
+    "InternalError",
     "ModelLoadFailed",
     "ModelNotFound",
     "OmniEmbedError",
@@ -41,28 +53,35 @@ class OmniEmbedError(Exception):
 
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None, index: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, index: int | None = None, incident: str | None = None
+    ) -> None:
         self.message = message
         self.param = param
         self.index = index
+        self.incident = incident
         super().__init__(message)
 
     def __str__(self) -> str:
-        return f"[{self.code}] {self.message}"
+        where = f" (item {self.index})" if self.index is not None else ""
+        return f"[{self.code}]{where} {self.message}"
 
-    def at_index(self, index: int) -> OmniEmbedError:
-        """Return a copy of this error that names the batch item it belongs to."""
-        prefix = f"item {index}: "
-        message = self.message if self.message.startswith(prefix) else prefix + self.message
-        return type(self)(message, param=self.param, index=index)
+    def at_index(self, index: int | None) -> OmniEmbedError:
+        """A copy of this error that names the batch item it belongs to (the message is unchanged)."""
+        out = copy.copy(self)
+        out.index = index
+        return out
+
+    def shifted(self, offset: int) -> OmniEmbedError:
+        """A copy whose index is moved by ``offset`` (a chunk's error, renumbered for the whole call)."""
+        return self if self.index is None or not offset else self.at_index(self.index + offset)
 
     def to_dict(self) -> dict[str, object]:
         """The error as plain data (what the CLI and the HTTP faces print)."""
         out: dict[str, object] = {"code": self.code, "message": self.message}
-        if self.param is not None:
-            out["param"] = self.param
-        if self.index is not None:
-            out["index"] = self.index
+        for key in ("param", "index", "incident"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
 
 
@@ -124,3 +143,22 @@ class InputTooLarge(InputError):
     """An input item exceeds a configured size limit."""
 
     code = "input_too_large"
+
+
+class InternalError(OmniEmbedError):
+    """Something failed that omniembed did not expect: a defect. The traceback is in the log under
+    ``incident``, which the message also shows, so a client's report can be matched to it."""
+
+    code = "internal_error"
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, what: str, *, logger: logging.Logger | None = None, index: int | None = None
+    ) -> InternalError:
+        """Log ``exc`` with its traceback under a new incident id and return the error to give the client."""
+        incident = uuid.uuid4().hex[:12]
+        (logger or logging.getLogger("omniembed")).error(
+            "%s failed (incident %s)", what, incident, exc_info=(type(exc), exc, exc.__traceback__)
+        )
+        message = f"{what} failed unexpectedly (incident {incident}); the server log has the details"
+        return cls(message, index=index, incident=incident)
