@@ -17,7 +17,13 @@ What it measures:
   stopped, with the same settings the server uses (default runtime, precision and batch size; same thread
   count: one per core), best of ``--repeat``; the server's texts/s at the highest level is shown as a
   percentage of it (issue 7 target: >= 70 % at 64 clients).
-* **Memory**: the server process's peak RSS (``VmHWM`` in ``/proc/<pid>/status``) after the load.
+* **Memory**: the server process's peak RSS (``VmHWM`` in ``/proc/<pid>/status``) after the load; then
+  ``--memory-rounds`` rounds (default 4) of ``--memory-requests`` (default 1,000) mixed requests, 16 at a
+  time, with the server's RSS after each round: OpenAI texts (1-8 per request, truncate end/start, some
+  with a bad item), FES text jobs whose config carries a distinct ``start_offset_sec`` each (a new batcher
+  queue per value), and TwelveLabs audio clips at distinct ``audio_start_offset_sec`` (when an audio model
+  is served; TwelveLabs texts otherwise). Growth between the last two rounds is the leak check (issue 13
+  target: under 5 %).
 * **Client CPU**: the share of a core the load generator used during each level (``time.process_time``).
 
 The load generator runs on the same (2-core) machine as the server and takes CPU from it; the numbers are a
@@ -229,6 +235,70 @@ def offline_rate(texts: list[str], cache: Path, repeat: int) -> float:
     return len(texts) / best
 
 
+def _wav(seconds: float = 1.5, rate: int = 16000) -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, format="WAV")
+    return buf.getvalue()
+
+
+async def mixed_round(url: str, texts: Sequence[str], requests: int, audio: bool, seed: int) -> dict[str, int]:
+    """``requests`` mixed requests, 16 in flight; returns counts by HTTP status."""
+    import random
+
+    rng = random.Random(seed)
+    wav = _wav()
+    statuses: dict[str, int] = {}
+    todo = list(range(requests))
+
+    async def one(client: httpx.AsyncClient, k: int) -> None:
+        kind = rng.random()
+        if kind < 0.5:
+            r = await client.post(f"{url}/v1/embeddings", json={
+                "model": MODEL, "input": rng.sample(list(texts), rng.randint(1, 8)),
+                "truncate": rng.choice(["end", "start"])})
+        elif kind < 0.6:
+            poison = json.dumps({"model": MODEL, "input": ["fine", "\ud800"]})  # ASCII JSON: a lone surrogate
+            r = await client.post(f"{url}/v1/embeddings", content=poison, headers={"content-type": "application/json"})
+        elif kind < 0.8:
+            job = {"text": rng.choice(texts), "config": {"start_offset_sec": seed * requests + k}}
+            r = await client.post(f"{url}/api/tasks/text-embedding/{MODEL}/jobs", json=job)
+        elif audio:
+            r = await client.post(f"{url}/v1.3/embed", data={"model_name": "sfx-cnn",
+                                  "audio_start_offset_sec": str(round(rng.random() * 0.5, 4))},
+                                  files={"audio_file": ("clip.wav", wav, "audio/wav")})
+        else:
+            r = await client.post(f"{url}/v1.3/embed", data={"model_name": MODEL, "text": rng.choice(texts)})
+        statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while todo:
+            await one(client, todo.pop())
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        await asyncio.gather(*(worker(client) for _ in range(16)))
+    return statuses
+
+
+def memory_rounds(
+    server: Server, texts: Sequence[str], rounds: int, requests: int, audio: bool
+) -> list[dict[str, Any]]:
+    out = []
+    for k in range(rounds):
+        started = time.perf_counter()
+        statuses = asyncio.run(mixed_round(server.url, texts, requests, audio, seed=k))
+        time.sleep(1.0)  # let running jobs finish
+        rss = server.status_mb("VmRSS")
+        out.append({"round": k + 1, "rss_mb": rss, "seconds": time.perf_counter() - started, "statuses": statuses})
+        log(f"  memory round {k + 1}: RSS {rss:.0f} MiB, {statuses}, {out[-1]['seconds']:.1f} s")
+    return out
+
+
 def corpus(n: int) -> list[str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from text_throughput import build_corpus
@@ -277,6 +347,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 levels.append(level)
             result["levels"] = levels
             result["server_peak_rss_mb"] = server.status_mb("VmHWM")
+            log(f"memory: {args.memory_rounds} rounds of {args.memory_requests} mixed requests")
+            audio = "sfx-cnn" in result["models"].split(",")
+            result["memory_rounds"] = memory_rounds(server, texts, args.memory_rounds, args.memory_requests, audio)
         finally:
             server.stop()
         log("offline embed_batch on the same texts")
@@ -329,6 +402,22 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"Server at {top['clients']} clients = {100 * result['ratio_top_level']:.0f}% of offline batch throughput "
         "(issue 7 target: >= 70% at 64 clients).",
     ]
+    rounds = result.get("memory_rounds") or []
+    if rounds:
+        lines += [
+            "",
+            f"Memory under mixed load ({len(rounds)} rounds; OpenAI texts with a bad item now and then, FES jobs "
+            "with a distinct option value each, TwelveLabs audio at distinct offsets or texts): server RSS after "
+            "each round, MiB.",
+            "",
+            "| round | RSS MiB | seconds | answers by status |",
+            "|---:|---:|---:|---|",
+            *(f"| {r['round']} | {r['rss_mb']:.0f} | {r['seconds']:.1f} | "
+              + ", ".join(f"{k}: {v}" for k, v in sorted(r["statuses"].items())) + " |" for r in rounds),
+        ]
+        if len(rounds) >= 2:
+            growth = 100 * (rounds[-1]["rss_mb"] / rounds[-2]["rss_mb"] - 1)
+            lines += ["", f"Growth between the last two rounds: {growth:+.1f}% (issue 13 target: under 5%)."]
     return "\n".join(lines)
 
 
@@ -353,6 +442,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models", default=None,
                         help="OMNIEMBED_SERVE_MODELS for the server (default: `make run`'s "
                              "minilm,efficientnet-lite0,sfx-cnn,speaker-ge2e; minilm with --quick)")
+    parser.add_argument("--memory-rounds", type=int, default=4, help="rounds of mixed load for RSS (default 4)")
+    parser.add_argument("--memory-requests", type=int, default=None,
+                        help="requests per memory round (default 1000; 100 with --quick)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--quick", action="store_true", help="smoke run: few requests, minilm only, 128 texts")
     args = parser.parse_args(argv)
@@ -362,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--requests needs one number per --clients level")
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
+    if args.memory_requests is None:
+        args.memory_requests = 100 if args.quick else 1000
     if args.models is None:
         args.models = "minilm" if args.quick else "minilm,efficientnet-lite0,sfx-cnn,speaker-ge2e"
     if args.quick and args.n == 512:

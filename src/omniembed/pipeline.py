@@ -3,12 +3,18 @@
 Model families only say what a model is (a ``LoadedModel``: per modality, a ``Preparer`` and an
 ``Encoder``). This module does the rest once for all of them: items are prepared (decoded, validated,
 tokenised), sorted by length so batches carry little padding, encoded in batches, pooled, normalised,
-and returned in input order. Errors about one item name its index; with ``errors="return"`` they are
-returned in that item's place and the other items are still embedded.
+and returned in input order. Errors about one item carry its index (a field, never message text); with
+``errors="return"`` they are returned in that item's place and the other items are still embedded.
+
+One bad item never fails the others. A preparer that raises an unexpected exception for a list is run
+again on halves of it until the culprit is alone; an encoder call that fails is retried on halves of its
+rows likewise. The culprit gets a coded error (``InternalError`` with a logged incident id when nothing
+more specific is known); every other item is embedded as usual.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +24,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
-from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.errors import InternalError, OmniEmbedError, ParameterInvalid
 from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
 
@@ -32,6 +38,7 @@ CALL_TOKENS = 32
 """What one more encoder call costs, in tokens of work: minilm on the benchmark machine takes ~1-3 ms more
 per call at batch 1 than per text at batch 32, i.e. 7-44 tokens' worth (ONNX fp32 / compiled bf16)."""
 ErrorMode = Literal["raise", "return"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,18 +157,39 @@ def run(
     post = (_check_pooling(model, options), model.spec.normalize if options.normalize is None else options.normalize)
     if not getattr(preparer, "streaming", False) or len(items) <= options.batch_size:
         started = time.perf_counter()
-        prepared = preparer.prepare(items, options)
+        prepared = _prepare_isolated(preparer, items, options)
         prepare_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
         return _encode(model, modality, preparer, encoder, prepared, prepare_ms, options, post, errors, progress)
     return _stream(model, modality, preparer, encoder, items, options, post, errors, progress)
 
 
-def _globalize(result: PrepareResult, offset: int) -> PrepareResult:
-    """An error from a chunk's preparation, renumbered to its index in the whole call."""
-    if isinstance(result, OmniEmbedError) and result.index is not None and offset:
-        message = result.message.removeprefix(f"item {result.index}: ")
-        return type(result)(message, param=result.param).at_index(result.index + offset)
-    return result
+def _prepare_isolated(
+    preparer: Preparer, items: Sequence[Any], options: Options, offset: int = 0
+) -> list[PrepareResult]:
+    """``preparer.prepare(items)``, but an unexpected exception fails only the item that caused it: the list
+    is prepared again in halves until the culprit is alone. Errors carry indices counted from ``offset``."""
+    try:
+        prepared = preparer.prepare(items, options)
+        if len(prepared) != len(items):
+            raise RuntimeError(f"the preparer returned {len(prepared)} results for {len(items)} items")
+    except OmniEmbedError as exc:
+        if exc.index is None:
+            raise  # about the whole call (an option, the model): not one item's problem
+        if len(items) == 1:
+            return [exc.at_index(offset)]
+        return _split_prepare(preparer, items, options, offset)
+    except Exception as exc:  # one item's defect must not fail the others
+        if len(items) == 1:
+            return [InternalError.from_exception(exc, "preparing an input", logger=log, index=offset)]
+        return _split_prepare(preparer, items, options, offset)
+    return [p.shifted(offset) if isinstance(p, OmniEmbedError) else p for p in prepared]
+
+
+def _split_prepare(preparer: Preparer, items: Sequence[Any], options: Options, offset: int) -> list[PrepareResult]:
+    half = len(items) // 2
+    return _prepare_isolated(preparer, items[:half], options, offset) + _prepare_isolated(
+        preparer, items[half:], options, offset + half
+    )
 
 
 def _stream(
@@ -180,19 +208,18 @@ def _stream(
     size = options.batch_size * 2
     chunks = [(start, items[start : start + size]) for start in range(0, len(items), size)]
 
-    def prepare(chunk: Sequence[Any]) -> tuple[list[PrepareResult], float]:
+    def prepare(offset: int, chunk: Sequence[Any]) -> tuple[list[PrepareResult], float]:
         started = time.perf_counter()
-        prepared = preparer.prepare(chunk, options)
+        prepared = _prepare_isolated(preparer, chunk, options, offset)
         return prepared, (time.perf_counter() - started) * 1000 / max(1, len(chunk))
 
     results: list[Embedding | OmniEmbedError] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-prepare") as pool:
-        pending = pool.submit(prepare, chunks[0][1])
-        for k, (offset, _chunk) in enumerate(chunks):
+        pending = pool.submit(prepare, *chunks[0])
+        for k in range(len(chunks)):
             prepared, prepare_ms = pending.result()
             if k + 1 < len(chunks):
-                pending = pool.submit(prepare, chunks[k + 1][1])
-            prepared = [_globalize(p, offset) for p in prepared]
+                pending = pool.submit(prepare, *chunks[k + 1])
             results.extend(
                 _encode(model, modality, preparer, encoder, prepared, prepare_ms, options, post, errors, progress)
             )
@@ -232,6 +259,35 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: 
     return batches[::-1]
 
 
+EncodedPart = tuple[list[int], Any, np.ndarray | None, BaseException | None, float]
+"""Rows (ids into the call's rows), the encoder output for them, their attention mask (text), the failure
+instead of an output, and the encode time (ms)."""
+
+
+def _encode_isolated(
+    preparer: Preparer, encoder: Encoder, rows: list[tuple[int, Prepared]], chunk: list[int]
+) -> list[EncodedPart]:
+    """Encode ``chunk`` in one call; if that call fails, encode each half on its own (recursively), so a row
+    that breaks the encoder fails alone and every other row is still encoded. A failing row is returned
+    with its exception. An ``OmniEmbedError`` from the encoder (runtime, device) concerns the whole call."""
+    if not chunk:
+        return []
+    started = time.perf_counter()
+    try:
+        feeds = preparer.collate([rows[r][1] for r in chunk])
+        output = encoder(feeds)
+    except OmniEmbedError:
+        raise
+    except Exception as exc:  # isolate the culprit row
+        if len(chunk) == 1:
+            return [(chunk, None, None, exc, 0.0)]
+        half = len(chunk) // 2
+        return _encode_isolated(preparer, encoder, rows, chunk[:half]) + _encode_isolated(
+            preparer, encoder, rows, chunk[half:]
+        )
+    return [(chunk, output, feeds.get("attention_mask"), None, (time.perf_counter() - started) * 1000)]
+
+
 def _encode(
     model: LoadedModel,
     modality: Modality,
@@ -269,35 +325,53 @@ def _encode(
     tokens = None
     if getattr(preparer, "counts_tokens", False):
         tokens = getattr(preparer, "max_batch_tokens", None) or getattr(encoder, "batch_tokens", BATCH_TOKENS)
-    for chunk in _batches(order, [rows[r][1].length for r in order], options.batch_size, tokens):
-        feeds = preparer.collate([rows[r][1] for r in chunk])
-        t0 = time.perf_counter()
-        output = encoder(feeds)
-        t1 = time.perf_counter()
-        if output.ndim == 2 and options.pooling is not None and options.pooling != model.spec.pooling:
-            raise ParameterInvalid(
-                f"model {model.spec.name!r} outputs pooled vectors ({model.spec.pooling}); pooling cannot be "
-                f"changed to {options.pooling!r}. Omit pooling.",
-                param="pooling",
-            )
-        pooled = pool(output, feeds.get("attention_mask"), pooling)
-        if do_normalize:
-            pooled = normalize(pooled)
-        pooled = np.ascontiguousarray(pooled, dtype=np.float32)
-        batch_timing = Timings(prepare_ms, (t1 - t0) * 1000, (time.perf_counter() - t1) * 1000, len(chunk))
-        done = 0
-        for k, r in enumerate(chunk):
-            vectors[r] = pooled[k]
-            i = rows[r][0]
-            timings[i] = batch_timing
-            remaining[i] -= 1
-            done += remaining[i] == 0
-        if progress and done:
-            progress(done)
+    failed: set[int] = set()
+    for batch in _batches(order, [rows[r][1].length for r in order], options.batch_size, tokens):
+        batch = [r for r in batch if rows[r][0] not in failed]  # an item's other rows fail with it
+        for chunk, output, mask, failure, encode_ms in _encode_isolated(preparer, encoder, rows, batch):
+            if failure is not None:
+                i = rows[chunk[0]][0]
+                error = (
+                    failure.at_index(i)
+                    if isinstance(failure, OmniEmbedError)
+                    else InternalError.from_exception(failure, "encoding an input", logger=log, index=i)
+                )
+                if errors == "raise":
+                    raise error
+                results[i] = error
+                failed.add(i)
+                if progress and remaining[i] > 0:
+                    progress(1)
+                remaining[i] = 0
+                continue
+            t1 = time.perf_counter()
+            if output.ndim == 2 and options.pooling is not None and options.pooling != model.spec.pooling:
+                raise ParameterInvalid(
+                    f"model {model.spec.name!r} outputs pooled vectors ({model.spec.pooling}); pooling cannot be "
+                    f"changed to {options.pooling!r}. Omit pooling.",
+                    param="pooling",
+                )
+            pooled = pool(output, mask, pooling)
+            if do_normalize:
+                pooled = normalize(pooled)
+            pooled = np.ascontiguousarray(pooled, dtype=np.float32)
+            batch_timing = Timings(prepare_ms, encode_ms, (time.perf_counter() - t1) * 1000, len(chunk))
+            done = 0
+            for k, r in enumerate(chunk):
+                i = rows[r][0]
+                if i in failed:
+                    continue
+                vectors[r] = pooled[k]
+                timings[i] = batch_timing
+                remaining[i] -= 1
+                done += remaining[i] == 0
+            if progress and done:
+                progress(done)
 
     by_item: dict[int, list[int]] = {}
     for r, (i, _) in enumerate(rows):
-        by_item.setdefault(i, []).append(r)
+        if i not in failed:
+            by_item.setdefault(i, []).append(r)
     for i, row_ids in by_item.items():
         pieces = [rows[r][1] for r in row_ids]
         data = np.stack([vectors[r] for r in row_ids])

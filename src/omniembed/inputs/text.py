@@ -1,4 +1,4 @@
-"""Text inputs: type, emptiness and size checks, with the offending item's index in the error."""
+"""Text inputs: type, emptiness, Unicode and size checks; an error carries the offending item's index."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from omniembed.embedding import InputInfo
-from omniembed.errors import InputTooLarge, ParameterInvalid
+from omniembed.errors import InputTooLarge, InputUnreadable, ParameterInvalid
 
 __all__ = ["TRUNCATE_MODES", "TokenizerPreparer", "check_text", "check_truncate"]
 
@@ -29,8 +29,8 @@ def check_truncate(truncate: Any) -> str:
 
 
 def check_text(value: Any, index: int | None, max_chars: int) -> str:
-    """A non-empty string of at most ``max_chars`` characters, or a clear error naming the item."""
-    where = "text" if index is None else f"texts[{index}]"
+    """A non-empty string of valid Unicode, at most ``max_chars`` characters, or a coded error for the item."""
+    where = "the text"
     if value is None:
         raise ParameterInvalid(f"{where} is None; expected a non-empty string", param="text", index=index)
     if not isinstance(value, str):
@@ -41,6 +41,15 @@ def check_text(value: Any, index: int | None, max_chars: int) -> str:
         raise ParameterInvalid(
             f"{where} is empty or only whitespace; expected text to embed", param="text", index=index
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") is not text; tokenizers raise TypeError
+        raise InputUnreadable(
+            f"{where} is not valid Unicode: it holds a lone surrogate (U+{ord(value[exc.start]):04X}) at "
+            f"character {exc.start}. Send UTF-8 text; in JSON, surrogates must come in pairs.",
+            param="text",
+            index=index,
+        ) from None
     if len(value) > max_chars:
         raise InputTooLarge(
             f"{where} has {len(value):,} characters; the limit is {max_chars:,} "
@@ -124,7 +133,7 @@ class TokenizerPreparer:
             n_full = full.get(k, len(seq))
             if len(seq) > self.max_tokens:
                 out[i] = ParameterInvalid(
-                    f"texts[{i}] is {len(seq)} tokens long; the model's limit is {self.max_tokens} tokens. "
+                    f"the text is {len(seq)} tokens long; the model's limit is {self.max_tokens} tokens. "
                     "Shorten it or use truncate='end' or 'start'.",
                     param="text",
                     index=i,

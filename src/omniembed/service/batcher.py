@@ -6,7 +6,12 @@ batch sizes (the pipeline sorts them by length and cuts encoder batches by rows 
 runs them on the single inference thread (one thread: the encoder already uses every core, so parallel
 batches would only contend). While a batch runs, new requests queue up and form the next one, so 64
 concurrent clients cost about what one batched call costs. A full queue answers ``too_many_requests`` at
-once instead of piling up memory.
+once instead of piling up memory; a request larger than a queue can ever hold answers ``input_too_large``
+(413, with the limit), since retrying it could never succeed. A queue idle for ``queue_idle_sec`` is
+removed with its worker, so option values that clients vary (offsets, truncation) do not pile up queues.
+
+Requests from different clients share encoder calls, never errors: the pipeline isolates a bad item, and
+each item's error is given back with its index in its own request.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,23 +27,27 @@ from typing import Any
 
 from omniembed.api import Engine
 from omniembed.embedding import Embedding, Modality
-from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.errors import InputTooLarge, InternalError, OmniEmbedError, ParameterInvalid
 from omniembed.service.errors import RequestTimeout, TooManyRequests
 from omniembed.service.metrics import Metrics
 
 __all__ = ["Batcher"]
 
 GATHER_BATCHES = 4
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Pending:
     item: Any
     future: asyncio.Future[Embedding | OmniEmbedError]
+    position: int
+    """The item's index in its own request (an error is given back with this index)."""
 
 
 class _ModelQueue:
     def __init__(self, batcher: Batcher, model: str, modality: Modality, options: tuple[tuple[str, Any], ...]) -> None:
+        self.key = (model, modality, options)
         self.batcher = batcher
         self.model = model
         self.modality = modality
@@ -51,10 +61,14 @@ class _ModelQueue:
     def room(self) -> int:
         return self.queue.maxsize - self.queue.qsize()
 
-    async def _next_batch(self) -> list[_Pending]:
+    async def _next_batch(self) -> list[_Pending] | None:
+        """The next batch to encode; None when the queue stayed idle for ``queue_idle_sec``."""
         settings = self.batcher.engine.settings
         loop = asyncio.get_running_loop()
-        batch = [await self.queue.get()]
+        try:
+            batch = [await asyncio.wait_for(self.queue.get(), settings.queue_idle_sec)]
+        except TimeoutError:
+            return None
         deadline = loop.time() + settings.max_batch_wait_ms / 1000
         while len(batch) < self.gather:
             try:
@@ -76,6 +90,11 @@ class _ModelQueue:
         metrics = self.batcher.metrics
         while True:
             batch = await self._next_batch()
+            if batch is None:
+                if self.queue.empty():  # no await between this check and the removal: nothing can slip in
+                    self.batcher.forget(self)
+                    return
+                continue
             metrics.queue_depth.labels(self.model).set(self.queue.qsize())
             if not batch:
                 continue
@@ -83,17 +102,20 @@ class _ModelQueue:
             call = functools.partial(
                 self.batcher.engine.embed_batch, self.model, errors="return", allow_paths=False, **kwargs
             )
+            results: list[Embedding | OmniEmbedError]
             try:
                 results = await loop.run_in_executor(self.batcher.executor, call)
             except OmniEmbedError as exc:  # a whole-call problem (model, weights, options): every item gets it
                 results = [exc] * len(batch)
-            except Exception as exc:  # never let the worker die
-                results = [OmniEmbedError(f"embedding failed: {type(exc).__name__}")] * len(batch)
+            except Exception as exc:  # a defect: logged with its traceback; the worker lives on
+                results = [InternalError.from_exception(exc, f"embedding with {self.model}", logger=log)] * len(batch)
             metrics.batch_size.labels(self.model).observe(len(batch))
             metrics.items.labels(self.model, str(self.modality)).inc(
                 sum(isinstance(r, Embedding) for r in results)
             )
             for pending, result in zip(batch, results, strict=True):
+                if isinstance(result, OmniEmbedError) and result.index is not None:
+                    result = result.at_index(pending.position)  # the merged batch's index -> the caller's own
                 if not pending.future.done():
                     pending.future.set_result(result)
 
@@ -108,7 +130,7 @@ class Batcher:
         self._queues: dict[tuple[Any, ...], _ModelQueue] = {}
 
     def _queue(self, model: str, modality: Modality, options: dict[str, Any]) -> _ModelQueue:
-        spec = self.engine.spec(model)
+        spec = self.engine.served_spec(model)  # in memory only: no disk or hub lookups on the event loop
         if modality not in spec.modalities:
             takes = ", ".join(map(str, spec.modalities))
             raise ParameterInvalid(f"model {spec.name!r} does not embed {modality} (it takes: {takes})", param="model")
@@ -122,12 +144,18 @@ class Batcher:
         self, model: str, modality: Modality, items: Sequence[Any], timeout: float | None = None, **options: Any
     ) -> list[Embedding | OmniEmbedError]:
         queue = self._queue(model, modality, options)
+        if len(items) > queue.queue.maxsize:
+            raise InputTooLarge(
+                f"{len(items)} items in one request; a model queue holds at most {queue.queue.maxsize} "
+                "(OMNIEMBED_QUEUE_SIZE). Send fewer items per request.",
+                param="input",
+            )
         if queue.room() < len(items):
             raise TooManyRequests(
                 f"the queue of model {queue.model!r} is full ({queue.queue.maxsize} waiting items); retry shortly"
             )
         loop = asyncio.get_running_loop()
-        pending = [_Pending(item, loop.create_future()) for item in items]
+        pending = [_Pending(item, loop.create_future(), k) for k, item in enumerate(items)]
         for p in pending:
             queue.queue.put_nowait(p)
         self.metrics.queue_depth.labels(queue.model).set(queue.queue.qsize())
@@ -136,6 +164,16 @@ class Batcher:
             return list(await asyncio.wait_for(asyncio.gather(*(p.future for p in pending)), limit))
         except TimeoutError:
             raise RequestTimeout(f"embedding did not finish within {limit:g} s; retry or send fewer items") from None
+
+    def forget(self, queue: _ModelQueue) -> None:
+        """Remove an idle queue (its worker is ending)."""
+        if self._queues.get(queue.key) is queue:
+            del self._queues[queue.key]
+
+    @property
+    def queues(self) -> int:
+        """How many per-(model, modality, options) queues exist now."""
+        return len(self._queues)
 
     def run_sync(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """Run blocking work (e.g. a model load) on the inference thread."""
