@@ -16,7 +16,7 @@ import pytest
 from geo_data import CONV_SPEC, geo_engine, shared_geo_dir
 from omniembed.api import Engine
 from omniembed.errors import ParameterInvalid
-from omniembed.export import export_batch, load_item
+from omniembed.geo.export import export_batch, load_item
 from omniembed.geo import OutputSpec, PointBuffer, TemporalSpec, get_embedding
 
 
@@ -107,7 +107,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from pathlib import Path
     from geo_data import CONV_SPEC, geo_engine
-    from omniembed.export import export_batch
+    from omniembed.geo.export import export_batch
     from omniembed.geo import PointBuffer, SensorSpec, TemporalSpec
     rois = [PointBuffer(121.5 + 0.004 * (k % 3), 31.195 + 0.004 * (k // 3), 300 + 40 * k) for k in range(6)]
     kill_after, seen = int(sys.argv[1]), [0]

@@ -36,7 +36,7 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name == "export_batch":
-        from omniembed.export import export_batch
+        from omniembed.geo.export import export_batch
 
         return export_batch
     raise AttributeError(name)

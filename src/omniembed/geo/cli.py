@@ -66,7 +66,7 @@ def _spatial(bbox: list[float] | None, point: list[float] | None, buffer: float 
 
 
 def _write_grid(da: Any, path: Path) -> None:
-    from omniembed.export.writers import _write_grid_file, save_item
+    from omniembed.geo.export.writers import _write_grid_file, save_item
 
     suffix = path.suffix.lower()
     if suffix in (".tif", ".tiff"):
@@ -177,7 +177,7 @@ def export_cmd(
     """Embed many regions with one or more models into files, with a manifest; re-run to resume."""
     from rich.progress import Progress
 
-    from omniembed.export import export_batch
+    from omniembed.geo.export import export_batch
 
     try:
         spatials, ids = read_rois(rois)
@@ -218,7 +218,7 @@ def read_grid(path: Path) -> np.ndarray:
 
         with xr.open_dataset(path, engine="h5netcdf" if suffix == ".nc" else "zarr") as ds:
             return np.asarray(ds["embedding"].values, dtype=np.float32)
-    from omniembed.export.writers import load_item
+    from omniembed.geo.export.writers import load_item
 
     data, _ = load_item(path)
     return np.asarray(data, dtype=np.float32)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omniembed.errors import OmniEmbedError, ParameterInvalid
-from omniembed.export.writers import FORMATS, atomic_path, load_item, save_item, write_final
+from omniembed.geo.export.writers import FORMATS, atomic_path, load_item, save_item, write_final
 from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 
 if TYPE_CHECKING:
