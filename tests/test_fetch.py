@@ -101,4 +101,7 @@ def test_bad_urls() -> None:
         fetch("ftp://example.org/x.png", OPEN)
     with pytest.raises(ParameterInvalid, match="no host"):
         fetch("http:///x.png", OPEN)
+    for bad in ("http://[::1/x.png", "http://example.org:99999/x.png"):  # malformed: a clear error, not a crash
+        with pytest.raises(ParameterInvalid):
+            fetch(bad, OPEN)
     assert is_url("HTTPS://x.org/a") and not is_url("/tmp/a.png") and not is_url(b"http://x")

@@ -130,7 +130,7 @@ class _FakeEngine:
     release: threading.Event
     started: threading.Event
 
-    def served_spec(self, model: str) -> ModelSpec:
+    def served_spec(self, model: str, modality: Modality | None = None) -> ModelSpec:
         return ModelSpec(model, "", (Modality.TEXT,), 2, "mean", False, WeightsSource(), "")
 
     def embed_batch(self, model: str, texts: list[Any], **_: Any) -> list[Any]:

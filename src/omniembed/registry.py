@@ -196,13 +196,70 @@ class Registry:
             raise ModelNotFound(self.not_found_message(name), param="model")
         return spec
 
-    def not_found_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name.strip().lower(), list(self._by_key), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return (
-            f"no model named {name!r}.{hint} Run `omniembed models` for the list, or pass a local "
-            "directory or a Hugging Face hub id of a sentence-transformers model."
-        )
+    def suggest(
+        self, name: str, modality: Modality | str | None = None, extra: Iterable[ModelSpec] = ()
+    ) -> list[str]:
+        """Canonical names of up to three models whose name or an alias is close to ``name``, among those
+        that embed ``modality`` when it is given (a text model name is never answered with a geo model).
+
+        Close: one name contains the other, or difflib's ratio is at least 0.6; the closest come first.
+        """
+        wanted = name.strip().lower()[:200]
+        if not wanted:
+            return []
+        cutoff = 0.6
+        matcher = difflib.SequenceMatcher()
+        matcher.set_seq2(wanted)  # analysed once; each name is compared against it
+        scored: dict[str, float] = {}
+        for spec in self._candidates(modality, extra):
+            for key in (n.lower() for n in spec.names()):
+                matcher.set_seq1(key)
+                contained = len(wanted) >= 3 and (wanted in key or key in wanted)
+                if not contained and (matcher.real_quick_ratio() < cutoff or matcher.quick_ratio() < cutoff):
+                    continue  # cheap upper bounds, as difflib.get_close_matches uses
+                ratio = matcher.ratio()
+                score = 1 + ratio if contained else ratio
+                if score >= cutoff and score > scored.get(spec.name, 0.0):
+                    scored[spec.name] = score
+        return sorted(scored, key=lambda n: (-scored[n], n))[:3]
+
+    def not_found_message(
+        self,
+        name: str,
+        modality: Modality | str | None = None,
+        *,
+        extra: Iterable[ModelSpec] = (),
+        advice: str | None = None,
+    ) -> str:
+        """``no model named …`` with close names (of ``modality``'s models, when given) and what to do.
+
+        ``extra``: models known besides the registry (e.g. a server's operator-added folders);
+        ``advice``: the closing sentence (default: for the Python API and the CLI).
+        """
+        extra = list(extra)
+        close = self.suggest(name, modality, extra)
+        if close:
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?"
+        elif modality is not None:
+            names = sorted(s.name for s in self._candidates(modality, extra))
+            hint = f" Models that embed {modality}: {', '.join(names)}." if names else f" No model embeds {modality}."
+        else:
+            hint = ""
+        if advice is None:
+            advice = (
+                "Run `omniembed models` for the list, or pass a local directory or a Hugging Face hub id of "
+                "a sentence-transformers model."
+            )
+        shown = name if len(name) <= 80 else name[:80] + "…"
+        return f"no model named {shown!r}.{hint} {advice}"
+
+    def _candidates(self, modality: Modality | str | None, extra: Iterable[ModelSpec]) -> list[ModelSpec]:
+        self._load_plugins()
+        with self._lock:
+            specs = [*self._by_name.values(), *extra]
+        if modality is None:
+            return specs
+        return [s for s in specs if str(modality) in {str(m) for m in s.modalities}]
 
     def __iter__(self) -> Iterator[ModelSpec]:
         self._load_plugins()

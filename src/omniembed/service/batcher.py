@@ -130,7 +130,7 @@ class Batcher:
         self._queues: dict[tuple[Any, ...], _ModelQueue] = {}
 
     def _queue(self, model: str, modality: Modality, options: dict[str, Any]) -> _ModelQueue:
-        spec = self.engine.served_spec(model)  # in memory only: no disk or hub lookups on the event loop
+        spec = self.engine.served_spec(model, modality)  # in memory only: no disk or hub lookups on the event loop
         if modality not in spec.modalities:
             takes = ", ".join(map(str, spec.modalities))
             raise ParameterInvalid(f"model {spec.name!r} does not embed {modality} (it takes: {takes})", param="model")

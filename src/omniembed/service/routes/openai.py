@@ -1,4 +1,4 @@
-"""OpenAI-compatible ``POST /v1/embeddings`` and ``GET /v1/models``.
+"""OpenAI-compatible ``POST /v1/embeddings``, ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
 Extension: ``modality`` = ``image`` or ``audio`` with URLs or data URLs as inputs (audio answers the
 pooled vector of the clip). ``encoding_format=base64`` is little-endian float32, as OpenAI's clients decode it.
@@ -6,6 +6,7 @@ pooled vector of the clip). ``encoding_format=base64`` is little-endian float32,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -14,7 +15,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, Response
 
 from omniembed.embedding import Embedding, Modality
-from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.errors import InputTooLarge, ModelNotFound, OmniEmbedError, ParameterInvalid
+from omniembed.registry import ModelSpec
 from omniembed.service.schemas import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse
 from omniembed.service.state import ServiceState, get_state
 
@@ -28,8 +30,21 @@ def _inputs(body: OpenAIEmbeddingsRequest, limit: int) -> list[str]:
     if not all(isinstance(i, str) for i in items):
         raise ParameterInvalid("token-id inputs are not supported; send the text itself", param="input")
     if len(items) > limit:
-        raise ParameterInvalid(f"input has {len(items)} items; the limit is {limit} per request", param="input")
+        raise InputTooLarge(
+            f"input has {len(items)} items; the limit is {limit} per request (OMNIEMBED_MAX_ITEMS_PER_REQUEST)",
+            param="input",
+        )
     return [str(i) for i in items]
+
+
+def _located(error: OmniEmbedError) -> OmniEmbedError:
+    """An item's error in OpenAI's terms: the message names ``input[i]`` and ``param`` is ``input``."""
+    if error.index is None:
+        return error
+    located = error.at_index(error.index)
+    located.message = f"input[{error.index}]: {error.message}"
+    located.param = "input"
+    return located
 
 
 def _check_dimensions(vector: np.ndarray, dimensions: int | None, model: str) -> None:
@@ -54,8 +69,8 @@ async def create_embeddings(body: OpenAIEmbeddingsRequest, state: ServiceState =
     data: list[dict[str, Any]] = []
     tokens = 0
     for index, result in enumerate(results):
-        if isinstance(result, OmniEmbedError):
-            raise type(result)(f"input[{index}]: {result.message.removeprefix('item 0: ')}", param="input")
+        if isinstance(result, OmniEmbedError):  # OpenAI answers one error per request: the first bad input's
+            raise _located(result)
         assert isinstance(result, Embedding)
         vector = result.vector
         _check_dimensions(vector, body.dimensions, body.model)
@@ -73,13 +88,36 @@ async def create_embeddings(body: OpenAIEmbeddingsRequest, state: ServiceState =
     return Response(content, media_type="application/json")
 
 
+_OPENAI_MODALITIES = frozenset({Modality.TEXT, Modality.IMAGE, Modality.AUDIO})
+
+
+def _model_object(spec: ModelSpec) -> dict[str, object]:
+    """OpenAI's model object, plus what an embedding client wants to know."""
+    return {"id": spec.name, "object": "model", "created": 0, "owned_by": "omniembed",
+            "modalities": [str(m) for m in spec.modalities], "dimensions": spec.dim, "aliases": list(spec.aliases)}
+
+
+async def _runnable(state: ServiceState) -> list[ModelSpec]:
+    """Models this server can run over /v1/embeddings: weights on this machine (a disk scan, off the event
+    loop and cached by the engine) and a text, image or audio modality."""
+    specs = await asyncio.to_thread(state.engine.available_specs)
+    return [s for s in specs if _OPENAI_MODALITIES.intersection(s.modalities)]
+
+
 @router.get("/models")
 async def list_models(state: ServiceState = Depends(get_state)) -> dict[str, object]:
-    return {
-        "object": "list",
-        "data": [
-            {"id": s.name, "object": "model", "created": 0, "owned_by": "omniembed",
-             "modalities": [str(m) for m in s.modalities], "dimensions": s.dim, "aliases": list(s.aliases)}
-            for s in state.engine.registry
-        ],
-    }
+    """The models this server can run now (registered models whose weights are missing are left out)."""
+    return {"object": "list", "data": [_model_object(s) for s in await _runnable(state)]}
+
+
+@router.get("/models/{model_id:path}")
+async def retrieve_model(model_id: str, state: ServiceState = Depends(get_state)) -> dict[str, object]:
+    """One model object by name or alias (what ``client.models.retrieve(id)`` calls); 404 otherwise."""
+    spec = state.engine.served_spec(model_id)
+    if spec.name not in {s.name for s in await _runnable(state)}:
+        raise ModelNotFound(
+            f"model {spec.name!r} cannot run on this server: its weights are not on this machine, or it does "
+            "not embed text, images or audio. GET /v1/models lists the models it runs.",
+            param="model",
+        )
+    return _model_object(spec)
