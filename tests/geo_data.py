@@ -60,23 +60,31 @@ def conv_net(seed: int = 0) -> Any:
 
 
 def load_conv(spec: ModelSpec, folder: Any, runtime: str, device: str, settings: Settings) -> Any:
+    """The conv net as a geo model of the registry: a graph like any model's, so it runs on either runtime."""
     import torch
 
-    from omniembed.geo.models import GEO_LOADER_KEY, GeoNet
+    from omniembed.inputs.raster import RasterInput
     from omniembed.pipeline import LoadedModel
+    from omniembed.runtime import GraphSpec, build_encoder
 
-    net = conv_net().eval()
+    class Grid(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = conv_net()
 
-    def prepare(raw: np.ndarray) -> np.ndarray:
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (N, 1, 4, S, S) -> (N, 8, S/4, S/4)
+            out: torch.Tensor = self.net(pixel_values[:, 0])
+            return out
+
+    def normalize(raw: np.ndarray) -> np.ndarray:
         return np.nan_to_num(raw / 10000.0, nan=0.0).astype(np.float32)
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out: np.ndarray = net(torch.from_numpy(batch[:, 0])).numpy()
-        return out
-
-    geo = GeoNet(spec.name, "test", ("B02", "B03", "B04", "B08"), 8, 32, 4, prepare, run, "reflectance/10000")
-    return LoadedModel(spec, "test", {}, {}, "torch", "cpu", extras={GEO_LOADER_KEY: geo})
+    graph = GraphSpec(cache_key="test-conv-geo-v1", build=Grid, input_names=("pixel_values",), output_name="grid",
+                      dynamic_axes={"pixel_values": {0: "batch"}},
+                      example=lambda: {"pixel_values": np.random.default_rng(0).random((2, 1, 4, 32, 32), np.float32)})
+    raster = RasterInput(("B02", "B03", "B04", "B08"), 32, 4, normalize, "reflectance/10000")
+    encoder = build_encoder(graph, runtime, device, settings)
+    return LoadedModel(spec, "test", {}, {Modality.GEO: encoder}, runtime, device, raster=raster)
 
 
 def geo_engine(tmp: Path, *specs: ModelSpec, **settings: Any) -> Engine:

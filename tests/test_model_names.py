@@ -56,7 +56,7 @@ def no_disk(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real_expanduser(self)
 
     monkeypatch.setattr(api, "locate_weights", refuse("locate_weights"))
-    monkeypatch.setattr(api, "_folder_spec", refuse("_folder_spec"))
+    monkeypatch.setattr(api, "spec_for_folder", refuse("spec_for_folder"))
     monkeypatch.setattr(pathlib.Path, "is_dir", is_dir)
     monkeypatch.setattr(pathlib.Path, "expanduser", expanduser)
     return touched

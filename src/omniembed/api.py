@@ -8,7 +8,9 @@ used directly, e.g. one per test or per server.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -16,14 +18,16 @@ from typing import Any, Literal, overload
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import (
     ModelLoadFailed,
+    ModelNotFound,
     OmniEmbedError,
     ParameterInvalid,
     ParameterNotProvided,
     RuntimeUnavailable,
+    WeightsNotFound,
 )
 from omniembed.inputs.text import check_truncate
 from omniembed.pipeline import LoadedModel, Options, run
-from omniembed.registry import ModelSpec, Registry, WeightsSource, default_registry
+from omniembed.registry import ModelSpec, Registry, WeightsSource, default_registry, spec_for_folder
 from omniembed.runtime import ModelCache, resolve_runtime
 from omniembed.runtime.precision import apply_precision, resolve_precision
 from omniembed.settings import Settings
@@ -36,29 +40,14 @@ log = logging.getLogger(__name__)
 TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
 
 
-# Folders whose config.json names one of these model types are handled by that family; others are text encoders.
-_FOLDER_FAMILIES = {"clip": "omniembed.models.clip", "dinov2": "omniembed.models.dinov2"}
+def _finite(value: Any) -> bool:
+    """A real number (bool is not one) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _folder_spec(folder: Path, name: str | None = None) -> ModelSpec:
-    """A spec for a model folder, by the ``model_type`` in its config.json."""
-    import importlib
-    import json
-
-    from omniembed.models.hf_text import spec_from_dir
-
-    config = folder / "config.json"
-    model_type = ""
-    if config.is_file():
-        try:
-            model_type = str(json.loads(config.read_text(encoding="utf-8")).get("model_type", ""))
-        except (ValueError, AttributeError) as exc:
-            raise ParameterInvalid(f"{config} is not valid JSON: {exc}", param="model") from None
-    family = _FOLDER_FAMILIES.get(model_type)
-    if family is not None:
-        spec: ModelSpec = importlib.import_module(family).spec_for_folder(folder, name)
-        return spec
-    return spec_from_dir(folder, name)
+def _check_name(model: object) -> None:
+    if not isinstance(model, str) or not model.strip():
+        raise ParameterNotProvided("model is required: a name from `omniembed models`", param="model")
 
 
 class Engine:
@@ -69,34 +58,106 @@ class Engine:
         self.registry = registry if registry is not None else default_registry()
         self.models: ModelCache[LoadedModel] = ModelCache(self.settings.max_loaded_models)
         self._adhoc: dict[str, ModelSpec] = {}
+        self._served: dict[str, ModelSpec] = {}
+        self._available: tuple[float, list[ModelSpec]] | None = None
         self._lock = threading.Lock()
 
     # -- models -----------------------------------------------------------------------------
     def spec(self, model: str) -> ModelSpec:
-        """The spec for a registered name or alias, a local model folder, or a hub id."""
-        if not isinstance(model, str) or not model.strip():
-            raise ParameterNotProvided("model is required: a name from `omniembed models`", param="model")
+        """The spec for a registered name or alias, a local model folder, or a hub id.
+
+        For the Python API and the CLI: it may read the disk or download from the hub, so it never runs on
+        an event loop, and never for a name a network client sent (that is ``served_spec``).
+        """
+        _check_name(model)
         found = self.registry.get(model)
         if found is not None:
             return found
         with self._lock:
-            if model in self._adhoc:
-                return self._adhoc[model]
-        path = Path(model).expanduser()
-        if path.is_dir():
-            spec = _folder_spec(path)
+            known = self._adhoc.get(model)
+        if known is not None:
+            return known
+        try:
+            path = Path(model).expanduser()
+            is_dir = path.is_dir()
+        except (RuntimeError, OSError, ValueError):  # "~nobody": no such user; a name too long for a path
+            raise self._not_found(model) from None
+        if is_dir:
+            spec = spec_for_folder(path)
         elif "/" in model and not model.startswith((".", "/", "~")) and model.count("/") == 1:
             probe = ModelSpec(model, "", (Modality.TEXT,), 0, "mean", False, WeightsSource(hub_id=model), "")
-            spec = _folder_spec(locate_weights(probe, self.settings), name=model)
+            spec = spec_for_folder(locate_weights(probe, self.settings), name=model)
         else:
             raise self._not_found(model)
         with self._lock:
             self._adhoc[model] = spec
+            self._adhoc.setdefault(spec.name, spec)  # load(spec.name) finds it without the disk
         return spec
 
-    def _not_found(self, model: str) -> OmniEmbedError:
-        from omniembed.errors import ModelNotFound
+    def serve(self, model: str) -> ModelSpec:
+        """Resolve ``model`` as ``spec`` does (a folder or a hub id too; reads the disk or downloads, so
+        call it off the event loop) and let ``served_spec`` answer it: an operator's ``serve --models``."""
+        spec = self.spec(model)
+        if self.registry.get(spec.name) is None:  # registered models are served anyway
+            with self._lock:
+                for key in (model, spec.name):
+                    self._served[key.strip().lower()] = spec
+                self._available = None
+        return spec
 
+    def served_spec(self, model: str, modality: Modality | None = None) -> ModelSpec:
+        """The spec for a model name a network client sent: a registered name or alias, or a model the
+        operator added with ``serve``. Never a path or a hub id, and pure in-memory work (no disk, no
+        network), so it is safe on the event loop. ``modality`` only focuses the not-found hint.
+        """
+        _check_name(model)
+        found = self.registry.get(model)
+        if found is not None:
+            return found
+        with self._lock:
+            served = self._served.get(model.strip().lower())
+            extra = list({s.name: s for s in self._served.values()}.values())
+        if served is not None:
+            return served
+        advice = (
+            "GET /v1/models lists the models this server runs. Requests cannot name local folders or hub ids: "
+            "the operator adds those with `omniembed serve --models`."
+        )
+        message = self.registry.not_found_message(model, modality, extra=extra, advice=advice)
+        raise ModelNotFound(message, param="model")
+
+    def served_specs(self) -> list[ModelSpec]:
+        """Every registered model and every model the operator added with ``serve``, sorted by name."""
+        with self._lock:
+            extra = {s.name: s for s in self._served.values()}
+        return sorted([*self.registry, *extra.values()], key=lambda s: s.name)
+
+    def weights_available(self, spec: ModelSpec) -> bool:
+        """Whether ``spec``'s weights are on this machine (its folder, the model dir, a package or the
+        Hugging Face cache). Reads the disk, never the network, and loads nothing."""
+        source = spec.weights
+        if not (source.hub_id or source.package or source.local_path):
+            return True  # nothing to find: the model needs no weights files
+        try:
+            locate_weights(spec, self.settings.model_copy(update={"hub_offline": True}))
+        except WeightsNotFound:
+            return False
+        return True
+
+    def available_specs(self, max_age_sec: float = 30.0) -> list[ModelSpec]:
+        """``served_specs`` whose weights are on this machine (reads the disk: call it off the event
+        loop). Cached for ``max_age_sec``, so listing models many times costs one scan."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._available
+        if cached is not None and now - cached[0] < max_age_sec:
+            return cached[1]
+        found = [s for s in self.served_specs() if self.weights_available(s)]
+        with self._lock:
+            self._available = (now, found)
+        return found
+
+    def _not_found(self, model: str) -> OmniEmbedError:
         return ModelNotFound(self.registry.not_found_message(model), param="model")
 
     def load(
@@ -118,7 +179,11 @@ class Engine:
             return self.models.get_or_load(key, lambda: self._load(spec, "torch", dev, prec))
 
     def _load(self, spec: ModelSpec, runtime: str, device: str, precision: str = "fp32") -> LoadedModel:
-        folder = locate_weights(spec, self.settings)
+        w, model_dir = spec.weights, self.settings.model_dir
+        # A model that names no weights source and has no MODEL_DIR folder (a precomputed product, a test
+        # stand-in) loads with none.
+        named = w.hub_id or w.package or w.local_path or (model_dir is not None and (model_dir / spec.name).is_dir())
+        folder = locate_weights(spec, self.settings) if named else None
         try:
             loaded: LoadedModel = spec.load_function()(spec, folder, runtime, device, self.settings)
         except OmniEmbedError:
@@ -172,9 +237,9 @@ class Engine:
         if normalize is not None and not isinstance(normalize, bool):
             raise ParameterInvalid(f"normalize must be true or false, not {normalize!r}", param="normalize")
         for param, value in (("start_offset_sec", start_offset_sec), ("overlap_sec", overlap_sec)):
-            if not isinstance(value, (int, float)) or value < 0:
+            if not _finite(value) or value < 0:
                 raise ParameterInvalid(f"{param} must be a number >= 0, not {value!r}", param=param)
-        if segment_sec is not None and (not isinstance(segment_sec, (int, float)) or segment_sec <= 0):
+        if segment_sec is not None and (not _finite(segment_sec) or segment_sec <= 0):
             raise ParameterInvalid(f"segment_sec must be a number > 0, not {segment_sec!r}", param="segment_sec")
         if segment_sec is not None and overlap_sec >= segment_sec:
             raise ParameterInvalid("overlap_sec must be shorter than segment_sec", param="overlap_sec")
@@ -207,8 +272,7 @@ class Engine:
         except OmniEmbedError as exc:
             if exc.index is None:
                 raise
-            message = exc.message.replace(f"{kind}s[0]", kind).removeprefix("item 0: ")
-            raise type(exc)(message, param=exc.param) from None
+            raise exc.at_index(None) from None  # one input: no position to name
         assert isinstance(result, Embedding)
         return result
 

@@ -18,13 +18,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
 from omniembed.errors import InternalError, OmniEmbedError, ParameterInvalid
+from omniembed.inputs.raster import RasterInput
 from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
 
@@ -73,13 +74,22 @@ class Prepared:
     length: int
     info: InputInfo
     segment: Segment | None = None
+    item: Any = None
+    """What the preparer's ``finish`` needs to make the item's embedding from its rows' outputs (a
+    region's tiling plan and raster), shared by the item's rows; None for preparers without ``finish``."""
 
 
 PrepareResult = Prepared | list[Prepared] | OmniEmbedError
 
 
 class Preparer(Protocol):
-    """Turns raw items of one modality into ``Prepared`` items and batches into encoder feeds."""
+    """Turns raw items of one modality into ``Prepared`` items and batches into encoder feeds.
+
+    Optional, looked up with ``getattr``: ``streaming`` (prepare the next chunk while one is encoded),
+    ``counts_tokens`` (lengths are tokens: batches are cut by padded tokens), ``max_batch_rows`` (rows
+    per encoder call at most, e.g. 1 where rows differ in shape), and ``finish(rows, outputs, meta)``,
+    which makes an item's ``Embedding`` from its rows' raw encoder outputs (no pooling or normalising
+    by the pipeline; a region's tiles stitched into a grid)."""
 
     def contract(self, options: Options) -> str:
         """Human-readable preprocessing contract, recorded in each embedding's meta."""
@@ -101,7 +111,8 @@ class LoadedModel:
     runtime: str
     device: str
     precision: str = "fp32"
-    extras: dict[str, Any] = field(default_factory=dict)
+    raster: RasterInput | None = None
+    """For geo models: what the model takes from a region (its encoder is ``encoders[Modality.GEO]``)."""
 
 
 def pool(output: np.ndarray, mask: np.ndarray | None, mode: str) -> np.ndarray:
@@ -145,10 +156,13 @@ def run(
     *,
     errors: ErrorMode = "raise",
     progress: Callable[[int], None] | None = None,
+    preparer: Preparer | None = None,
+    encoder: Encoder | None = None,
 ) -> list[Embedding | OmniEmbedError]:
-    """Embed ``items`` of one modality with ``model``; results in input order."""
-    preparer = model.preparers.get(modality)
-    encoder = model.encoders.get(modality)
+    """Embed ``items`` of one modality with ``model``; results in input order. ``preparer``/``encoder``
+    replace the model's own for this call (a geo region's preparer carries the call's backend and specs)."""
+    preparer = preparer or model.preparers.get(modality)
+    encoder = encoder or model.encoders.get(modality)
     if preparer is None or encoder is None:
         takes = ", ".join(str(m) for m in model.preparers)
         raise ParameterInvalid(
@@ -325,8 +339,10 @@ def _encode(
     tokens = None
     if getattr(preparer, "counts_tokens", False):
         tokens = getattr(preparer, "max_batch_tokens", None) or getattr(encoder, "batch_tokens", BATCH_TOKENS)
+    finish = getattr(preparer, "finish", None)
+    per_call = min(options.batch_size, getattr(preparer, "max_batch_rows", None) or options.batch_size)
     failed: set[int] = set()
-    for batch in _batches(order, [rows[r][1].length for r in order], options.batch_size, tokens):
+    for batch in _batches(order, [rows[r][1].length for r in order], per_call, tokens):
         batch = [r for r in batch if rows[r][0] not in failed]  # an item's other rows fail with it
         for chunk, output, mask, failure, encode_ms in _encode_isolated(preparer, encoder, rows, batch):
             if failure is not None:
@@ -345,16 +361,19 @@ def _encode(
                 remaining[i] = 0
                 continue
             t1 = time.perf_counter()
-            if output.ndim == 2 and options.pooling is not None and options.pooling != model.spec.pooling:
-                raise ParameterInvalid(
-                    f"model {model.spec.name!r} outputs pooled vectors ({model.spec.pooling}); pooling cannot be "
-                    f"changed to {options.pooling!r}. Omit pooling.",
-                    param="pooling",
-                )
-            pooled = pool(output, mask, pooling)
-            if do_normalize:
-                pooled = normalize(pooled)
-            pooled = np.ascontiguousarray(pooled, dtype=np.float32)
+            if finish is not None:  # the preparer makes the embeddings from the raw outputs
+                pooled = np.asarray(output, dtype=np.float32)
+            else:
+                if output.ndim == 2 and options.pooling is not None and options.pooling != model.spec.pooling:
+                    raise ParameterInvalid(
+                        f"model {model.spec.name!r} outputs pooled vectors ({model.spec.pooling}); pooling cannot "
+                        f"be changed to {options.pooling!r}. Omit pooling.",
+                        param="pooling",
+                    )
+                pooled = pool(output, mask, pooling)
+                if do_normalize:
+                    pooled = normalize(pooled)
+                pooled = np.ascontiguousarray(pooled, dtype=np.float32)
             batch_timing = Timings(prepare_ms, encode_ms, (time.perf_counter() - t1) * 1000, len(chunk))
             done = 0
             for k, r in enumerate(chunk):
@@ -374,6 +393,25 @@ def _encode(
             by_item.setdefault(i, []).append(r)
     for i, row_ids in by_item.items():
         pieces = [rows[r][1] for r in row_ids]
+        if finish is not None:
+            outputs = [vectors[r] for r in row_ids]
+            meta = EmbeddingMeta(
+                model=model.spec.name, model_version=model.version, modality=modality, dim=int(outputs[0].shape[0]),
+                pooling=pooling, normalized=False, preprocessing=contract, input=pieces[0].info,
+                runtime=model.runtime, device=model.device, precision=model.precision, timings=timings[i],
+            )
+            try:
+                results[i] = finish(pieces, outputs, meta)
+            except OmniEmbedError as exc:
+                if errors == "raise":
+                    raise exc.at_index(i) from None
+                results[i] = exc.at_index(i)
+            except Exception as exc:  # a defect in finishing one item fails that item only
+                error = InternalError.from_exception(exc, "finishing an embedding", logger=log, index=i)
+                if errors == "raise":
+                    raise error from exc
+                results[i] = error
+            continue
         data = np.stack([vectors[r] for r in row_ids])
         segmented = isinstance(prepared[i], list)
         whole = None

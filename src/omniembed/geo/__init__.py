@@ -8,7 +8,14 @@
 Importing this package imports no ML or raster library; they load on first use.
 """
 
-from omniembed.geo.api import GeoEmbedding, get_embedding, get_embeddings_batch, list_models, to_dataarray
+from omniembed.geo.api import (
+    GeoEmbedding,
+    get_embedding,
+    get_embeddings_batch,
+    list_models,
+    region_inputs,
+    to_dataarray,
+)
 from omniembed.geo.backends import Backend, LocalBackend, Raster, TensorBackend, get_backend
 from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, SpatialSpec, TemporalSpec
 
@@ -30,6 +37,7 @@ __all__ = [
     "get_embedding",
     "get_embeddings_batch",
     "list_models",
+    "region_inputs",
     "to_dataarray",
 ]
 

@@ -61,6 +61,10 @@ SPECS = (
 )
 
 
+FOLDER_MODEL_TYPES = ("clip",)
+"""Folders given directly whose config.json has this ``model_type`` are built by ``spec_for_folder``."""
+
+
 def spec_for_folder(folder: Path, name: str | None = None) -> ModelSpec:
     """A spec for a CLIP ``save_pretrained`` folder given directly (reads only config.json)."""
     import dataclasses

@@ -41,6 +41,10 @@ SPECS = (
 )
 
 
+FOLDER_MODEL_TYPES = ("dinov2",)
+"""Folders given directly whose config.json has this ``model_type`` are built by ``spec_for_folder``."""
+
+
 def spec_for_folder(folder: Path, name: str | None = None) -> ModelSpec:
     """A spec for a DINOv2 ``save_pretrained`` folder given directly (reads only config.json)."""
     import dataclasses

@@ -36,12 +36,14 @@ SPECS = (
 
 
 def load(spec: ModelSpec, folder: Path | None, runtime: str, device: str, settings: Any) -> Any:
-    from omniembed.geo.models import GEO_LOADER_KEY, GeoNet
+    from omniembed.inputs.raster import RasterInput
     from omniembed.pipeline import LoadedModel
+    from omniembed.runtime import PassThroughEncoder
 
     def identity(raw: Any) -> Any:
         return raw
 
-    net = GeoNet(spec.name, "precomputed", GSE_BANDS, spec.dim, 0, 1, identity, None,
-                 "precomputed embedding raster; no encoder", collection=spec.option("collection"), scale_m=10.0)
-    return LoadedModel(spec, "precomputed", {}, {}, "precomputed", "cpu", extras={GEO_LOADER_KEY: net})
+    raster = RasterInput(GSE_BANDS, 0, 1, identity, "precomputed embedding raster; no encoder", scale_m=10.0,
+                         collection=str(spec.option("collection")), precomputed=True)
+    return LoadedModel(spec, "precomputed", {}, {Modality.GEO: PassThroughEncoder("grid")}, "precomputed", "cpu",
+                       raster=raster)

@@ -88,6 +88,10 @@ def read_st_config(folder: Path) -> StConfig:
     return StConfig(transformer_dir, pooling, normalize, max_tokens, int(config["hidden_size"]))
 
 
+FOLDER_MODEL_TYPES = ("*",)
+"""Every folder given directly that no other model family claims is a text encoder."""
+
+
 def spec_from_dir(folder: Path, name: str | None = None) -> ModelSpec:
     """A spec for a text encoder in a local folder (what ``embed("/path/to/model", ...)`` uses)."""
     folder = folder.expanduser().resolve()
@@ -169,3 +173,6 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
         runtime=runtime,
         device=device,
     )
+
+
+spec_for_folder = spec_from_dir

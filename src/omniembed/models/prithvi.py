@@ -52,7 +52,7 @@ def read_config(folder: Path) -> dict[str, Any]:
     return cfg
 
 
-def build_encoder(cfg: dict[str, Any]) -> Any:
+def build_encoder_module(cfg: dict[str, Any]) -> Any:
     import torch
     from torch import nn
 
@@ -136,12 +136,15 @@ def build_encoder(cfg: dict[str, Any]) -> Any:
                 self.location_embed_enc = CoordEncoder()
 
         def forward(self, x: torch.Tensor, temporal: torch.Tensor | None = None,
-                    location: torch.Tensor | None = None) -> torch.Tensor:
+                    location: torch.Tensor | None = None, has_time: torch.Tensor | None = None) -> torch.Tensor:
             b, h, w = x.shape[0], x.shape[-2] // p, x.shape[-1] // p
             pos = torch.as_tensor(self.pos_embed)
             tok = self.patch_embed(x) + pos[:, 1:]
             if temporal is not None and hasattr(self, "temporal_embed_enc"):  # (B, T, 2): year, day of year
-                tok = tok + self.temporal_embed_enc(temporal).repeat_interleave(tok.shape[1] // temporal.shape[1], 1)
+                code = self.temporal_embed_enc(temporal).repeat_interleave(tok.shape[1] // temporal.shape[1], 1)
+                if has_time is not None:  # (B,): 0 where a frame is undated: the time code is left out
+                    code = code * has_time.reshape(-1, 1, 1)
+                tok = tok + code
             if location is not None and hasattr(self, "location_embed_enc"):  # (B, 2): lat, lon
                 tok = tok + self.location_embed_enc(location)[:, None]
             cls = (self.cls_token + pos[:, :1]).expand(b, -1, -1)
@@ -176,30 +179,56 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     import numpy as np
     import torch
 
-    from omniembed.geo.models import GEO_LOADER_KEY, GeoNet
+    from omniembed.inputs.raster import RasterInput
     from omniembed.pipeline import LoadedModel
+    from omniembed.runtime import GraphSpec, build_encoder
     from omniembed.weights import fingerprint
 
     cfg = read_config(folder)
-    net = build_encoder(cfg).eval().to(device)
-    net.load_state_dict(load_state_dict(folder), strict=True)
+    coords = bool(cfg["coords_encoding"])
+    frames, side = int(cfg["num_frames"]), int(cfg["img_size"])
+
+    def fresh() -> Any:
+        net = build_encoder_module(cfg).eval()
+        net.load_state_dict(load_state_dict(folder), strict=True)
+        return net
+
+    built = [fresh()]  # loaded now, so a bad checkpoint fails here; handed to the first build, then dropped
+    names = ("pixel_values", "temporal", "location", "has_time") if coords else ("pixel_values",)
+
+    class Grid(torch.nn.Module):
+        """(N, frames, bands, S, S) [+ (N, frames, 2), (N, 2), (N,)] -> (N, D, S/16, S/16)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = built.pop() if built else fresh()
+
+        def forward(self, pixel_values: torch.Tensor, *side: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.net(pixel_values.transpose(1, 2), *side)
+            return out
+
+    def example() -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(0)
+        feeds = {"pixel_values": rng.standard_normal((2, frames, int(cfg["in_chans"]), side, side), np.float32)}
+        if coords:
+            feeds |= {"temporal": np.tile(np.array([[2022.0, 180.0]], np.float32), (2, frames, 1)),
+                      "location": np.array([[31.2, 121.5]] * 2, np.float32), "has_time": np.ones(2, np.float32)}
+        return feeds
+
+    version = fingerprint(folder, ("*.pt", "*.pth", "config.json"))
+    graph = GraphSpec(cache_key=f"{spec.name}-{version}-grid", build=Grid, input_names=names, output_name="grid",
+                      dynamic_axes={n: {0: "batch"} for n in names}, example=example)
     mean = np.asarray(cfg["mean"], dtype=np.float32)[None, :, None, None]
     std = np.asarray(cfg["std"], dtype=np.float32)[None, :, None, None]
 
-    def prepare(raw: np.ndarray) -> np.ndarray:  # (frames, bands, H, W) reflectance x 10000; no data -> mean
+    def normalize(raw: np.ndarray) -> np.ndarray:  # (frames, bands, H, W) reflectance x 10000; no data -> mean
         return np.nan_to_num((raw - mean) / std, nan=0.0).astype(np.float32)
 
-    def run(batch: np.ndarray, side: dict[str, np.ndarray] | None = None) -> np.ndarray:  # (N, frames, bands, S, S)
-        side = side or {}
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 2, 1, 3, 4))).to(device)
-            extra = {k: torch.from_numpy(v).to(device) for k, v in side.items()}
-            out: np.ndarray = net(x, extra.get("temporal"), extra.get("location")).float().cpu().numpy()
-        return out
-
-    version = fingerprint(folder, ("*.pt", "*.pth", "config.json"))
-    geo = GeoNet(spec.name, version, tuple(spec.option("bands")), int(cfg["embed_dim"]), int(cfg["img_size"]),
-                 int(cfg["patch_size"][1]), prepare, run, "(x - mean) / std per band (Prithvi config); frames="
-                 f"{cfg['num_frames']}; coords={','.join(cfg['coords_encoding']) or 'none'}", scale_m=30.0,
-                 frames=int(cfg["num_frames"]), device=device, coords=bool(cfg["coords_encoding"]))
-    return LoadedModel(spec, version, {}, {}, "torch", device, extras={GEO_LOADER_KEY: geo})
+    raster = RasterInput(tuple(spec.option("bands")), side, int(cfg["patch_size"][1]), normalize,
+                         "(x - mean) / std per band (Prithvi config); frames="
+                         f"{frames}; coords={','.join(cfg['coords_encoding']) or 'none'}",
+                         frames=frames, coords=coords, scale_m=30.0)
+    encoder = build_encoder(graph, runtime, device, settings)
+    if runtime == "onnx":
+        built.clear()  # exported or found in the cache: the torch module is not needed in memory
+    return LoadedModel(spec, version, {}, {Modality.GEO: encoder}, runtime, device, raster=raster)

@@ -100,32 +100,53 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from omniembed.geo.models import GEO_LOADER_KEY, GeoNet, rgb_unit
+    from omniembed.inputs.raster import RasterInput, rgb_unit
     from omniembed.pipeline import LoadedModel
+    from omniembed.runtime import GraphSpec, build_encoder
     from omniembed.weights import fingerprint
+
+    def vision(sd: dict[str, Any]) -> Any:
+        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision_config(sd))).eval()
+        model.load_state_dict(convert_visual(sd), strict=True)
+        return model
 
     sd = read_checkpoint(folder)
     cfg = vision_config(sd)
-    model = CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg)).eval()
-    model.load_state_dict(convert_visual(sd), strict=True)
-    model.to(device)
+    side, patch = int(cfg["image_size"]), int(cfg["patch_size"])
+    built = [vision(sd)]  # loaded now, so a bad checkpoint fails here; handed to the first build, then dropped
+    del sd
+    version = fingerprint(folder, ("*.pt",))
+
+    class PatchGrid(torch.nn.Module):
+        """(N, 1, 3, S, S) -> (N, D, S/patch, S/patch): the last layer's patch tokens after ``ln_post``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.vision = (built.pop() if built else vision(read_checkpoint(folder))).vision_model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            hidden = self.vision(pixel_values=pixel_values[:, 0]).last_hidden_state
+            tokens = self.vision.post_layernorm(hidden[:, 1:])
+            g = side // patch
+            return tokens.reshape(tokens.shape[0], g, g, -1).permute(0, 3, 1, 2)
+
+    graph = GraphSpec(
+        cache_key=f"{spec.name}-{version}-grid",
+        build=PatchGrid,
+        input_names=("pixel_values",),
+        output_name="grid",
+        dynamic_axes={"pixel_values": {0: "batch"}},
+        example=lambda: {"pixel_values": np.random.default_rng(0).random((2, 1, 3, side, side), np.float32)},
+    )
     mean = np.asarray(OPENAI_MEAN, dtype=np.float32)[None, :, None, None]
     std = np.asarray(OPENAI_STD, dtype=np.float32)[None, :, None, None]
-    grid = cfg["image_size"] // cfg["patch_size"]
 
-    def prepare(raw: np.ndarray) -> np.ndarray:
+    def normalize(raw: np.ndarray) -> np.ndarray:  # (frames, 3, H, W)
         return ((rgb_unit(raw) - mean) / std).astype(np.float32)
 
-    def run(batch: np.ndarray) -> np.ndarray:  # (N, 1, 3, S, S)
-        with torch.inference_mode():
-            vm = model.vision_model
-            hidden = vm(pixel_values=torch.from_numpy(np.ascontiguousarray(batch[:, 0])).to(device)).last_hidden_state
-            tokens = vm.post_layernorm(hidden[:, 1:])
-            out: np.ndarray = tokens.reshape(len(batch), grid, grid, -1).permute(0, 3, 1, 2).float().cpu().numpy()
-        return out
-
-    version = fingerprint(folder, ("*.pt",))
-    geo = GeoNet(spec.name, version, tuple(spec.option("bands")), cfg["hidden_size"], cfg["image_size"],
-                 cfg["patch_size"], prepare, run, "true colour 0..0.3 reflectance -> 0..1, CLIP mean/std",
-                 scale_m=10.0, device=device)
-    return LoadedModel(spec, version, {}, {}, "torch", device, extras={GEO_LOADER_KEY: geo, "clip": model})
+    raster = RasterInput(tuple(spec.option("bands")), side, patch, normalize,
+                         "true colour 0..0.3 reflectance -> 0..1, CLIP mean/std", scale_m=10.0)
+    encoder = build_encoder(graph, runtime, device, settings)
+    if runtime == "onnx":
+        built.clear()  # exported or found in the cache: the torch module is not needed in memory
+    return LoadedModel(spec, version, {}, {Modality.GEO: encoder}, runtime, device, raster=raster)

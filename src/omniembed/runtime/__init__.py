@@ -7,7 +7,20 @@ a numpy output, exporting and caching an ONNX graph when the ONNX runtime is cho
 
 from __future__ import annotations
 
-from omniembed.runtime.base import Encoder, GraphSpec, build_encoder, resolve_runtime
+from omniembed.runtime.base import Encoder, GraphSpec, PassThroughEncoder, resolve_runtime
 from omniembed.runtime.cache import ModelCache
+from omniembed.settings import Settings
 
-__all__ = ["Encoder", "GraphSpec", "ModelCache", "build_encoder", "resolve_runtime"]
+__all__ = ["Encoder", "GraphSpec", "ModelCache", "PassThroughEncoder", "build_encoder", "resolve_runtime"]
+
+
+def build_encoder(graph: GraphSpec, runtime: str, device: str, settings: Settings) -> Encoder:
+    """An encoder for ``graph`` on a concrete runtime and device (see ``resolve_runtime``): ONNX Runtime over
+    the cached export, or eager PyTorch."""
+    if runtime == "onnx":
+        from omniembed.runtime.onnx import OnnxEncoder
+
+        return OnnxEncoder.from_graph(graph, device, settings)
+    from omniembed.runtime.torch import TorchEncoder
+
+    return TorchEncoder(graph, device, settings.threads())

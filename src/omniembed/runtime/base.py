@@ -1,4 +1,5 @@
-"""The Encoder interface, runtime/device selection and the factory that builds an encoder."""
+"""The Encoder interface, the graph description, runtime/device selection and the cache helpers that the
+runtimes share. The factory (``build_encoder``) lives in the package, above the runtimes it picks from."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from omniembed.errors import ParameterInvalid, RuntimeUnavailable
-from omniembed.settings import Settings
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Encoder",
     "GraphSpec",
-    "build_encoder",
+    "PassThroughEncoder",
     "cached_artifact",
     "cpu_flags",
     "export_inputs",
@@ -42,6 +42,19 @@ class Encoder(Protocol):
     device: str
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray: ...
+
+
+class PassThroughEncoder:
+    """For precomputed products (the raster read is the embedding): returns the feed ``name`` as it is."""
+
+    runtime = "precomputed"
+
+    def __init__(self, name: str, device: str = "cpu") -> None:
+        self.name = name
+        self.device = device
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(feeds[self.name], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -168,14 +181,3 @@ def resolve_runtime(runtime: str, device: str) -> tuple[str, str]:
     if runtime == "auto":
         runtime = "onnx" if device == "cpu" else "torch"
     return runtime, device
-
-
-def build_encoder(graph: GraphSpec, runtime: str, device: str, settings: Settings) -> Encoder:
-    """An encoder for ``graph`` on a concrete runtime and device (see ``resolve_runtime``)."""
-    if runtime == "onnx":
-        from omniembed.runtime.onnx import OnnxEncoder
-
-        return OnnxEncoder.from_graph(graph, device, settings)
-    from omniembed.runtime.torch import TorchEncoder
-
-    return TorchEncoder(graph, device, settings.threads())

@@ -1,0 +1,224 @@
+"""A region of the Earth as an input of the one pipeline, like an audio clip.
+
+``RegionPreparer.prepare`` reads each region through its backend (local, STAC, GEE, tensor), maps the read to
+model units (the model's ``RasterInput``) and plans tiles (resize, tile, auto): one encoder row per tile. The
+pipeline batches the rows of many regions, encodes them through the model's runtime (ONNX, torch, compiled
+bf16) and hands each region's raw outputs to ``finish``, which stitches the tiles' grids and pools them,
+the way segments of a clip become rows plus a pooled vector. Image models embed regions too: each tile
+becomes an 8-bit true-colour image run through the image model's own preparer, one grid cell per tile.
+The pipeline prepares the next chunk of regions (reads, reprojection) while the current one is encoded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo
+from omniembed.errors import OmniEmbedError
+from omniembed.geo.backends import Raster
+from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from omniembed.geo.tiling import Plan, choose_mode, plan_resize, plan_tiles
+from omniembed.inputs.raster import RasterInput
+from omniembed.pipeline import Prepared, Preparer
+from omniembed.settings import Settings
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["GeoEmbedding", "RegionCall", "RegionPreparer", "to_dataarray"]
+
+
+class GeoEmbedding(Embedding):
+    """An ``Embedding`` whose ``data`` may be a grid ``xarray.DataArray`` (band, y, x); ``pooled`` then holds
+    the mean over the grid's cells, so ``.vector`` works for both."""
+
+    def tolist(self) -> list[Any]:
+        values = getattr(self.data, "values", self.data)
+        result: list[Any] = np.asarray(values).tolist()
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if hasattr(self.data, "dims"):
+            da: Any = self.data
+            out["grid"] = {"dims": list(da.dims), "crs": da.attrs["crs"], "transform": list(da.attrs["transform"]),
+                           "x": da.x.values.tolist(), "y": da.y.values.tolist(),
+                           "band": [str(b) for b in da.band.values]}
+        return out
+
+
+def to_dataarray(grid: np.ndarray, raster: Raster, cell_px: tuple[float, float],
+                 band_names: Sequence[str] | None = None) -> xr.DataArray:
+    """A (D, rows, cols) grid as a DataArray whose ``x``/``y`` are cell centres in the raster's CRS."""
+    import xarray as xr
+    from affine import Affine
+
+    t = raster.grid.transform @ Affine.scale(cell_px[1], cell_px[0])
+    ys = t.f + t.e * (np.arange(grid.shape[1]) + 0.5)
+    xs = t.c + t.a * (np.arange(grid.shape[2]) + 0.5)
+    bands = list(band_names) if band_names is not None else list(range(grid.shape[0]))
+    return xr.DataArray(grid.astype(np.float32), dims=("band", "y", "x"), coords={"band": bands, "y": ys, "x": xs},
+                        attrs={"crs": raster.grid.crs, "transform": tuple(t)[:6]})
+
+
+@dataclass(frozen=True)
+class RegionCall:
+    """What every region of one call shares: where and how to read, and what to return."""
+
+    source: Any
+    """The backend object (``read(spatial, temporal, sensor, settings) -> Raster``)."""
+    sensor: SensorSpec
+    temporal: TemporalSpec | None
+    output: OutputSpec
+    prep: InputPrepSpec
+    settings: Settings
+
+
+@dataclass
+class _Region:
+    """One region's state between its rows' preparation and ``finish``."""
+
+    spatial: BBox | PointBuffer
+    raster: Raster
+    plan: Plan | None
+    """None for a precomputed product (the raster is the grid)."""
+
+
+def _frames(count: int, want: int) -> np.ndarray:
+    """Indices of the frames fed to a model taking ``want`` frames (repeat the last, or pick evenly)."""
+    if count == want:
+        return np.arange(want)
+    if count < want:
+        return np.minimum(np.arange(want), count - 1)
+    return np.round(np.linspace(0, count - 1, want)).astype(int)
+
+
+def _coords(raster: Raster, frames: np.ndarray, spatial: Any, temporal: TemporalSpec | None) -> dict[str, np.ndarray]:
+    """Side inputs of models conditioned on time and place: per frame (year, day of year), falling back to
+    the middle of the time window for undated composites; the region centre's (lat, lon); ``has_time`` 0
+    when some frame stays undated (the time code is then left out, as upstream)."""
+    days = [raster.dates[i] if i < len(raster.dates) else None for i in frames]
+    if any(d is None for d in days) and temporal is not None:
+        mid = temporal.start + timedelta(days=(temporal.end - temporal.start).days // 2)
+        days = [d or mid for d in days]
+    lon0, lat0, lon1, lat1 = spatial.lonlat_bounds()
+    dated = all(d is not None for d in days)
+    when = [[d.year, d.timetuple().tm_yday] if d is not None else [0, 0] for d in days]
+    return {"temporal": np.asarray(when, dtype=np.float32),
+            "location": np.array([(lat0 + lat1) / 2, (lon0 + lon1) / 2], dtype=np.float32),
+            "has_time": np.asarray(1.0 if dated else 0.0, dtype=np.float32)}
+
+
+def describe_region(spatial: Any, temporal: TemporalSpec | None, sensor: SensorSpec, backend: Any) -> str:
+    if isinstance(spatial, PointBuffer):
+        where = f"point({spatial.lon:.5f},{spatial.lat:.5f})+{spatial.buffer_m:g}m"
+    else:
+        where = "bbox(" + ",".join(f"{v:.5f}" for v in spatial.bounds) + ")"
+    when = f" {temporal.start}..{temporal.end}" if temporal else ""
+    return f"{where}{when} {getattr(backend, 'name', backend)}:{sensor.collection}"
+
+
+class RegionPreparer:
+    """Regions -> encoder rows (one per tile) -> ``GeoEmbedding`` (pooled vector or grid).
+
+    ``image`` is an image model's preparer when the model is an image model on RGB composites: each tile is
+    then an 8-bit image it prepares, and each tile's vector is one grid cell."""
+
+    streaming = True
+    """Read the next chunk of regions while the current one is encoded."""
+
+    def __init__(self, raster: RasterInput, call: RegionCall, image: Preparer | None = None) -> None:
+        self.raster = raster
+        self.call = call
+        self.image = image
+        self.max_batch_rows = 1 if raster.precomputed else None
+        """Precomputed rasters differ in size per region: one per call."""
+
+    def contract(self, options: Any) -> str:
+        return self.raster.contract
+
+    def prepare(self, items: Sequence[Any], options: Any) -> list[Any]:
+        return [self._one(i, spatial, options) for i, spatial in enumerate(items)]
+
+    def _one(self, index: int, spatial: Any, options: Any) -> Any:
+        call, raster = self.call, self.raster
+        try:
+            read = call.source.read(spatial, call.temporal, call.sensor, call.settings)
+        except OmniEmbedError as exc:
+            return exc.at_index(index)
+        h, w = read.grid.height, read.grid.width
+        info = InputInfo("geo", describe_region(spatial, call.temporal, call.sensor, call.source), length=w * h)
+        if raster.precomputed:
+            return [Prepared({"grid": read.image}, 1, info, item=_Region(spatial, read, None))]
+        frames = _frames(read.data.shape[0], raster.frames)
+        img = raster.normalize(read.data[frames])
+        try:
+            mode = choose_mode(call.prep, img.shape[-2], img.shape[-1], raster.input_size)
+            plan = plan_resize(img, raster.input_size, raster.patch) if mode == "resize" else \
+                plan_tiles(img, raster.input_size, raster.patch, call.prep)
+        except OmniEmbedError as exc:
+            return exc.at_index(index)
+        info = dataclasses.replace(info, padded=plan.padded)
+        region = _Region(spatial, read, plan)
+        if self.image is not None:
+            return self._image_rows(index, plan, info, region, options)
+        side = _coords(read, frames, spatial, call.temporal) if raster.coords else {}
+        return [Prepared({"pixel_values": tile, **side}, 1, info, item=region) for tile in plan.tiles]
+
+    def _image_rows(self, index: int, plan: Plan, info: InputInfo, region: _Region, options: Any) -> Any:
+        """Each tile (frames, 3, S, S) in 0..1 as an 8-bit RGB image, prepared by the image model."""
+        from PIL import Image
+
+        assert self.image is not None
+        images = [Image.fromarray((np.moveaxis(t[0], 0, -1) * 255).round().astype(np.uint8), "RGB")
+                  for t in plan.tiles]
+        rows = []
+        for prepared in self.image.prepare(images, options):
+            if isinstance(prepared, OmniEmbedError):
+                return prepared.at_index(index)
+            assert isinstance(prepared, Prepared)
+            rows.append(Prepared(prepared.features, 1, info, item=region))
+        return rows
+
+    def collate(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]:
+        if self.image is not None:
+            return self.image.collate(batch)
+        return {key: np.stack([p.features[key] for p in batch]) for key in batch[0].features}
+
+    def finish(self, rows: Sequence[Prepared], outputs: Sequence[np.ndarray], meta: EmbeddingMeta) -> Embedding:
+        """Stitch a region's tile outputs into its grid (D, rows, cols), pool it, and place it on the map."""
+        region: _Region = rows[0].item
+        output, raster = self.call.output, region.raster
+        if region.plan is None:  # precomputed: the raster is the grid, one cell per pixel
+            grid, cell_px, mode = np.asarray(outputs[0], np.float32), (1.0, 1.0), "none"
+        else:
+            tiles = np.stack(outputs)
+            if tiles.ndim == 2:  # an image model: one vector per tile = one cell per tile
+                tiles = tiles[:, :, None, None]
+            grid, cell_px, mode = region.plan.assemble(tiles), region.plan.cell_px, region.plan.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
+            flat = grid.reshape(grid.shape[0], -1)
+            vector = np.nan_to_num(np.nanmean(flat, axis=1) if output.pooling == "mean" else np.nanmax(flat, axis=1))
+        pooled = None
+        if output.mode == "grid":
+            data: Any = to_dataarray(grid, raster, cell_px, raster.bands if self.raster.precomputed else None)
+            pooled = vector.astype(np.float32)
+        else:
+            data = vector.astype(np.float32)
+        h, w = raster.grid.height, raster.grid.width
+        meta = dataclasses.replace(
+            meta,
+            dim=int(grid.shape[0]),
+            pooling=output.pooling if output.mode == "pooled" else "grid",
+            preprocessing=f"{self.raster.contract}; input_prep={mode}; read {w}x{h} px at "
+            f"{abs(raster.grid.transform.a):g} ({raster.grid.crs}); bands={','.join(raster.bands)}",
+        )
+        return GeoEmbedding(data, meta, pooled=pooled)
