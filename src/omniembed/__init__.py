@@ -13,6 +13,7 @@ from omniembed.api import Engine, configure, describe_model, embed, embed_batch,
 from omniembed.client import Client
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
 from omniembed.errors import (
+    BackendAuthFailed,
     InputError,
     InputTooLarge,
     InputUnreadable,
@@ -33,6 +34,7 @@ from omniembed.weights import fingerprint as weights_fingerprint
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendAuthFailed",
     "Client",
     "Embedding",
     "EmbeddingMeta",

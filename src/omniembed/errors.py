@@ -11,6 +11,7 @@ Every error omniembed raises on purpose derives from one root, carries a stable 
     ├── WeightsNotFound                 weights_not_found
     ├── ModelLoadFailed                 model_load_failed
     ├── RuntimeUnavailable              runtime_unavailable
+    │   └── BackendAuthFailed           backend_auth_failed (a remote raster source refused the credentials)
     ├── InternalError                   internal_error (with an incident id in the log)
     └── InputError
         ├── InputUnreadable             input_unreadable
@@ -33,6 +34,7 @@ import logging
 import uuid
 
 __all__ = [
+    "BackendAuthFailed",
     "InputError",
     "InputTooLarge",
     "InputUnreadable",
@@ -125,6 +127,13 @@ class RuntimeUnavailable(OmniEmbedError):
     """The requested runtime, device or optional dependency is not available here."""
 
     code = "runtime_unavailable"
+
+
+class BackendAuthFailed(RuntimeUnavailable):
+    """A remote raster backend (Earth Engine) refused this machine's credentials or has no Cloud project to
+    bill: the message says how to authenticate and which project setting to set."""
+
+    code = "backend_auth_failed"
 
 
 class InputError(OmniEmbedError):

@@ -99,7 +99,8 @@ def _setup(model: str, temporal: TemporalSpec | None, sensor: SensorSpec | None,
     src, sensor = _resolve_backend(backend, sensor, spec.name, raster, eng.settings.geo_sources)
     if output.mode == "grid" and output.scale_m is not None:
         sensor = dataclasses.replace(sensor, scale_m=output.scale_m)
-    return loaded, RegionPreparer(raster, RegionCall(src, sensor, temporal, output, prep, eng.settings), image), encoder
+    call = RegionCall(src, sensor, temporal, output, prep, eng.settings)
+    return loaded, RegionPreparer(raster, call, image, (spec.pooling, spec.normalize)), encoder
 
 
 def region_inputs(

@@ -26,7 +26,7 @@ from omniembed.geo.backends import Raster
 from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 from omniembed.geo.tiling import Plan, choose_mode, plan_resize, plan_tiles
 from omniembed.inputs.raster import RasterInput
-from omniembed.pipeline import Prepared, Preparer
+from omniembed.pipeline import Prepared, Preparer, normalize, pool
 from omniembed.settings import Settings
 
 if TYPE_CHECKING:
@@ -134,10 +134,14 @@ class RegionPreparer:
     streaming = True
     """Read the next chunk of regions while the current one is encoded."""
 
-    def __init__(self, raster: RasterInput, call: RegionCall, image: Preparer | None = None) -> None:
+    def __init__(self, raster: RasterInput, call: RegionCall, image: Preparer | None = None,
+                 image_post: tuple[str, bool] = ("mean", False)) -> None:
         self.raster = raster
         self.call = call
         self.image = image
+        self.image_post = image_post
+        """An image model's own pooling and normalisation of its outputs: each tile's vector is exactly the
+        image model's embedding of that tile."""
         self.max_batch_rows = 1 if raster.precomputed else None
         """Precomputed rasters differ in size per region: one per call."""
 
@@ -200,8 +204,10 @@ class RegionPreparer:
             grid, cell_px, mode = np.asarray(outputs[0], np.float32), (1.0, 1.0), "none"
         else:
             tiles = np.stack(outputs)
-            if tiles.ndim == 2:  # an image model: one vector per tile = one cell per tile
-                tiles = tiles[:, :, None, None]
+            if self.image is not None:  # an image model: its embedding of each tile is one cell
+                pooling, unit = self.image_post
+                vectors = pool(tiles, None, pooling)
+                tiles = (normalize(vectors) if unit else vectors)[:, :, None, None]
             grid, cell_px, mode = region.plan.assemble(tiles), region.plan.cell_px, region.plan.mode
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells

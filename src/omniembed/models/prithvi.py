@@ -203,8 +203,9 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
             super().__init__()
             self.net = built.pop() if built else fresh()
 
-        def forward(self, pixel_values: torch.Tensor, *side: torch.Tensor) -> torch.Tensor:
-            out: torch.Tensor = self.net(pixel_values.transpose(1, 2), *side)
+        def forward(self, pixel_values: torch.Tensor, temporal: torch.Tensor | None = None,
+                    location: torch.Tensor | None = None, has_time: torch.Tensor | None = None) -> torch.Tensor:
+            out: torch.Tensor = self.net(pixel_values.transpose(1, 2), temporal, location, has_time)
             return out
 
     def example() -> dict[str, np.ndarray]:
