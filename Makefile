@@ -31,6 +31,7 @@ lint: install
 
 test: install lint
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+	command -v gdalinfo >/dev/null || (apt-get update -qq && apt-get install -y -qq gdal-bin)  # GIS read-back tests
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (not tests): omniembed side by side with each reference, same inputs and threads.

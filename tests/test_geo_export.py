@@ -16,8 +16,8 @@ import pytest
 from geo_data import CONV_SPEC, geo_engine, shared_geo_dir
 from omniembed.api import Engine
 from omniembed.errors import ParameterInvalid
-from omniembed.geo.export import export_batch, load_item
 from omniembed.geo import OutputSpec, PointBuffer, TemporalSpec, get_embedding
+from omniembed.geo.export import export_batch, load_item
 
 
 @pytest.fixture(scope="module")

@@ -66,9 +66,15 @@ def test_error_tree_codes_and_index() -> None:
     codes = {getattr(errors, n).code for n in errors.__all__ if n not in {"ParameterError", "InputError"}}
     assert {"parameter_invalid", "parameter_not_provided", "model_not_found", "input_unreadable",
             "input_too_large", "weights_not_found", "runtime_unavailable"} <= codes
-    e = errors.InputUnreadable("bad bytes", param="image").at_index(3)
-    assert (e.index, e.message, e.to_dict()["code"]) == (3, "item 3: bad bytes", "input_unreadable")
-    assert str(e) == "[input_unreadable] item 3: bad bytes"
+    original = errors.InputUnreadable("bad bytes", param="image")
+    e = original.at_index(3)
+    # the position is a field; the message never carries it (each face formats it in its client's terms)
+    assert (e.index, e.message, e.to_dict()) == (3, "bad bytes", {"code": "input_unreadable", "message": "bad bytes",
+                                                                   "param": "image", "index": 3})
+    assert original.index is None and type(e) is errors.InputUnreadable  # a copy
+    assert str(e) == "[input_unreadable] (item 3) bad bytes"
+    assert e.shifted(10).index == 13 and e.shifted(10).message == "bad bytes" and original.shifted(5) is original
+    assert e.at_index(None).to_dict() == {"code": "input_unreadable", "message": "bad bytes", "param": "image"}
 
 
 def _padded_cost(batches: list[list[int]], lengths: list[int]) -> float:

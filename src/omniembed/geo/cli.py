@@ -65,16 +65,13 @@ def _spatial(bbox: list[float] | None, point: list[float] | None, buffer: float 
                                param="spatial")
 
 
-def _write_grid(da: Any, path: Path) -> None:
+def _write_grid(da: Any, path: Path, provenance: dict[str, Any]) -> None:
     from omniembed.geo.export.writers import _write_grid_file, save_item
 
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        _write_grid_file("geotiff", path, da)
-    elif suffix == ".nc":
-        _write_grid_file("netcdf", path, da)
-    elif suffix == ".zarr":
-        _write_grid_file("zarr", path, da)
+    formats = {".tif": "geotiff", ".tiff": "geotiff", ".nc": "netcdf", ".zarr": "zarr"}
+    fmt = formats.get(path.suffix.lower())
+    if fmt is not None:
+        _write_grid_file(fmt, path, da, {k: v for k, v in provenance.items() if v is not None})
     else:
         save_item(path, da, {})
 
@@ -113,7 +110,11 @@ def embed(
     if grid:
         summary |= {"crs": data.attrs["crs"], "transform": list(data.attrs["transform"])}
         if out is not None:
-            _write_grid(emb.data, out)
+            import omniembed
+
+            _write_grid(emb.data, out, {"model": emb.meta.model, "model_version": emb.meta.model_version,
+                                        "omniembed_version": omniembed.__version__, "start_date": start,
+                                        "end_date": end})
     elif out is not None:
         if out.suffix.lower() == ".json":
             out.write_text(json.dumps(emb.to_dict()))

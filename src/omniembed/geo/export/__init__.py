@@ -138,7 +138,7 @@ def export_batch(
     finally:
         log.close()
     done = [r for r in records if r["status"] == "done"]
-    files = write_final(fmt, out, done, lambda r: load_item(out / r["item_file"])[0])
+    files = write_final(fmt, out, done, lambda r: load_item(out / r["item_file"]))
     manifest = {
         "format": fmt,
         "models": model_list,

@@ -1,5 +1,16 @@
 """Writers: per-item records (the unit of resume) and the final files of each format, all atomic
-(written to a temporary name in the same folder, then renamed)."""
+(written to a temporary name in the same folder, then renamed).
+
+Every final file carries its georeference and provenance the way GIS tools read it:
+
+- GeoParquet 1.1 (written by geopandas): CRS as PROJJSON (EPSG:4326), WKB polygons, a ``bbox`` covering column.
+- NetCDF / Zarr grids: CF conventions (a ``spatial_ref`` grid-mapping variable with ``crs_wkt`` and
+  ``GeoTransform``, ``grid_mapping`` on the data, x/y with standard names and units; written by rioxarray),
+  plus GDAL's ``_CRS`` attribute in Zarr for GDAL < 3.9, which does not read the CF grid mapping there.
+- Pooled NetCDF / Zarr: per region its id, centroid lon/lat and polygon (WKT, EPSG:4326).
+- GeoTIFF: Cloud-Optimized GeoTIFF (tiled, overviews when larger than a tile), nodata NaN, band descriptions.
+- Global attributes / tags everywhere: model, model_version, start_date, end_date, omniembed_version.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +18,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMATS", "atomic_path", "load_item", "save_item", "write_final"]
+__all__ = ["FORMATS", "atomic_path", "band_names", "load_item", "save_item", "write_final"]
 
 FORMATS = ("npz", "netcdf", "zarr", "geotiff", "geoparquet")
+CONVENTIONS = "CF-1.8"
+LONLAT = "EPSG:4326"
 
 
 @contextmanager
@@ -44,7 +57,8 @@ def save_item(path: Path, data: Any, meta: dict[str, Any]) -> None:
     arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
     if hasattr(data, "dims"):
         arrays |= {"data": np.asarray(data.values, dtype=np.float32), "x": data.x.values, "y": data.y.values,
-                   "band": np.asarray([str(b) for b in data.band.values]),
+                   "band": np.asarray([str(b) for b in data[data.dims[0]].values]),
+                   "dims": np.asarray([str(d) for d in data.dims]),
                    "transform": np.asarray(data.attrs["transform"], dtype=np.float64),
                    "crs": np.frombuffer(str(data.attrs["crs"]).encode(), dtype=np.uint8)}
     else:
@@ -61,83 +75,169 @@ def load_item(path: Path) -> tuple[Any, dict[str, Any]]:
             return z["data"], meta
         import xarray as xr
 
-        da = xr.DataArray(z["data"], dims=("band", "y", "x"),
-                          coords={"band": list(z["band"]), "y": z["y"], "x": z["x"]},
+        dims = tuple(str(d) for d in z["dims"]) if "dims" in z else ("band", "y", "x")
+        da = xr.DataArray(z["data"], dims=dims,
+                          coords={dims[0]: list(z["band"]), dims[1]: z["y"], dims[2]: z["x"]},
                           attrs={"crs": bytes(z["crs"]).decode(), "transform": tuple(z["transform"].tolist())})
         return da, meta
 
 
-def _polygon_wkb(bounds: Sequence[float]) -> bytes:
+def band_names(da: Any) -> list[str]:
+    """The grid's band names; a model grid's bare indices (0, 1, ...) become ``emb_000``, ``emb_001``, ..."""
+    names = [str(b) for b in da[da.dims[0]].values]
+    if names and all(n.isdigit() for n in names):
+        width = max(3, len(str(len(names) - 1)))
+        return [f"emb_{int(n):0{width}d}" for n in names]
+    return names
+
+
+def _version() -> str:
+    from omniembed import __version__
+
+    return __version__
+
+
+def _provenance(models: Sequence[str], versions: Sequence[str], start: str | None, end: str | None) -> dict[str, str]:
+    """Global attributes / tags: what made the file (netCDF attributes cannot be None: absent ones are left out)."""
+    attrs = {"model": ", ".join(models), "model_version": ", ".join(versions), "start_date": start, "end_date": end,
+             "omniembed_version": _version(), "source": f"omniembed {_version()}"}
+    return {k: v for k, v in attrs.items() if v}
+
+
+def _record_attrs(record: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, str]:
+    attrs = _provenance([record["model"]], [str(meta.get("model_version") or "")], record.get("start"),
+                        record.get("end"))
+    attrs["region_id"] = str(record["id"])
+    attrs["region"] = json.dumps(record["spatial"])
+    if meta.get("preprocessing"):
+        attrs["preprocessing"] = str(meta["preprocessing"])
+    return attrs
+
+
+def _polygon(bounds: Sequence[float]) -> Any:
     from shapely.geometry import box
 
-    return bytes(box(*bounds).wkb)
+    return box(*bounds)
 
 
-def _write_geoparquet(target: Path, records: list[dict[str, Any]], vectors: list[np.ndarray]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _write_geoparquet(target: Path, records: list[dict[str, Any]], vectors: list[np.ndarray],
+                      metas: list[dict[str, Any]]) -> None:
+    """GeoParquet 1.1 through geopandas: WKB polygons (lon/lat), CRS EPSG:4326 as PROJJSON, bbox covering."""
+    import geopandas
 
-    table = pa.table({
+    gdf = geopandas.GeoDataFrame({
         "id": [r["id"] for r in records],
         "model": [r["model"] for r in records],
-        "embedding": pa.array([v.tolist() for v in vectors], type=pa.list_(pa.float32())),
+        "model_version": [str(m.get("model_version") or "") for m in metas],
+        "embedding": [np.asarray(v, dtype=np.float32) for v in vectors],
         "spatial": [json.dumps(r["spatial"]) for r in records],
         "start": [r.get("start") for r in records],
         "end": [r.get("end") for r in records],
-        "geometry": pa.array([_polygon_wkb(r["lonlat_bounds"]) for r in records], type=pa.binary()),
-    })
-    geo = {"version": "1.0.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": None,
-                                    "bbox": [min(r["lonlat_bounds"][0] for r in records),
-                                             min(r["lonlat_bounds"][1] for r in records),
-                                             max(r["lonlat_bounds"][2] for r in records),
-                                             max(r["lonlat_bounds"][3] for r in records)]}}}
-    table = table.replace_schema_metadata({b"geo": json.dumps(geo).encode()})
+    }, geometry=[_polygon(r["lonlat_bounds"]) for r in records], crs=LONLAT)
     with atomic_path(target) as tmp:
-        pq.write_table(table, tmp)
+        gdf.to_parquet(tmp, index=False, geometry_encoding="WKB", write_covering_bbox=True, schema_version="1.1.0")
 
 
-def _pooled_dataset(records: list[dict[str, Any]], vectors: list[np.ndarray]) -> Any:
+def _pooled_dataset(records: list[dict[str, Any]], vectors: list[np.ndarray], metas: list[dict[str, Any]]) -> Any:
+    """One (roi, dim) variable per model, with each region's id, centroid lon/lat and polygon (WKT) as
+    coordinates along its roi dimension, so the rows can be put on a map."""
     import xarray as xr
 
     by_model: dict[str, list[int]] = {}
     for k, r in enumerate(records):
         by_model.setdefault(r["model"], []).append(k)
     ds = xr.Dataset()
+    versions = []
     for model, ks in by_model.items():
-        ds[model] = xr.DataArray(np.stack([vectors[k] for k in ks]), dims=(f"{model}_roi", f"{model}_dim"),
-                                 coords={f"{model}_roi": [records[k]["id"] for k in ks]})
+        roi, polys = f"{model}_roi", [_polygon(records[k]["lonlat_bounds"]) for k in ks]
+        version = str(metas[ks[0]].get("model_version") or "")
+        versions.append(version)
+        coords = {
+            roi: xr.Variable(roi, [records[k]["id"] for k in ks], {"long_name": "region id"}),
+            f"{model}_lon": xr.Variable(roi, [p.centroid.x for p in polys], {
+                "standard_name": "longitude", "long_name": "region centroid longitude", "units": "degrees_east"}),
+            f"{model}_lat": xr.Variable(roi, [p.centroid.y for p in polys], {
+                "standard_name": "latitude", "long_name": "region centroid latitude", "units": "degrees_north"}),
+            f"{model}_geometry": xr.Variable(roi, [p.wkt for p in polys], {
+                "long_name": "region polygon (WKT, lon/lat)", "crs": LONLAT}),
+        }
+        ds[model] = xr.DataArray(np.stack([vectors[k] for k in ks]), dims=(roi, f"{model}_dim"), coords=coords,
+                                 attrs={"long_name": f"{model} embedding", "model": model, "model_version": version})
+    ds.attrs = {"Conventions": CONVENTIONS, "title": "omniembed region embeddings",
+                **_provenance(list(by_model), versions, records[0].get("start"), records[0].get("end"))}
     return ds
 
 
-def _write_grid_file(fmt: str, target: Path, da: Any) -> None:
-    if fmt == "geotiff":
-        import rasterio
-        from affine import Affine
+def _grid_array(da: Any, attrs: Mapping[str, str]) -> Any:
+    """The grid as CF: ``spatial_ref`` grid mapping (crs_wkt, GeoTransform), x/y with standard names and
+    units, NaN fill value; ``crs``/``transform`` attributes kept for readers of earlier exports."""
+    import rioxarray  # noqa: F401  (registers .rio)
+    import xarray as xr
+    from affine import Affine
+    from pyproj import CRS
 
-        with atomic_path(target) as tmp, rasterio.open(
-            tmp, "w", driver="GTiff", count=da.shape[0], height=da.shape[1], width=da.shape[2], dtype="float32",
-            crs=da.attrs["crs"], transform=Affine(*da.attrs["transform"]), compress="deflate",
-        ) as dst:
-            dst.write(np.asarray(da.values, dtype=np.float32))
-            for i, b in enumerate(da.band.values, start=1):
-                dst.set_band_description(i, str(b))
+    crs = CRS.from_user_input(da.attrs["crs"])
+    transform = Affine(*da.attrs["transform"][:6])
+    bdim, ydim, xdim = da.dims
+    out = xr.DataArray(np.asarray(da.values, dtype=np.float32), dims=(str(bdim), "y", "x"),
+                       coords={str(bdim): band_names(da), "y": np.asarray(da[ydim].values, dtype=np.float64),
+                               "x": np.asarray(da[xdim].values, dtype=np.float64)},
+                       attrs={"long_name": "embedding"})
+    out = out.rio.write_crs(crs.to_wkt()).rio.write_transform(transform).rio.write_coordinate_system()
+    out.attrs |= {"crs": str(da.attrs["crs"]), "transform": list(transform)[:6]}
+    out.encoding["_FillValue"] = np.float32(np.nan)
+    return out.to_dataset(name="embedding").assign_attrs({"Conventions": CONVENTIONS, **attrs})
+
+
+def _gdal_crs(crs_text: str) -> dict[str, str]:
+    """GDAL's Zarr ``_CRS`` attribute (read by every GDAL with a Zarr driver; the CF grid mapping from 3.9)."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(crs_text)
+    out = {"wkt": crs.to_wkt()}
+    authority = crs.to_authority()
+    if authority and authority[0] == "EPSG":
+        out["url"] = f"http://www.opengis.net/def/crs/EPSG/0/{authority[1]}"
+    return out
+
+
+def _write_cog(target: Path, da: Any, attrs: Mapping[str, str]) -> None:
+    """Cloud-Optimized GeoTIFF: tiled, deflate, overviews (averaged) when larger than a tile, nodata NaN,
+    band descriptions and provenance tags."""
+    import rasterio
+    from affine import Affine
+
+    bands, height, width = da.shape
+    profile = {"driver": "COG", "count": bands, "height": height, "width": width, "dtype": "float32",
+               "crs": da.attrs["crs"], "transform": Affine(*da.attrs["transform"][:6]), "nodata": float("nan"),
+               "compress": "deflate", "predictor": 3, "blocksize": 256, "overview_resampling": "average"}
+    with atomic_path(target) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(np.asarray(da.values, dtype=np.float32))
+        for i, name in enumerate(band_names(da), start=1):
+            dst.set_band_description(i, name)
+        dst.update_tags(**attrs, TIFFTAG_SOFTWARE=f"omniembed {_version()}")
+
+
+def _write_grid_file(fmt: str, target: Path, da: Any, attrs: Mapping[str, str] | None = None) -> None:
+    """One grid DataArray (band, y, x) with ``crs``/``transform`` attrs to a GeoTIFF (COG), NetCDF or Zarr."""
+    attrs = dict(attrs) if attrs is not None else _provenance([], [], None, None)
+    if fmt == "geotiff":
+        _write_cog(target, da, attrs)
         return
-    out = da.copy()
-    out.attrs = {"crs": str(da.attrs["crs"]), "transform": list(da.attrs["transform"])}
-    out["band"] = [str(b) for b in da.band.values]
-    ds = out.to_dataset(name="embedding")
+    ds = _grid_array(da, attrs)
     if fmt == "netcdf":
         with atomic_path(target) as tmp:
             ds.to_netcdf(tmp, engine="h5netcdf")
     else:
+        ds["embedding"].attrs["_CRS"] = _gdal_crs(da.attrs["crs"])
         with atomic_path(target, directory=True) as tmp:
             ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
 
 
 def write_final(fmt: str, out_dir: Path, records: list[dict[str, Any]],
-                load: Callable[[dict[str, Any]], Any]) -> list[str]:
-    """Assemble the finished items into the format's files; returns the files written (relative)."""
+                load: Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]]) -> list[str]:
+    """Assemble the finished items into the format's files; returns the files written (relative).
+    ``load(record)`` gives the item's (data, meta)."""
     if not records:
         return []
     grid = records[0]["output"] == "grid"
@@ -151,11 +251,14 @@ def write_final(fmt: str, out_dir: Path, records: list[dict[str, Any]],
                 with atomic_path(target) as tmp:
                     shutil.copyfile(out_dir / r["item_file"], tmp)
             else:
-                _write_grid_file(fmt, target, load(r))
+                da, meta = load(r)
+                _write_grid_file(fmt, target, da, _record_attrs(r, meta))
             r["file"] = rel
             written.append(rel)
         return written
-    vectors = [np.asarray(load(r), dtype=np.float32) for r in records]
+    loaded = [load(r) for r in records]
+    vectors = [np.asarray(data, dtype=np.float32) for data, _ in loaded]
+    metas = [meta for _, meta in loaded]
     if fmt == "npz":
         arrays: dict[str, Any] = {}
         for model in dict.fromkeys(r["model"] for r in records):
@@ -166,15 +269,15 @@ def write_final(fmt: str, out_dir: Path, records: list[dict[str, Any]],
             np.savez(fh, **arrays)
         written.append("embeddings.npz")
     elif fmt == "geoparquet":
-        _write_geoparquet(out_dir / "embeddings.parquet", records, vectors)
+        _write_geoparquet(out_dir / "embeddings.parquet", records, vectors, metas)
         written.append("embeddings.parquet")
     elif fmt == "netcdf":
         with atomic_path(out_dir / "embeddings.nc") as tmp:
-            _pooled_dataset(records, vectors).to_netcdf(tmp, engine="h5netcdf")
+            _pooled_dataset(records, vectors, metas).to_netcdf(tmp, engine="h5netcdf")
         written.append("embeddings.nc")
     elif fmt == "zarr":
         with atomic_path(out_dir / "embeddings.zarr", directory=True) as tmp:
-            _pooled_dataset(records, vectors).to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
+            _pooled_dataset(records, vectors, metas).to_zarr(tmp, mode="w", consolidated=True, zarr_format=2)
         written.append("embeddings.zarr")
     for r in records:
         r["file"] = written[0]
