@@ -6,8 +6,8 @@ transform equal to the grid's (and on the source's pixel grid), geometry bounds 
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
