@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 import omniembed
 from audio_data import AudioFiles, have_espeak, noise, tone
@@ -36,28 +38,88 @@ def voice_encoder() -> Any:
     return VoiceEncoder("cpu", verbose=False)
 
 
-@pytest.mark.parametrize("voice,sentence", [("a", 0), ("b", 1)])
-def test_ge2e_matches_resemblyzer(
-    files: AudioFiles, torch_engine: omniembed.Engine, voice_encoder: Any, voice: str, sentence: int
-) -> None:
+def reference_wave(path: Path) -> np.ndarray:
+    """The clip at 16 kHz raised to -30 dBFS as resemblyzer's ``preprocess_wav`` does, before its trimming."""
     import librosa
     from resemblyzer import audio as resemblyzer_audio
 
-    path = files.speech(voice, sentence)  # 22.05 kHz: both sides resample to 16 kHz
-    ours = torch_engine.embed("speaker-ge2e", audio=str(path))
-    # resemblyzer's own loading, volume normalisation and embed_utterance (without its VAD trimming)
     wav, _ = librosa.load(str(path), sr=16000)
-    wav = resemblyzer_audio.normalize_volume(wav, -30, increase_only=True)
-    ref, partials, slices = voice_encoder.embed_utterance(wav, return_partials=True)
-    assert float(ours.vector @ ref) >= 0.999
-    assert ours.data.shape == partials.shape  # one segment per partial window, at the same times
-    assert np.min(np.sum(unit(ours.data) * partials, axis=1)) >= 0.999
-    assert [s.start_sec for s in ours.meta.segments] == pytest.approx([s.start / 16000 for s in slices])
-    # resemblyzer's full pipeline (preprocess_wav adds webrtcvad trimming of long pauses, which these
-    # clips do not have) gives the same vector
+    return np.asarray(resemblyzer_audio.normalize_volume(wav, -30, increase_only=True))
+
+
+def with_pauses(files: AudioFiles, voice: str, sentence: int) -> Path:
+    """An espeak-ng sentence with 1 s of silence before it, 1.5 s in its middle and 0.8 s after it."""
+    speech = files.speech(voice, sentence)
+    wave, rate = sf.read(speech, dtype="float32")
+    gap = [np.zeros(round(seconds * rate), np.float32) for seconds in (1.0, 1.5, 0.8)]
+    half = len(wave) // 2
+    return files.write(f"pauses-{voice}{sentence}.wav", np.concatenate([gap[0], wave[:half], gap[1], wave[half:],
+                                                                         gap[2]]), rate)
+
+
+@pytest.mark.parametrize("voice,sentence,pauses", [("a", 0, False), ("b", 1, False), ("a", 0, True), ("b", 1, True)])
+def test_ge2e_matches_resemblyzer_documented_use(
+    files: AudioFiles, torch_engine: omniembed.Engine, voice_encoder: Any, voice: str, sentence: int, pauses: bool
+) -> None:
+    """speaker-ge2e is ``VoiceEncoder().embed_utterance(preprocess_wav(path))``: resemblyzer's loading, volume
+    normalisation and webrtcvad trimming of long silences, run here by resemblyzer itself."""
     from resemblyzer import preprocess_wav
 
-    assert float(ours.vector @ voice_encoder.embed_utterance(preprocess_wav(path))) >= 0.999
+    path = with_pauses(files, voice, sentence) if pauses else files.speech(voice, sentence)  # 22.05 kHz
+    ours = torch_engine.embed("speaker-ge2e", audio=str(path))
+    trimmed = preprocess_wav(path)
+    ref, partials, slices = voice_encoder.embed_utterance(trimmed, return_partials=True)
+    assert float(ours.vector @ ref) >= 0.999
+    assert ours.data.shape == partials.shape  # one segment per partial window
+    assert np.min(np.sum(unit(ours.data) * partials, axis=1)) >= 0.999
+    # segment times are real times in the original clip: each segment starts where its window's audio
+    # starts there (16 samples compared: window starts never fall within a trimmed frame)
+    original = reference_wave(path)
+    segments = ours.meta.segments
+    for segment, piece in zip(segments, slices, strict=True):
+        at = round(segment.start_sec * 16000)
+        np.testing.assert_allclose(original[at : at + 16], trimmed[piece.start : piece.start + 16], atol=2e-3)
+    duration = len(original) / 16000
+    assert all(a.start_sec < b.start_sec for a, b in itertools.pairwise(segments))
+    assert all(s.start_sec + 1.6 - 1e-6 <= s.end_sec <= duration for s in segments)
+    if pauses:
+        assert 0.85 <= segments[0].start_sec <= 1.0  # 90 ms of the leading 1 s of silence is kept
+        assert max(s.end_sec - s.start_sec for s in segments) > 2.5  # a window across the shortened pause
+        untrimmed = torch_engine.embed("speaker-ge2e-untrimmed", audio=str(path))
+        assert float(untrimmed.vector @ ref) < 0.99  # the pauses matter: this test tells the two apart
+    else:
+        assert segments[0].start_sec < 0.1
+
+
+@pytest.mark.parametrize("voice,sentence", [("a", 0), ("b", 1)])
+def test_ge2e_untrimmed_is_embed_utterance_without_vad(
+    files: AudioFiles, torch_engine: omniembed.Engine, voice_encoder: Any, voice: str, sentence: int
+) -> None:
+    path = with_pauses(files, voice, sentence)
+    ours = torch_engine.embed("speaker-ge2e-untrimmed", audio=str(path))
+    ref, partials, slices = voice_encoder.embed_utterance(reference_wave(path), return_partials=True)
+    assert float(ours.vector @ ref) >= 0.999
+    assert ours.data.shape == partials.shape
+    assert np.min(np.sum(unit(ours.data) * partials, axis=1)) >= 0.999
+    assert [s.start_sec for s in ours.meta.segments] == pytest.approx([s.start / 16000 for s in slices])
+    assert "trimmed" not in ours.meta.preprocessing
+    assert "long silences trimmed" in torch_engine.embed("speaker-ge2e", audio=str(path)).meta.preprocessing
+
+
+def test_trim_silences_shortens_pauses_only(files: AudioFiles) -> None:
+    from omniembed.inputs.audio_frontend import trim_silences
+
+    wave = reference_wave(with_pauses(files, "a", 0))
+    trim = trim_silences(wave, 16000)
+    assert trim is not None and trim.frame == 480
+    kept = trim.frames * trim.frame  # first sample of each kept frame
+    gaps = np.diff(kept)[np.diff(kept) > trim.frame] - trim.frame
+    assert len(gaps) >= 1 and max(gaps) >= 1.5 * 16000 - 2 * 0.18 * 16000  # the 1.5 s pause is cut to <= 180 ms
+    assert kept[0] >= 0.9 * 16000 and len(wave) - kept[-1] >= 0.7 * 16000  # leading/trailing silence
+    assert len(trim.apply(wave)) == len(trim.frames) * 480
+    assert trim.position(0) == kept[0] and trim.position(480 + 5) == kept[1] + 5
+    assert trim_silences(np.zeros(32000, np.float32), 16000) is None  # nothing voiced: nothing trimmed
+    assert trim_silences(np.zeros(100, np.float32), 16000) is None  # shorter than one 30 ms frame
 
 
 def test_ge2e_same_voice_scores_higher(files: AudioFiles, torch_engine: omniembed.Engine) -> None:

@@ -91,7 +91,10 @@ def test_jsonl_with_bad_lines_reports_and_skips(tmp_path: Path) -> None:
     result = runner.invoke(app, ["embed", "minilm", "-i", str(src), "-o", str(out), "--runtime", "torch"])
     assert result.exit_code == 0, result.output
     assert "wrote 3 embeddings" in result.stderr and "3 skipped" in result.stderr
-    assert "id=2" in result.stderr and "id=e" in result.stderr and "id=n" in result.stderr
+    # each skipped line named by its line number (and its own id where it has one), from the error's index
+    assert "skipped line 2: [parameter_invalid] not JSON" in result.stderr
+    assert "skipped line 4 (id=e): [parameter_invalid]" in result.stderr
+    assert "skipped line 5 (id=n): [parameter_invalid]" in result.stderr
     table = pq.read_table(out)
     assert table.column("id").to_pylist() == ["a", "3", "z"]
     assert table.column("text").to_pylist() == ["first", "a bare string", "last"]

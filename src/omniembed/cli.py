@@ -6,19 +6,27 @@ output can be piped. Settings come from ``OMNIEMBED_*`` variables, read when a c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from omniembed.api import Engine
-from omniembed.cli_common import err
+from omniembed.cli_common import (
+    check_out,
+    embedding_column,
+    err,
+    listen_socket,
+    report_skipped,
+    show_progress,
+    write_parquet,
+)
 from omniembed.cli_common import fail as _fail
 from omniembed.cli_common import new_engine as _engine
 from omniembed.embedding import Embedding
@@ -114,6 +122,7 @@ def models_prepare(
     """
     import time
 
+    show_progress()
     engine = _engine()
     for name in names:
         started = time.perf_counter()
@@ -127,80 +136,87 @@ def models_prepare(
 
 
 # -- embed ----------------------------------------------------------------------------------------
-def _read_inputs(path: Path) -> Iterator[tuple[str, Any]]:
-    """(id, text) pairs from a .txt (one text a line) or .jsonl (strings or {"text", "id"}) file.
+@dataclass(frozen=True)
+class Record:
+    """One input of a text file: its line number, its id (the line number unless a JSONL object gives one)
+    and its text, or the error that makes the line unusable."""
 
-    Blank lines are skipped; a JSONL line that does not parse is yielded as an error in its place.
+    line: int
+    id: str
+    value: Any
+
+    def where(self) -> str:
+        """The record's position in the CLI's terms: ``line 12``, plus the id where it is not the line."""
+        return f"line {self.line}" if self.id == str(self.line) else f"line {self.line} (id={self.id})"
+
+
+def _read_inputs(path: Path) -> list[Record]:
+    """The records of a .txt (one text a line) or .jsonl (strings or {"text", "id"}) file.
+
+    Blank lines are skipped; a JSONL line that does not parse is kept as an error in its place.
     """
     if not path.is_file():
         raise ParameterInvalid(f"input file {path} does not exist", param="input")
     jsonl = path.suffix.lower() in {".jsonl", ".ndjson"}
+    records: list[Record] = []
     with path.open(encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, 1):
             line = line.rstrip("\n")
             if not line.strip():
                 continue
             if not jsonl:
-                yield str(number), line
+                records.append(Record(number, str(number), line))
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield str(number), ParameterInvalid(f"line {number}: not JSON ({exc.msg})", param="input")
+                problem = ParameterInvalid(f"not JSON ({exc.msg})", param="input", index=len(records))
+                records.append(Record(number, str(number), problem))
                 continue
             if isinstance(obj, dict):
-                yield str(obj.get("id", number)), obj.get("text")
+                records.append(Record(number, str(obj.get("id", number)), obj.get("text")))
             else:
-                yield str(number), obj
+                records.append(Record(number, str(number), obj))
+    return records
 
 
-def report_skipped(failed: list[tuple[str, OmniEmbedError]], total: int, any_good: bool, noun: str) -> None:
-    """Print the skipped items (the first 20) on stderr; exit 1 when nothing at all was embedded."""
-    for label, problem in failed[:20]:
-        message = problem.message.split(": ", 1)[-1] if problem.message.startswith("item ") else problem.message
-        err.print(f"[yellow]skipped[/] {escape(f'{label}: [{problem.code}] {message}')}", highlight=False)
-    if len(failed) > 20:
-        err.print(f"... and {len(failed) - 20} more", highlight=False)
-    if not any_good:
-        err.print(f"[bold red]error[/] none of the {total} {noun} could be embedded")
-        raise typer.Exit(1)
-
-
-def _write_parquet(path: Path, rows: list[tuple[str, str, Embedding]]) -> None:
-    import numpy as np
+def _write_texts(path: Path, rows: list[tuple[str, str, Embedding]]) -> None:
+    """One row per text: ``id``, ``text``, ``n_tokens``, ``truncated``, ``embedding``."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    dim = rows[0][2].data.shape[0]
-    meta = rows[0][2].meta
-    flat = np.concatenate([r[2].data for r in rows]) if rows else np.zeros(0, np.float32)
-    table = pa.table(
-        {
-            "id": pa.array([r[0] for r in rows], pa.string()),
-            "text": pa.array([r[1] for r in rows], pa.string()),
-            "n_tokens": pa.array([r[2].meta.input.length for r in rows], pa.int32()),
-            "truncated": pa.array([r[2].meta.input.truncated for r in rows], pa.bool_()),
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
-        }
-    )
-    info = {"model": meta.model, "model_version": meta.model_version, "dim": dim, "pooling": meta.pooling,
-            "normalized": meta.normalized, "preprocessing": meta.preprocessing}
-    table = table.replace_schema_metadata({b"omniembed": json.dumps(info).encode()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    columns = {
+        "id": pa.array([r[0] for r in rows], pa.string()),
+        "text": pa.array([r[1] for r in rows], pa.string()),
+        "n_tokens": pa.array([r[2].meta.input.length for r in rows], pa.int32()),
+        "truncated": pa.array([r[2].meta.input.truncated for r in rows], pa.bool_()),
+        "embedding": embedding_column([r[2] for r in rows]),
+    }
+    write_parquet(path, columns, rows[0][2])
+
+
+def _write_audio(path: Path, source: str, result: Embedding) -> None:
+    """One row per segment: ``path``, ``start_sec``, ``end_sec``, ``embedding``; the pooled vector of the
+    clip is in the schema metadata (``omniembed`` → ``pooled``)."""
+    import pyarrow as pa
+
+    segments = result.meta.segments
+    columns = {
+        "path": pa.array([source] * len(segments), pa.string()),
+        "start_sec": pa.array([s.start_sec for s in segments], pa.float64()),
+        "end_sec": pa.array([s.end_sec for s in segments], pa.float64()),
+        "embedding": embedding_column([result]),
+    }
+    write_parquet(path, columns, result, pooled=[float(x) for x in result.vector])
 
 
 def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, options: dict[str, Any]) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if out_path.suffix.lower() != ".parquet":
-        raise ParameterInvalid(f"--out must end in .parquet, not {out_path.name!r}", param="out")
-    records = list(_read_inputs(input_path))
+    check_out(out_path)
+    records = _read_inputs(input_path)
     if not records:
         raise ParameterInvalid(f"input file {input_path} holds no texts", param="input")
-    parse_errors = {i: v for i, (_, v) in enumerate(records) if isinstance(v, OmniEmbedError)}
-    texts = [None if isinstance(v, OmniEmbedError) else v for _, v in records]
+    texts = [None if isinstance(r.value, OmniEmbedError) else r.value for r in records]
     engine.load(model, runtime=options.get("runtime"), device=options.get("device"))
     columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
@@ -210,14 +226,16 @@ def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, op
         )
     good: list[tuple[str, str, Embedding]] = []
     failed: list[tuple[str, OmniEmbedError]] = []
-    for i, ((item_id, text), result) in enumerate(zip(records, results, strict=True)):
-        problem = parse_errors.get(i, result if isinstance(result, OmniEmbedError) else None)
-        if problem is not None:
-            failed.append((item_id, problem))
+    for i, (record, result) in enumerate(zip(records, results, strict=True)):
+        if isinstance(record.value, OmniEmbedError):
+            result = record.value
+        if isinstance(result, OmniEmbedError):
+            # the error's index is its position among the records: shown as the file's line
+            failed.append((records[result.index if result.index is not None else i].where(), result))
         else:
-            good.append((item_id, text, result))
-    report_skipped([(f"id={item_id}", problem) for item_id, problem in failed], len(records), bool(good), "inputs")
-    _write_parquet(out_path, good)
+            good.append((record.id, record.value, result))
+    report_skipped(failed, len(records), bool(good), "inputs")
+    _write_texts(out_path, good)
     err.print(f"wrote {len(good)} embeddings to {out_path}; {len(failed)} skipped", highlight=False)
 
 
@@ -236,7 +254,10 @@ def embed(
         Path | None,
         typer.Option("--input", "-i", help="A .txt (one text a line) or .jsonl file, or a folder of images."),
     ] = None,
-    out_path: Annotated[Path | None, typer.Option("--out", "-o", help="Output .parquet for --input.")] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write a .parquet file (folders are created) instead of JSON to stdout."),
+    ] = None,
     truncate: Annotated[str, typer.Option(help="Too-long text: end | start | none (none: error).")] = "end",
     normalize: Annotated[
         bool | None, typer.Option("--normalize/--no-normalize", help="L2-normalise (default: as the model).")
@@ -248,14 +269,17 @@ def embed(
     summary: Annotated[bool, typer.Option("--summary", help="A short human-readable summary, not the vector.")] = False,
 ) -> None:
     """Embed one text (--text), image (--image) or audio file (--audio), or a text file or image folder
-    (--input ... --out out.parquet)."""
+    (--input ... --out out.parquet). With --out, one input is written to Parquet in the same format."""
     options: dict[str, Any] = {
         "truncate": truncate, "normalize": normalize, "pooling": pooling, "runtime": runtime, "device": device
     }
+    show_progress()
     engine = _engine()
     try:
         if sum(x is not None for x in (text, image, audio, input_path)) != 1:
             raise ParameterInvalid("give exactly one of --text, --image, --audio or --input", param="text")
+        if out_path is not None:
+            check_out(out_path)
         if input_path is not None:
             if out_path is None:
                 raise ParameterInvalid("--input needs --out FILE.parquet", param="out")
@@ -275,13 +299,31 @@ def embed(
             result = engine.embed(model, image=image, **options)
         else:
             result = engine.embed(model, text=text, **options)
+        if out_path is not None:
+            _write_one(out_path, result, text=text, image=image, audio=audio)
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     if summary:
         _print_summary(result)
-        return
-    json.dump({"model": result.meta.model, "dim": result.meta.dim, **result.to_dict()}, sys.stdout)
-    sys.stdout.write("\n")
+    elif out_path is None:
+        json.dump({"model": result.meta.model, "dim": result.meta.dim, **result.to_dict()}, sys.stdout)
+        sys.stdout.write("\n")
+
+
+def _write_one(out_path: Path, result: Embedding, *, text: str | None, image: str | None, audio: str | None) -> None:
+    """``--out`` for one input: the format ``--input`` writes for its kind (audio: one row per segment)."""
+    if audio is not None:
+        _write_audio(out_path, audio, result)
+        rows = len(result.meta.segments)
+    elif image is not None:
+        from omniembed.cli_images import write_images
+
+        write_images(out_path, [(image, result)])
+        rows = 1
+    else:
+        _write_texts(out_path, [("1", text or "", result)])
+        rows = 1
+    err.print(f"wrote {rows} embedding{'s' if rows != 1 else ''} to {out_path}", highlight=False)
 
 
 def _print_summary(result: Embedding) -> None:
@@ -315,10 +357,6 @@ def serve(
     """Run the HTTP server: OpenAI /v1/embeddings, TwelveLabs /v1.3/embed, feature-extraction-server /api/tasks."""
     import logging
 
-    import uvicorn
-
-    from omniembed.service import create_app
-
     overrides: dict[str, Any] = {}
     if host is not None:
         overrides["host"] = host
@@ -327,6 +365,14 @@ def serve(
     if models is not None:
         overrides["serve_models"] = [m.strip() for m in models.split(",") if m.strip()]
     settings = Settings().model_copy(update=overrides)
+    try:
+        sock = listen_socket(settings.host, settings.port)
+    except OmniEmbedError as exc:
+        raise _fail(exc) from None
+    import uvicorn
+
+    from omniembed.service import create_app
+
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     base = f"http://{settings.host}:{settings.port}"
     err.print(
@@ -334,13 +380,19 @@ def serve(
         f"feature-extraction-server {base}/api/tasks/... · docs {base}/docs)",
         highlight=False,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_sec) or None,
-    )
+    with sock:  # served as bound above: nothing can take the port in between
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_sec) or None,
+        )
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it after its graceful stop
+            server.run(sockets=[sock])
+    if not server.started:  # e.g. a model in --models failed to load (the log says why)
+        raise typer.Exit(3)
 
 
 def main() -> None:

@@ -1,22 +1,34 @@
-"""What every CLI module shares: the stderr console, the error exit, and an engine from the settings.
+"""What every CLI module shares: the stderr console, the error exit, an engine from the settings, the
+``--out`` Parquet file (its checks, the skipped-items report, the atomic write), and serve's socket.
 
 Kept apart from ``cli.py`` because ``cli.py`` mounts the geo commands while it is still being imported.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import errno
+import json
+import logging
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from omniembed.errors import OmniEmbedError
+from omniembed.errors import OmniEmbedError, ParameterInvalid
 
 if TYPE_CHECKING:
-    from omniembed.api import Engine
+    import pyarrow as pa
 
-__all__ = ["err", "fail", "new_engine"]
+    from omniembed.api import Engine
+    from omniembed.embedding import Embedding
+
+__all__ = ["check_out", "embedding_column", "err", "fail", "listen_socket", "new_engine", "report_skipped",
+           "show_progress", "write_parquet"]
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -29,7 +41,108 @@ def new_engine() -> Engine:
     return Engine(Settings())
 
 
+class _ConsoleHandler(logging.Handler):
+    """Log records as plain lines on the stderr console (resolved when written, as the tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(self.format(record), markup=False, highlight=False)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def show_progress() -> None:
+    """Show the ``omniembed.runtime`` INFO lines (``preparing minilm: exporting to ONNX...``, ``done in
+    12.3 s``) on stderr, so that a first use which spends a minute exporting says why."""
+    logger = logging.getLogger("omniembed.runtime")
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 def fail(exc: OmniEmbedError) -> typer.Exit:
     """Print an error as ``error [code] message`` on stderr; exit 2 for bad parameters, else 1."""
     err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False)
     return typer.Exit(2 if exc.code.startswith("parameter") else 1)
+
+
+def check_out(path: Path) -> Path:
+    """The ``--out`` file, checked before any work: a ``.parquet`` name whose folder exists (it is created,
+    with its parents, when missing)."""
+    if path.suffix.lower() != ".parquet":
+        raise ParameterInvalid(f"--out must end in .parquet, not {path.name!r}", param="out")
+    if path.is_dir():
+        raise ParameterInvalid(f"--out {path} is a folder; give a file name ending in .parquet", param="out")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ParameterInvalid(f"cannot create the folder {path.parent} for --out: {reason}", param="out") from None
+    return path
+
+
+def report_skipped(failed: Sequence[tuple[str, OmniEmbedError]], total: int, any_good: bool, noun: str) -> None:
+    """Print the skipped items (the first 20) as ``skipped WHERE: [code] message`` on stderr; exit 1 when
+    nothing at all was embedded. ``WHERE`` is the item's position in the CLI's terms (``line 12``, a file
+    name), made by the caller from the error's ``index``; messages never carry positions."""
+    for where, problem in failed[:20]:
+        err.print(f"[yellow]skipped[/] {escape(f'{where}: [{problem.code}] {problem.message}')}", highlight=False)
+    if len(failed) > 20:
+        err.print(f"... and {len(failed) - 20} more", highlight=False)
+    if not any_good:
+        err.print(f"[bold red]error[/] none of the {total} {noun} could be embedded")
+        raise typer.Exit(1)
+
+
+def embedding_column(results: Sequence[Embedding]) -> pa.Array:
+    """One fixed-size float32 list per row: the rows of each result's ``data``, in order."""
+    import numpy as np
+    import pyarrow as pa
+
+    dim = results[0].data.shape[-1]
+    flat = np.concatenate([r.data.reshape(-1) for r in results])
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
+
+
+def write_parquet(path: Path, columns: dict[str, pa.Array], first: Embedding, **extra: Any) -> None:
+    """Write ``columns`` to ``path`` atomically, with the model's facts (and ``extra``) as JSON in the schema
+    metadata under ``omniembed``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = first.meta
+    info = {"model": meta.model, "model_version": meta.model_version, "dim": first.data.shape[-1],
+            "pooling": meta.pooling, "normalized": meta.normalized, "preprocessing": meta.preprocessing, **extra}
+    table = pa.table(columns).replace_schema_metadata({b"omniembed": json.dumps(info).encode()})
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise ParameterInvalid(f"cannot write --out {path}: {reason}", param="out") from None
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds: SO_REUSEADDR, IPv6 when the host has a colon), so
+    that a busy port is a clear error before the banner and before any model loads."""
+    if not 0 < port < 65536:
+        raise ParameterInvalid(f"port must be between 1 and 65535, not {port}", param="port")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ParameterInvalid(f"port {port} on {host} is in use; pick another with --port", param="port") from None
+        reason = exc.strerror or str(exc)
+        raise ParameterInvalid(
+            f"cannot listen on {host}:{port} ({reason}); check --host (OMNIEMBED_HOST) and --port", param="host"
+        ) from None
+    sock.set_inheritable(True)
+    return sock

@@ -1,23 +1,24 @@
 """``omniembed embed MODEL --input DIR --out out.parquet``: every image file under a folder, recursively.
 
 Files are embedded in chunks (memory stays bounded for large folders) with a progress bar on stderr;
-files that cannot be read are reported and skipped with their count, never fatal.
+files that cannot be read are reported by name and skipped with their count, never fatal. One image
+(``--image X --out out.parquet``) is written in the same format: columns ``path``, ``pixels``, ``embedding``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from omniembed.api import Engine
+from omniembed.cli_common import check_out, embedding_column, report_skipped, write_parquet
 from omniembed.embedding import Embedding
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.inputs.image import IMAGE_SUFFIXES
 
-__all__ = ["embed_folder", "image_files"]
+__all__ = ["embed_folder", "image_files", "write_images"]
 
 CHUNK = 256
 
@@ -36,28 +37,16 @@ def image_files(folder: Path) -> tuple[list[Path], int]:
     return images, others
 
 
-def _write(path: Path, rows: list[tuple[str, Embedding]]) -> None:
-    import numpy as np
+def write_images(path: Path, rows: list[tuple[str, Embedding]]) -> None:
+    """One row per image: its path (as given, or relative to the folder), its pixel count, its vector."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    dim = rows[0][1].data.shape[0]
-    meta = rows[0][1].meta
-    table = pa.table(
-        {
-            "path": pa.array([r[0] for r in rows], pa.string()),
-            "pixels": pa.array([r[1].meta.input.length for r in rows], pa.int64()),
-            "embedding": pa.FixedSizeListArray.from_arrays(
-                pa.array(np.concatenate([r[1].data for r in rows]), pa.float32()), dim
-            ),
-        }
-    )
-    info = {"model": meta.model, "model_version": meta.model_version, "dim": dim, "pooling": meta.pooling,
-            "normalized": meta.normalized, "preprocessing": meta.preprocessing}
-    table = table.replace_schema_metadata({b"omniembed": json.dumps(info).encode()})
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    columns = {
+        "path": pa.array([r[0] for r in rows], pa.string()),
+        "pixels": pa.array([r[1].meta.input.length for r in rows], pa.int64()),
+        "embedding": embedding_column([r[1] for r in rows]),
+    }
+    write_parquet(path, columns, rows[0][1])
 
 
 def embed_folder(
@@ -66,8 +55,7 @@ def embed_folder(
     """Embed every image under ``folder`` into ``out_path`` (.parquet); report and skip unreadable files."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if out_path.suffix.lower() != ".parquet":
-        raise ParameterInvalid(f"--out must end in .parquet, not {out_path.name!r}", param="out")
+    check_out(out_path)
     files, others = image_files(folder)
     if not files:
         raise ParameterInvalid(
@@ -85,16 +73,15 @@ def embed_folder(
             results = engine.embed_batch(
                 model, images=chunk, errors="return", progress=lambda n: bar.advance(task, n), **options
             )
-            for path, result in zip(chunk, results, strict=True):
-                name = str(path.relative_to(folder))
+            for i, result in enumerate(results):
                 if isinstance(result, OmniEmbedError):
-                    failed.append((name, result))
+                    # the error's own index (in this chunk's numbering) names the file
+                    where = chunk[result.index if result.index is not None else i]
+                    failed.append((str(where.relative_to(folder)), result))
                 else:
-                    good.append((name, result))
-    from omniembed.cli import report_skipped
-
+                    good.append((str(chunk[i].relative_to(folder)), result))
     report_skipped(failed, len(files), bool(good), "image files")
-    _write(out_path, good)
+    write_images(out_path, good)
     ignored = f"; {others} non-image files ignored" if others else ""
     err.print(
         f"wrote {len(good)} embeddings to {out_path}; {len(failed)} unreadable files skipped{ignored}",

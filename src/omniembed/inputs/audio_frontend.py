@@ -11,6 +11,10 @@ Two window rules are implemented:
   when it covers at least ``min_coverage`` of a window (the rule of resemblyzer's ``embed_utterance``);
 - ``blocks``: blocks of ``window_frames`` frames every ``window_hop_frames``, an incomplete last block
   dropped unless it is the only one (the rule of aisfx's ``blocking``).
+
+A front end may also shorten long silences before windowing (``vad_trim``, see ``trim_silences``): the
+windows are then cut from the kept samples, and each window's span is mapped back to the samples of the
+original stretch it came from, so segment times stay real times.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["ChunkFrontEnd", "MelFrontEnd", "WindowSet", "Windower", "mel_filters", "mel_power"]
+__all__ = [
+    "ChunkFrontEnd", "MelFrontEnd", "Trim", "WindowSet", "Windower", "mel_filters", "mel_power", "trim_silences"
+]
 
 _INT16_MAX = 2**15 - 1
 
@@ -107,6 +113,85 @@ def mel_power(wave: np.ndarray, n_fft: int, hop: int, filters: np.ndarray) -> np
     return out
 
 
+VAD_FRAME_MS = 30
+"""Voice-activity decisions are made on 30 ms frames (webrtcvad accepts 10, 20 or 30)."""
+VAD_MODE = 3
+"""webrtcvad's most aggressive mode (the least likely to call non-speech speech)."""
+VAD_SMOOTH_FRAMES = 8
+"""A frame counts as voiced when most of the 8 frames centred on it are (a moving majority vote)."""
+VAD_MAX_SILENCE_FRAMES = 6
+"""Each voiced stretch keeps 3 frames (90 ms) of context on either side: a pause is cut to at most 180 ms."""
+
+
+@dataclass(frozen=True)
+class Trim:
+    """Which 30 ms frames of a stretch are kept when long silences are shortened (``trim_silences``)."""
+
+    frame: int
+    """Samples per frame."""
+    frames: np.ndarray
+    """Indices of the kept frames, ascending."""
+    n_samples: int
+    """Length of the original stretch."""
+
+    def apply(self, wave: np.ndarray) -> np.ndarray:
+        """The kept samples of ``wave``, in order."""
+        whole = wave[: (len(wave) // self.frame) * self.frame].reshape(-1, self.frame)
+        return np.ascontiguousarray(whole[self.frames].reshape(-1))
+
+    def position(self, kept: int) -> int:
+        """The original position of kept sample number ``kept`` (``0 <= kept < len(frames) * frame``)."""
+        return int(self.frames[kept // self.frame]) * self.frame + kept % self.frame
+
+    def real_spans(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Window spans over the kept samples -> spans over the original stretch.
+
+        A window starts at the original position of its first kept sample and ends after its last; a window
+        that reaches the end of the kept samples ends at the end of the stretch (plus any padding past it,
+        as untrimmed windows do)."""
+        n_kept = len(self.frames) * self.frame
+        out = []
+        for start, end in spans:
+            real_end = self.position(end - 1) + 1 if end < n_kept else self.n_samples + end - n_kept
+            out.append((self.position(min(start, n_kept - 1)), real_end))
+        return out
+
+
+def trim_silences(wave: np.ndarray, sample_rate: int) -> Trim | None:
+    """The frames of ``wave`` kept when long silences are shortened; None when nothing is voiced.
+
+    The behaviour of resemblyzer's ``preprocess_wav`` trimming, as its documentation and hyperparameters
+    describe it: the audio is cut into 30 ms frames (a last partial frame is dropped) and webrtcvad (mode 3)
+    labels each frame on 16-bit PCM; the labels are smoothed by a majority vote over 8 centred frames; each
+    voiced frame then keeps its 3 neighbours on either side. Everything else is removed, so a pause longer
+    than 180 ms is shortened to 180 ms and leading/trailing silence to 90 ms.
+    """
+    import webrtcvad
+
+    frame = sample_rate * VAD_FRAME_MS // 1000
+    n_frames = len(wave) // frame
+    if n_frames == 0:
+        return None
+    vad = webrtcvad.Vad(VAD_MODE)
+    flags = np.zeros(n_frames, bool)
+    chunk = 1 << 16  # frames converted to PCM at a time: bounded memory for hour-long clips
+    for first in range(0, n_frames, chunk):
+        part = wave[first * frame : min(first + chunk, n_frames) * frame].astype(np.float64) * _INT16_MAX
+        data = np.clip(np.round(part), -(2**15), _INT16_MAX).astype("<i2").tobytes()
+        step = 2 * frame
+        for i in range(len(data) // step):
+            flags[first + i] = vad.is_speech(data[i * step : (i + 1) * step], sample_rate)
+    width = VAD_SMOOTH_FRAMES
+    padded = np.concatenate([np.zeros((width - 1) // 2), flags, np.zeros(width // 2)])
+    votes = np.convolve(padded, np.ones(width), mode="valid")  # voiced frames among the `width` around each
+    voiced = 2 * votes > width  # a strict majority
+    reach = VAD_MAX_SILENCE_FRAMES // 2
+    keep = np.convolve(voiced.astype(np.float64), np.ones(2 * reach + 1), mode="same") > 0.5
+    if not keep.any():
+        return None
+    return Trim(frame, np.flatnonzero(keep), len(wave))
+
+
 @dataclass(frozen=True)
 class MelFrontEnd:
     """A mel-spectrogram front end with a window rule, built from a spec's options."""
@@ -133,6 +218,9 @@ class MelFrontEnd:
     """``none`` or ``log10_1e4`` (log10(1 + 10000 x))."""
     scale: float = 1.0
     """Multiplies the compressed spectrogram (e.g. a fixed min-max normalisation)."""
+    vad_trim: bool = False
+    """Shorten long silences (``trim_silences``) after the gain and before windowing; audio in which
+    nothing is voiced is kept whole."""
     input_name: str = "windows"
 
     @classmethod
@@ -146,8 +234,9 @@ class MelFrontEnd:
             every = f"{self.rate:g}/s, last kept at >= {self.min_coverage:g} coverage"
         else:
             every = f"every {self.window_hop_frames * self.hop / self.sample_rate:.3g} s"
+        trim = "; long silences trimmed (webrtcvad mode 3, 30 ms frames, pauses cut to 180 ms)" if self.vad_trim else ""
         return (
-            f"{self.sample_rate} Hz mono; gain={self.gain}; mel {self.n_mels} bands (n_fft={self.n_fft}, "
+            f"{self.sample_rate} Hz mono; gain={self.gain}{trim}; mel {self.n_mels} bands (n_fft={self.n_fft}, "
             f"hop={self.hop}, {'htk' if self.htk else 'slaney'} scale, norm={self.mel_norm}, power); "
             f"compression={self.compression}; windows {win:.3g} s {every}"
         )
@@ -181,6 +270,13 @@ class MelFrontEnd:
 
     def windows(self, wave: np.ndarray) -> WindowSet:
         wave = self._gain(wave.astype(np.float32))
+        trim = trim_silences(wave, self.sample_rate) if self.vad_trim else None
+        if trim is None:
+            return self._windows(wave)
+        found = self._windows(trim.apply(wave))
+        return WindowSet(found.features, trim.real_spans(found.spans), found.padded)
+
+    def _windows(self, wave: np.ndarray) -> WindowSet:
         if self.rule == "ge2e":
             starts, padded = self._ge2e_starts(len(wave))
             stop = (starts[-1] + self.window_frames) * self.hop

@@ -1,7 +1,9 @@
 """Shared loader of the window-based audio models (GE2E, sfx-cnn): a mel front end + a small torch network.
 
 The network takes ``windows`` (batch, windows, frames, mels) and ``window_mask`` (batch, windows) and
-returns one vector per row: the masked mean of its per-window embeddings.
+returns one vector per row: the masked mean of its per-window embeddings. Specs that differ only in their
+front end (e.g. ``speaker-ge2e`` and ``speaker-ge2e-untrimmed``) name one ``network`` option and so share
+one cached graph.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from omniembed.embedding import Modality
+from omniembed.errors import RuntimeUnavailable
 from omniembed.registry import ModelSpec
 
 __all__ = ["load_windowed", "masked_window_mean"]
@@ -43,6 +46,8 @@ def load_windowed(
     from omniembed.weights import fingerprint
 
     frontend = MelFrontEnd.from_options(dict(spec.options))
+    if frontend.vad_trim:
+        _require_webrtcvad(spec)
     version = fingerprint(folder, (weights_file,))
     names = ("windows", "window_mask")
 
@@ -52,9 +57,8 @@ def load_windowed(
         return {"windows": windows, "window_mask": np.array([[1, 1], [1, 0]], np.float32)}
 
     axes = {"windows": {0: "batch", 1: "windows"}, "window_mask": {0: "batch", 1: "windows"}}
-    graph = GraphSpec(
-        f"{spec.name}-{version}-g1", lambda: build(folder / weights_file), names, "embedding", axes, example
-    )
+    key = f"{spec.option('network', spec.name)}-{version}-g1"
+    graph = GraphSpec(key, lambda: build(folder / weights_file), names, "embedding", axes, example)
     encoder = build_encoder(graph, runtime, device, settings)
     return LoadedModel(
         spec=spec,
@@ -64,3 +68,15 @@ def load_windowed(
         runtime=runtime,
         device=device,
     )
+
+
+def _require_webrtcvad(spec: ModelSpec) -> None:
+    """Fail at load time, not on every clip, where the voice-activity detector is missing."""
+    try:
+        import webrtcvad  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeUnavailable(
+            f"{spec.name} trims long silences with webrtcvad, which is not installed here: "
+            "pip install webrtcvad-wheels",
+            param="model",
+        ) from exc

@@ -124,9 +124,11 @@ def compiled_package(graph: GraphSpec, precision: str, settings: Settings) -> Pa
         )
 
     def make(folder: Path) -> None:
-        log.info("compiling %s (%s) ahead of time (once; cached in %s)", graph.cache_key, precision, final)
+        from omniembed.runtime.onnx import step
+
         try:
-            compile_graph(graph, precision, folder)
+            with step(graph.cache_key, f"compiling for {precision} ahead of time (once; cached in {final.parent})"):
+                compile_graph(graph, precision, folder)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {first_line(exc)[:300]}"
             failed.write_text(reason, encoding="utf-8")

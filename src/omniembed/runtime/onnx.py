@@ -4,15 +4,22 @@ Cache layout: ``<cache_dir>/onnx/<cache_key>/model.onnx`` (plus external data wh
 any). A graph is exported into a temporary sibling folder and moved into place in one rename, so a
 crash mid-export never leaves a half-written graph that a later start would load. On a cache hit the
 torch module is never built: the weights are not even read.
+
+Exporting is the slow part of a cold start, so it says so: one line when it starts and one when it is
+done, on the ``omniembed.runtime`` logger at INFO (``omniembed serve`` and ``models prepare`` show them).
+The exporter's own chatter (onnxscript's and onnx_ir's INFO messages, some 1,000 characters long, and
+its print()s) is kept out of the log and off stdout.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +28,44 @@ from omniembed.errors import RuntimeUnavailable
 from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs, first_line
 from omniembed.settings import Settings
 
-__all__ = ["OnnxEncoder", "export_graph"]
+__all__ = ["OnnxEncoder", "export_graph", "quiet_exporters", "step"]
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("omniembed.runtime")
+"""Where the one-off preparation steps are announced (``step``), whichever runtime prepares."""
 GRAPH_FILE = "model.onnx"
 OPSET = 18
+EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._export", "torch._dynamo",
+                    "torch._inductor", "torch.fx.experimental.symbolic_shapes")
+"""Loggers of torch's exporters and compilers that report every pass at INFO (onnxscript alone wrote 201
+of the 215 lines of a cold ``omniembed serve``)."""
+
+
+def quiet_exporters() -> None:
+    """Raise the exporters' loggers to WARNING, except those whose level someone has set on purpose."""
+    for name in EXPORTER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+def _label(cache_key: str) -> str:
+    """A graph's cache key as a person reads it: the weights hash and recipe tag dropped (``minilm``)."""
+    return re.sub(r"-g\d+$", "", re.sub(r"-[0-9a-f]{12,}(?=-|$)", "", cache_key)) or cache_key
+
+
+@contextlib.contextmanager
+def step(cache_key: str, what: str) -> Iterator[None]:
+    """Log ``preparing NAME: WHAT...`` before a one-off build and ``preparing NAME: done in 12.3 s`` after,
+    on the ``omniembed.runtime`` logger; the exporters stay quiet meanwhile, and their print()s go to stderr
+    (stdout may be the CLI's JSON output)."""
+    label = _label(cache_key)
+    quiet_exporters()
+    started = time.perf_counter()
+    progress.info("preparing %s: %s...", label, what)
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+    progress.info("preparing %s: done in %.1f s", label, time.perf_counter() - started)
 
 
 def export_graph(graph: GraphSpec, folder: Path) -> None:
@@ -34,10 +74,12 @@ def export_graph(graph: GraphSpec, folder: Path) -> None:
 
     module = graph.build()
     args, shapes = export_inputs(graph, module)
-    # The exporter reports progress with print(): keep stdout clean for the CLI's JSON output.
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    quiet_exporters()
+    # torch's own logger for the exporter has its own handler and level (torch._logging): its warnings
+    # (e.g. "torchvision is not installed. Skipping torchvision::nms", per export) are muted meanwhile.
+    torch_onnx = logging.getLogger("torch.onnx")
+    level = torch_onnx.level
+    torch_onnx.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(sys.stderr), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -53,16 +95,16 @@ def export_graph(graph: GraphSpec, folder: Path) -> None:
                 verbose=False,
             )
     finally:
-        quiet.setLevel(level)
+        torch_onnx.setLevel(level)
 
 
 def cached_graph(graph: GraphSpec, settings: Settings) -> Path:
     """Path of the cached ONNX graph for ``graph``, exporting it first when absent."""
 
     def export(folder: Path) -> None:
-        log.info("exporting %s to ONNX (once; cached in %s)", graph.cache_key, settings.onnx_cache_dir)
         try:
-            export_graph(graph, folder)
+            with step(graph.cache_key, f"exporting to ONNX (once; cached in {settings.onnx_cache_dir})"):
+                export_graph(graph, folder)
         except Exception as exc:
             raise RuntimeUnavailable(
                 f"exporting {graph.cache_key} to ONNX failed ({type(exc).__name__}: {first_line(exc)[:300]}); "

@@ -1,0 +1,209 @@
+"""The CLI as a new user meets it: --out into new folders, --out for one input, a busy port for serve,
+skipped items named by their line or file (from the error's index, never from message text), and a cold
+start that says what it is doing without the exporters' chatter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from PIL import Image
+from typer.testing import CliRunner
+
+import omniembed
+from audio_data import tone
+from omniembed.cli import app
+from service_util import Server
+
+runner = CliRunner()
+
+
+def no_traceback(result: object) -> None:
+    output = getattr(result, "output", "")
+    assert "Traceback" not in output, output
+    exception = getattr(result, "exception", None)
+    assert exception is None or isinstance(exception, SystemExit), repr(exception)
+
+
+# -- --out --------------------------------------------------------------------------------------------
+def test_out_into_a_folder_that_does_not_exist_is_created(tmp_path: Path) -> None:
+    src = tmp_path / "texts.txt"
+    src.write_text("first\nsecond\n", encoding="utf-8")
+    out = tmp_path / "new" / "deeper" / "v.parquet"
+    result = runner.invoke(app, ["embed", "minilm", "--input", str(src), "--out", str(out), "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    no_traceback(result)
+    assert pq.read_table(out).column("id").to_pylist() == ["1", "2"]
+
+
+def test_out_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    src = tmp_path / "texts.txt"
+    src.write_text("first\n", encoding="utf-8")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for args in (["--input", str(src)], ["--text", "a"]):
+        result = runner.invoke(app, ["embed", "minilm", *args, "--out", str(blocker / "v.parquet")])
+        assert result.exit_code == 2, result.output
+        no_traceback(result)
+        assert "error [parameter_invalid] cannot create the folder" in result.stderr and "--out" in result.stderr
+    result = runner.invoke(app, ["embed", "minilm", "--text", "a", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and ".parquet" in result.stderr
+
+
+def test_one_text_with_out_writes_the_file_the_input_path_writes(tmp_path: Path, engine: omniembed.Engine) -> None:
+    out = tmp_path / "new" / "v.parquet"
+    result = runner.invoke(app, ["embed", "minilm", "--text", "a cat", "--out", str(out), "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "" and f"wrote 1 embedding to {out}" in result.stderr
+    table = pq.read_table(out)
+    src = tmp_path / "one.txt"
+    src.write_text("a cat\n", encoding="utf-8")
+    from_file = tmp_path / "from-file.parquet"
+    written = runner.invoke(app, ["embed", "minilm", "-i", str(src), "-o", str(from_file), "--runtime", "torch"])
+    assert written.exit_code == 0, written.output
+    assert table.schema == pq.read_table(from_file).schema  # same columns, types and metadata
+    row = table.to_pylist()
+    assert [(r["id"], r["text"], r["truncated"]) for r in row] == [("1", "a cat", False)]
+    expected = omniembed.embed("minilm", text="a cat", runtime="torch").data
+    np.testing.assert_allclose(np.asarray(row[0]["embedding"], np.float32), expected, atol=2e-5)
+    assert json.loads(table.schema.metadata[b"omniembed"])["model"] == "minilm"
+
+
+def test_one_image_and_one_audio_with_out(tmp_path: Path, engine: omniembed.Engine) -> None:
+    image = tmp_path / "cat.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "img" / "v.parquet"
+    result = runner.invoke(app, ["embed", "efficientnet-lite0", "--image", str(image), "-o", str(out),
+                                 "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.column_names == ["path", "pixels", "embedding"]  # the image folder's format
+    assert table.column("path").to_pylist() == [str(image)]
+    expected = engine.embed("efficientnet-lite0", image=str(image), runtime="torch").data
+    np.testing.assert_allclose(np.asarray(table.column("embedding").to_pylist()[0]), expected, atol=1e-4)
+
+    clip = tmp_path / "tone.wav"
+    sf.write(clip, tone(4.0, 16000, 300.0), 16000)
+    out = tmp_path / "audio" / "v.parquet"
+    result = runner.invoke(app, ["embed", "speaker-ge2e", "--audio", str(clip), "--segment-sec", "2", "-o", str(out),
+                                 "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 embeddings" in result.stderr
+    table = pq.read_table(out)
+    expected_audio = engine.embed("speaker-ge2e", audio=str(clip), segment_sec=2.0, runtime="torch")
+    assert table.column("start_sec").to_pylist() == [0.0, 2.0] and table.column("end_sec").to_pylist() == [2.0, 4.0]
+    np.testing.assert_allclose(np.asarray(table.column("embedding").to_pylist()), expected_audio.data, atol=1e-4)
+    pooled = json.loads(table.schema.metadata[b"omniembed"])["pooled"]
+    np.testing.assert_allclose(pooled, expected_audio.vector, atol=1e-4)
+
+
+# -- positions ----------------------------------------------------------------------------------------
+def test_skipped_lines_are_named_by_line_from_the_error_index(tmp_path: Path) -> None:
+    src = tmp_path / "texts.txt"
+    src.write_text("fine\n\n" + "word " * 400 + "\nalso fine\n", encoding="utf-8")
+    out = tmp_path / "v.parquet"
+    result = runner.invoke(app, ["embed", "minilm", "-i", str(src), "-o", str(out), "--truncate", "none",
+                                 "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"skipped line 3: \[\w+\] the text is 40\d tokens long", result.stderr), result.stderr
+    assert not re.search(r"item \d+", result.stderr)  # no position from inside the engine's batches
+    assert pq.read_table(out).column("id").to_pylist() == ["1", "4"]
+
+
+def test_skipped_images_are_named_by_file(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "sub/c.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "sub" / "b.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "v.parquet"
+    result = runner.invoke(app, ["embed", "efficientnet-lite0", "-i", str(folder), "-o", str(out),
+                                 "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"skipped sub/b\.jpg: \[input_unreadable\] ", result.stderr), result.stderr
+    assert not re.search(r"item \d+", result.stderr)
+    assert pq.read_table(out).column("path").to_pylist() == ["a.png", "sub/c.png"]
+
+
+# -- serve --------------------------------------------------------------------------------------------
+@pytest.fixture()
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_serve_on_a_busy_port_is_a_clear_error_before_the_banner(busy_port: int) -> None:
+    result = runner.invoke(app, ["serve", "--host", "127.0.0.1", "--port", str(busy_port)])
+    assert result.exit_code == 2, result.output
+    no_traceback(result)
+    expected = f"error [parameter_invalid] port {busy_port} on 127.0.0.1 is in use; pick another with --port"
+    assert expected in result.stderr
+    assert "serving on" not in result.output
+
+
+def test_serve_process_on_a_busy_port_exits_without_traceback(busy_port: int) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "omniembed.cli", "serve", "--port", str(busy_port)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "is in use; pick another with --port" in proc.stderr
+    assert "Traceback" not in proc.stderr and "serving on" not in proc.stderr and "Errno" not in proc.stderr
+
+
+def test_serve_listens_on_the_socket_it_checked(tmp_path: Path, cache_dir: Path) -> None:
+    """A real server on the pre-bound socket answers; a second one on its port is refused clearly."""
+    import httpx
+
+    server = Server(tmp_path / "data", cache_dir).start()
+    try:
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        second = subprocess.run(
+            [sys.executable, "-m", "omniembed.cli", "serve", "--host", "127.0.0.1", "--port", str(server.port)],
+            capture_output=True, text=True, timeout=120, env=server.env,
+        )
+        assert second.returncode == 2 and f"port {server.port} on 127.0.0.1 is in use" in second.stderr
+        assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+    finally:
+        assert server.stop() in (0, -15)  # uvicorn re-raises SIGTERM after its graceful shutdown
+
+
+def test_bad_port_and_host_are_parameter_errors() -> None:
+    result = runner.invoke(app, ["serve", "--port", "70000"])
+    assert result.exit_code == 2 and "port must be between 1 and 65535" in result.stderr
+    result = runner.invoke(app, ["serve", "--host", "203.0.113.7", "--port", "8123"])  # not an address of ours
+    assert result.exit_code == 2 and "cannot listen on 203.0.113.7:8123" in result.stderr
+    no_traceback(result)
+
+
+# -- cold start ---------------------------------------------------------------------------------------
+def test_prepare_shows_one_progress_line_pair_and_no_exporter_chatter(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = {"OMNIEMBED_CACHE_DIR": str(tmp_path)}
+    with caplog.at_level(logging.INFO):
+        result = runner.invoke(app, ["models", "prepare", "sfx-cnn", "--runtime", "onnx"], env=env)
+    assert result.exit_code == 0, result.output
+    # torch's own warnings may also appear on stderr; ours are exactly these three lines
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("preparing", "sfx-cnn"))]
+    assert lines[0].startswith("preparing sfx-cnn: exporting to ONNX (once; cached in"), lines
+    assert re.fullmatch(r"preparing sfx-cnn: done in \d+\.\d s", lines[1]), lines
+    assert lines[2].startswith("sfx-cnn: ready in") and len(lines) == 3, lines
+    exporters = [r for r in caplog.records if r.name.startswith(("onnxscript", "onnx_ir", "torch.onnx"))]
+    assert [r for r in exporters if r.levelno < logging.WARNING] == [], [f"{r.name}: {r.msg}"[:100] for r in exporters]
+    # warm: nothing to prepare, one line
+    again = runner.invoke(app, ["models", "prepare", "sfx-cnn", "--runtime", "onnx"], env=env)
+    assert next(line for line in again.stderr.splitlines() if "sfx-cnn" in line).startswith("sfx-cnn: ready in")
