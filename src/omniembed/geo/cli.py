@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from omniembed.cli_common import err
-from omniembed.cli_common import fail as _fail
-from omniembed.cli_common import new_engine as _engine
+from omniembed.cli.common import err
+from omniembed.cli.common import fail as _fail
+from omniembed.cli.common import new_engine as _engine
 from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
 from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
 

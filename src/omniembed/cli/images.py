@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from omniembed.api import Engine
-from omniembed.cli_common import check_out, embedding_column, report_skipped, write_parquet
+from omniembed.cli.common import check_out, embedding_column, report_skipped, write_parquet
 from omniembed.embedding import Embedding
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.inputs.image import IMAGE_SUFFIXES

@@ -1,12 +1,7 @@
-"""The command line: ``omniembed models | embed`` (thin: all work is done by the engine).
-
-Results go to stdout (JSON) or to the ``--out`` file; progress, tables and errors go to stderr, so the
-output can be piped. Settings come from ``OMNIEMBED_*`` variables, read when a command starts.
-"""
+"""``omniembed embed``: one input to stdout or a file; a text file, JSONL or an image folder to Parquet."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from dataclasses import dataclass
@@ -15,127 +10,24 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from omniembed.api import Engine
-from omniembed.cli_common import (
+from omniembed.cli.common import (
     check_out,
     embedding_column,
     err,
-    listen_socket,
     report_skipped,
     show_progress,
     write_parquet,
 )
-from omniembed.cli_common import fail as _fail
-from omniembed.cli_common import new_engine as _engine
+from omniembed.cli.common import fail as _fail
+from omniembed.cli.common import new_engine as _engine
 from omniembed.embedding import Embedding
 from omniembed.errors import OmniEmbedError, ParameterInvalid
-from omniembed.registry import ModelSpec
-from omniembed.settings import Settings
-
-app = typer.Typer(
-    help="omniembed: text (and more) to embedding vectors, offline, from one engine.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-models_app = typer.Typer(help="List registered models, show one, or prepare their caches.", invoke_without_command=True)
-app.add_typer(models_app, name="models")
-
-
-def _mount_geo() -> None:
-    """The Earth-observation commands (``omniembed geo ...``); their heavy imports happen when they run."""
-    from omniembed.geo.cli import app as geo_app
-
-    app.add_typer(geo_app, name="geo", help="Earth-observation embeddings: embed, export, preview (docs/geo.md).")
-
-
-_mount_geo()
 
 out = Console(soft_wrap=True)
 
 
-# -- models ---------------------------------------------------------------------------------------
-@models_app.callback()
-def models(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """List every registered model with its modalities, dimension, aliases and weights source."""
-    if ctx.invoked_subcommand is not None:
-        return
-    specs = list(_engine().registry)
-    if as_json:
-        print(json.dumps([s.to_dict() for s in specs], indent=2))
-        return
-    table = Table(title="omniembed models", show_lines=False)
-    for column in ("name", "modalities", "dim", "max input", "aliases", "weights"):
-        table.add_column(column, overflow="fold")
-    for s in specs:
-        modalities = ", ".join(map(str, s.modalities))
-        table.add_row(s.name, modalities, str(s.dim), _limits(s), "\n".join(s.aliases), s.weights.describe())
-    out.print(table)
-
-
-def _limits(spec: ModelSpec) -> str:
-    parts = []
-    if spec.max_tokens:
-        parts.append(f"{spec.max_tokens} tokens")
-    if spec.max_pixels:
-        parts.append(f"{spec.max_pixels} px")
-    if spec.max_seconds:
-        parts.append(f"{spec.max_seconds:g} s")
-    return ", ".join(parts) or "-"
-
-
-@models_app.command("show")
-def models_show(
-    name: Annotated[str, typer.Argument(help="Model name or alias (case-insensitive).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Show everything omniembed knows about one model."""
-    try:
-        spec = _engine().registry.resolve(name)
-    except OmniEmbedError as exc:
-        raise _fail(exc) from None
-    data = spec.to_dict()
-    if as_json:
-        print(json.dumps(data, indent=2))
-        return
-    table = Table(show_header=False, title=spec.name)
-    for key, value in data.items():
-        table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
-    out.print(table)
-
-
-@models_app.command("prepare")
-def models_prepare(
-    names: Annotated[list[str], typer.Argument(help="Model names or aliases (case-insensitive).")],
-    runtime: Annotated[str | None, typer.Option(help="auto | torch | onnx (default: the settings').")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 | int8 (default: the settings').")] = None,
-) -> None:
-    """Load models once so that their caches are filled (ONNX export, bf16 compile, int8 graph).
-
-    Run it where the cache will be used (same machine type, OMNIEMBED_CACHE_DIR), e.g. in an image build,
-    so that `omniembed serve` starts in seconds instead of spending the one-off export and compile time.
-    """
-    import time
-
-    show_progress()
-    engine = _engine()
-    for name in names:
-        started = time.perf_counter()
-        try:
-            loaded = engine.load(name, runtime=runtime, precision=precision)
-        except OmniEmbedError as exc:
-            raise _fail(exc) from None
-        kinds = ", ".join(sorted({type(e).__name__ for e in loaded.encoders.values()}))
-        err.print(f"{loaded.spec.name}: ready in {time.perf_counter() - started:.1f} s (runtime {loaded.runtime}, "
-                  f"precision {loaded.precision}; {kinds}); cache {engine.settings.cache_dir}", highlight=False)
-
-
-# -- embed ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Record:
     """One input of a text file: its line number, its id (the line number unless a JSONL object gives one)
@@ -239,7 +131,6 @@ def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, op
     err.print(f"wrote {len(good)} embeddings to {out_path}; {len(failed)} skipped", highlight=False)
 
 
-@app.command()
 def embed(
     model: Annotated[str, typer.Argument(help="Model name or alias, a local model folder, or a hub id.")],
     text: Annotated[str | None, typer.Option("--text", "-t", help="One text to embed; JSON to stdout.")] = None,
@@ -284,7 +175,7 @@ def embed(
             if out_path is None:
                 raise ParameterInvalid("--input needs --out FILE.parquet", param="out")
             if input_path.is_dir():
-                from omniembed.cli_images import embed_folder
+                from omniembed.cli.images import embed_folder
 
                 embed_folder(engine, model, input_path, out_path, {**options, "batch_size": batch_size}, err)
                 return
@@ -316,7 +207,7 @@ def _write_one(out_path: Path, result: Embedding, *, text: str | None, image: st
         _write_audio(out_path, audio, result)
         rows = len(result.meta.segments)
     elif image is not None:
-        from omniembed.cli_images import write_images
+        from omniembed.cli.images import write_images
 
         write_images(out_path, [(image, result)])
         rows = 1
@@ -342,62 +233,3 @@ def _print_summary(result: Embedding) -> None:
                   highlight=False)
     label = "pooled" if m.segments else "first values"
     out.print(f"{label}: {np.array2string(vector[:6], precision=4)}", highlight=False)
-
-
-# -- serve ----------------------------------------------------------------------------------------
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1, OMNIEMBED_HOST).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000, OMNIEMBED_PORT).")] = None,
-    models: Annotated[
-        str | None, typer.Option(help="Comma-separated models to load at start (OMNIEMBED_SERVE_MODELS).")
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
-) -> None:
-    """Run the HTTP server: OpenAI /v1/embeddings, TwelveLabs /v1.3/embed, feature-extraction-server /api/tasks."""
-    import logging
-
-    overrides: dict[str, Any] = {}
-    if host is not None:
-        overrides["host"] = host
-    if port is not None:
-        overrides["port"] = port
-    if models is not None:
-        overrides["serve_models"] = [m.strip() for m in models.split(",") if m.strip()]
-    settings = Settings().model_copy(update=overrides)
-    try:
-        sock = listen_socket(settings.host, settings.port)
-    except OmniEmbedError as exc:
-        raise _fail(exc) from None
-    import uvicorn
-
-    from omniembed.service import create_app
-
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = f"http://{settings.host}:{settings.port}"
-    err.print(
-        f"omniembed serving on {base}  (OpenAI {base}/v1/embeddings · TwelveLabs {base}/v1.3/embed · "
-        f"feature-extraction-server {base}/api/tasks/... · docs {base}/docs)",
-        highlight=False,
-    )
-    with sock:  # served as bound above: nothing can take the port in between
-        config = uvicorn.Config(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=log_level,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_sec) or None,
-        )
-        server = uvicorn.Server(config)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it after its graceful stop
-            server.run(sockets=[sock])
-    if not server.started:  # e.g. a model in --models failed to load (the log says why)
-        raise typer.Exit(3)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
