@@ -19,7 +19,7 @@ from omniembed.api import Engine
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError
 from omniembed.service.schemas import EmbeddingResponse
-from omniembed.service.twelvelabs import TwelveLabsRequest, create_embedding
+from omniembed.service.twelvelabs import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
 from omniembed.settings import Settings
 
 __all__ = ["Client"]
@@ -101,7 +101,10 @@ class Client:
             results: list[Embedding | OmniEmbedError] = engine.embed_batch(model, errors="return", **kwargs)
             return results
 
-        return asyncio.run(create_embedding(request, run, engine.settings))
+        async def fit(model: str, text: str, cap: int | None, truncate: str) -> Fitted | None:
+            return fit_with_engine(engine, model, text, cap, truncate)
+
+        return asyncio.run(create_embedding(request, run, engine.settings, fit=fit))
 
     def _remote(self, request: TwelveLabsRequest) -> EmbeddingResponse:
         import httpx

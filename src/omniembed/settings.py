@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -95,6 +95,10 @@ class Settings(BaseSettings):
         default_factory=dict, description="Named sources: a name (backend='local:NAME' or a sensor collection) "
         "for a folder, a file or a STAC catalog URL."
     )
+    gee_project: str | None = Field(
+        default=None, description="Google Cloud project that Earth Engine requests (backend='gee') run under. "
+        "Unset: EE_PROJECT, then GOOGLE_CLOUD_PROJECT, then the project of the Earth Engine credentials."
+    )
 
     # HTTP service (omniembed serve).
     host: str = Field(default="127.0.0.1", description="Address the server binds.")
@@ -106,8 +110,15 @@ class Settings(BaseSettings):
     api_keys: Names = Field(default_factory=list, description="Accepted API keys; empty: no authentication.")
     cors_origins: Names = Field(default_factory=list, description="Allowed CORS origins; empty: CORS off.")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest HTTP request body.")
-    max_items_per_request: int = Field(default=2048, ge=1, description="Most inputs in one request.")
-    queue_size: int = Field(default=1024, ge=1, description="Waiting items per model queue before 429.")
+    max_items_per_request: int = Field(
+        default=2048, ge=1, description="Most inputs in one request (more: 413). At most queue_size."
+    )
+    queue_size: int = Field(
+        default=4096, ge=1, description="Waiting items per model queue before 429 (retry later)."
+    )
+    queue_idle_sec: float = Field(
+        default=60.0, gt=0, description="A per-(model, options) queue idle this long is removed with its worker."
+    )
     max_batch_wait_ms: float = Field(default=2.0, ge=0, description="How long a batch waits to fill up.")
     request_timeout_sec: float = Field(default=60.0, gt=0, description="Per-request embedding deadline.")
     jobs_db_url: str | None = Field(
@@ -115,6 +126,10 @@ class Settings(BaseSettings):
     )
     job_concurrency: int = Field(default=32, ge=1, description="Jobs run at once (they share model batches).")
     job_result_ttl_sec: float = Field(default=86400.0, gt=0, description="How long finished jobs stay readable.")
+    job_lease_sec: float = Field(
+        default=30.0, ge=0.3, description="A running job's lease: its server renews it every third of this; a job "
+        "whose lease lapses (its server died) is run again by another server. Keep it above any server stall."
+    )
     shutdown_grace_sec: float = Field(default=10.0, ge=0, description="Time in-flight jobs get to finish at stop.")
 
     @field_validator("serve_models", "api_keys", "cors_origins", mode="before")
@@ -128,6 +143,16 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _admissible(self) -> Settings:
+        # A request the queue can never hold would get 429 forever: refuse such settings up front.
+        if self.max_items_per_request > self.queue_size:
+            raise ValueError(
+                f"max_items_per_request ({self.max_items_per_request}) must not exceed queue_size "
+                f"({self.queue_size}): such requests could never be admitted"
+            )
+        return self
 
     def threads(self) -> int:
         return self.num_threads or max(1, len(os.sched_getaffinity(0)))

@@ -86,14 +86,16 @@ def locate_weights(spec: ModelSpec, settings: Settings, path: str | Path | None 
             try:
                 return _hub_download(src.hub_id)
             except Exception as exc:  # network, auth, missing repo: all end in the same advice
-                tried.append(f"Hugging Face hub {src.hub_id}: {type(exc).__name__}: {str(exc)[:200]}")
+                first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+                tried.append(f"Hugging Face hub {src.hub_id}: {type(exc).__name__}: {first[:500]}")
     where = "\n  - ".join(tried) or "nowhere (the model names no source)"
     how = (
         f"Put the model's files (config.json, weights, tokenizer) in a folder and pass it as the "
         f"model name, or set OMNIEMBED_MODEL_DIR so that OMNIEMBED_MODEL_DIR/{spec.name}/ holds them"
     )
     if src.hub_id:
-        how += f", or download {src.hub_id} into the Hugging Face cache on a machine with network"
+        how += (f", or download {src.hub_id} into the Hugging Face cache (`omniembed models prepare {spec.name}` "
+                "on a machine with network and the same OMNIEMBED_CACHE_DIR/HF_HOME)")
     raise WeightsNotFound(
         f"weights for model {spec.name!r} were not found. Looked in:\n  - {where}\n{how}.",
         param="model",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from omniembed.settings import Settings
 __all__ = ["AudioPreparer", "Clip", "load_audio", "plan_segments", "resample"]
 
 FORMATS = "WAV, FLAC, OGG/Vorbis or MP3"
+_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,29 @@ def _inline(text: str, allow_paths: bool) -> tuple[str, str] | None:
     return found
 
 
-def _read_source(item: Any, settings: Settings, allow_paths: bool, where: str) -> tuple[bytes, str]:
-    """The encoded bytes of a path, URL, bytes-like or file object, and a short description."""
+def _reason(exc: BaseException) -> str:
+    """A decoder's complaint without the Python object reprs it may hold (``<_io.BytesIO object at 0x...>``)."""
+    text = getattr(exc, "error_string", None) or str(exc)
+    text = _REPR.sub("the data", str(text)).strip().rstrip(".")
+    return text[:160] or type(exc).__name__
+
+
+def _read_source(item: Any, settings: Settings, allow_paths: bool, where: str) -> tuple[bytes, str, str]:
+    """The encoded bytes of a path, URL, bytes-like or file object, a short description (the embedding's
+    metadata) and what to call the input in a message ("the audio at URL", "the audio file NAME")."""
     limit = settings.max_audio_bytes
     if isinstance(item, (bytes, bytearray, memoryview)):
-        data, description = bytes(item), f"{len(item):,} bytes"
+        data, description, what = bytes(item), f"{len(item):,} bytes", "the audio data"
     elif is_url(item):
         data, description = fetch(item, FetchPolicy.from_settings(settings)).content, str(item)
+        what = f"the audio at {str(item)[:200]}"
     elif isinstance(item, str) and (inline := _inline(item, allow_paths)) is not None:
         kind, payload = inline
         if not kind.lower().startswith(("audio/", "video/", "application/octet-stream")) and kind != "data":
-            raise InputUnreadable(f"{where}: the data URL holds {kind}, not audio", param="audio")
-        data = decode_base64(payload, where, limit, "OMNIEMBED_MAX_AUDIO_BYTES")
+            raise InputUnreadable(f"the data URL holds {kind}, not audio", param="audio")
         description = "base64 audio" if kind == "data" else f"data URL ({kind})"
+        what = "the base64 audio" if kind == "data" else f"the audio data URL ({kind})"
+        data = decode_base64(payload, what, limit, "OMNIEMBED_MAX_AUDIO_BYTES")
     elif isinstance(item, (str, Path)):
         if not allow_paths:
             raise ParameterInvalid(
@@ -92,16 +104,19 @@ def _read_source(item: Any, settings: Settings, allow_paths: bool, where: str) -
             )
         path = Path(item).expanduser()
         if not path.is_file():
-            raise InputUnreadable(f"{where}: there is no audio file at {path}", param="audio")
+            raise InputUnreadable(f"there is no audio file at {path}", param="audio")
         size = path.stat().st_size
+        what = f"the audio file {path.name}"
         if size > limit:
-            raise _too_big(f"{where} ({path.name})", size, settings)
+            raise _too_big(what, size, settings)
         data, description = path.read_bytes(), path.name
     elif hasattr(item, "read"):
         data = item.read(limit + 1)
         if not isinstance(data, (bytes, bytearray)):
             raise ParameterInvalid(f"{where} is a text-mode file; open it with 'rb'", param="audio")
-        description = Path(str(getattr(item, "name", "file object"))).name
+        name = getattr(item, "name", None)
+        description = Path(str(name)).name if isinstance(name, (str, Path)) else "file object"
+        what = f"the audio file {description}" if isinstance(name, (str, Path)) else "the audio file object"
     else:
         raise ParameterInvalid(
             f"{where} is a {type(item).__name__}; expected a file path, an http(s) URL, bytes, a binary file "
@@ -109,33 +124,33 @@ def _read_source(item: Any, settings: Settings, allow_paths: bool, where: str) -
             param="audio",
         )
     if len(data) > limit:
-        raise _too_big(where, len(data), settings)
+        raise _too_big(what, len(data), settings)
     if not data:
-        raise InputUnreadable(f"{where} ({description}) is empty: 0 bytes", param="audio")
-    return bytes(data), description
+        raise InputUnreadable(f"{what} is empty (0 bytes)", param="audio")
+    return bytes(data), description, what
 
 
-def _decode(data: bytes, description: str, settings: Settings, where: str) -> Clip:
+def _decode(data: bytes, description: str, what: str, settings: Settings) -> Clip:
     import soundfile as sf
 
     try:
         info = sf.info(io.BytesIO(data))
     except Exception as exc:
         raise InputUnreadable(
-            f"{where} ({description}) is not audio that can be decoded ({FORMATS}): {str(exc)[:160]}",
+            f"{what} ({len(data):,} bytes) cannot be decoded as audio ({FORMATS}): {_reason(exc)}",
             param="audio",
         ) from None
     if info.frames <= 0 or info.samplerate <= 0:
-        raise InputUnreadable(f"{where} ({description}) holds no audio samples", param="audio")
+        raise InputUnreadable(f"{what} holds no audio samples", param="audio")
     if info.frames / info.samplerate > settings.max_audio_seconds:
-        raise _too_long(f"{where} ({description})", info.frames / info.samplerate, settings)
+        raise _too_long(what, info.frames / info.samplerate, settings)
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:
-        message = f"{where} ({description}) could not be decoded: {str(exc)[:160]}"
-        raise InputUnreadable(message, param="audio") from None
+        raise InputUnreadable(f"{what} ({len(data):,} bytes) could not be decoded: {_reason(exc)}",
+                              param="audio") from None
     if samples.shape[0] == 0:
-        raise InputUnreadable(f"{where} ({description}) holds no audio samples", param="audio")
+        raise InputUnreadable(f"{what} holds no audio samples", param="audio")
     return Clip(np.ascontiguousarray(samples.mean(axis=1), np.float32), int(rate), description)
 
 
@@ -159,14 +174,19 @@ def _from_array(value: Any, rate: Any, where: str) -> Clip:
     return Clip(np.ascontiguousarray(array), int(rate), f"array ({array.size:,} samples at {int(rate)} Hz)")
 
 
-def load_audio(item: Any, settings: Settings, *, allow_paths: bool = True, where: str = "audio") -> Clip:
-    """Decode one audio input to mono float32; InputUnreadable / InputTooLarge / ParameterInvalid on failure."""
+def load_audio(item: Any, settings: Settings, *, allow_paths: bool = True, where: str = "the audio") -> Clip:
+    """Decode one audio input to mono float32; InputUnreadable / InputTooLarge / ParameterInvalid on failure.
+
+    Messages name the input by what it is (``the audio at URL``, ``the audio file NAME``, ``the audio data``),
+    never by a position: an item's position is the error's ``index``.
+    """
     if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[0], (str, bytes)):
         clip = _from_array(item[0], item[1], where)
     elif isinstance(item, np.ndarray):
         raise ParameterInvalid(f"{where} is a bare array; pass (array, sample_rate)", param="audio")
     else:
-        clip = _decode(*_read_source(item, settings, allow_paths, where), settings, where)
+        data, description, what = _read_source(item, settings, allow_paths, where)
+        clip = _decode(data, description, what, settings)
     if clip.seconds > settings.max_audio_seconds:
         raise _too_long(f"{where} ({clip.description})", clip.seconds, settings)
     return clip
@@ -237,13 +257,14 @@ class AudioPreparer:
             except OmniEmbedError as exc:
                 out.append(exc.at_index(i))
             except Exception as exc:  # a decoder failing in an unforeseen way is still this item's problem
-                out.append(InputUnreadable(f"audios[{i}] could not be read: {type(exc).__name__}: {exc}", index=i))
+                message = f"the audio could not be read: {type(exc).__name__}: {_reason(exc)}"
+                out.append(InputUnreadable(message, param="audio", index=i))
         return out
 
     def _prepare_one(self, item: Any, index: int, options: Any) -> list[Any]:
         from omniembed.pipeline import Prepared
 
-        clip = load_audio(item, self.settings, allow_paths=options.allow_paths, where=f"audios[{index}]")
+        clip = load_audio(item, self.settings, allow_paths=options.allow_paths)
         rate = self.frontend.sample_rate
         wave = resample(clip.samples, clip.sample_rate, rate)
         start, spans = plan_segments(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +22,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from omniembed.api import Engine
 from omniembed.errors import InputTooLarge
 from omniembed.service.batcher import Batcher
-from omniembed.service.errors import ApiKeyInvalid, error_response, install_handlers
+from omniembed.service.errors import (
+    OPEN_PATHS,
+    ApiKeyInvalid,
+    document_errors,
+    error_response,
+    install_handlers,
+    internal_error,
+)
 from omniembed.service.jobs import JobRunner, JobStore
 from omniembed.service.metrics import Metrics
 from omniembed.service.routes import openai, ops, tasks, twelvelabs
@@ -30,7 +39,7 @@ from omniembed.settings import Settings
 __all__ = ["create_app"]
 
 log = logging.getLogger("omniembed.service")
-OPEN_PATHS = {"/health", "/ready"}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class BodyLimit:
@@ -80,7 +89,9 @@ def _authorized(headers: dict[bytes, bytes], keys: list[str]) -> bool:
 
 
 class Gate:
-    """API keys and request metrics, as plain ASGI (no per-request task or body copying)."""
+    """API keys, request metrics, an ``X-Request-ID`` on every answer (the client's own when it sent a sane
+    one), and the last line of defence: an exception that escapes a route becomes a logged 500 with an
+    incident id. Plain ASGI (no per-request task or body copying)."""
 
     def __init__(self, app: ASGIApp, state: ServiceState) -> None:
         self.app = app
@@ -93,33 +104,51 @@ class Gate:
         started = time.perf_counter()
         path = scope["path"]
         status = 500
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        answered = False
+
+        async def send_status(message: Message) -> None:
+            nonlocal status, answered
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                answered = True
+                message = {**message, "headers": [*message.get("headers", []),
+                                                   (b"x-request-id", request_id.encode())]}
+            await send(message)
+
         keys = self.state.settings.api_keys
-        if keys and path not in OPEN_PATHS and not _authorized(dict(scope["headers"]), keys):
-            error = ApiKeyInvalid("missing or invalid API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'")
-            response = error_response(error, path)
-            status = response.status_code
-            await response(scope, receive, send)
-        else:
-
-            async def send_status(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
-            await self.app(scope, receive, send_status)
-        route: Any = scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        self.state.metrics.requests.labels(label, str(status)).inc()
-        self.state.metrics.latency.labels(label).observe(time.perf_counter() - started)
+        try:
+            if keys and path not in OPEN_PATHS and not _authorized(headers, keys):
+                error = ApiKeyInvalid(
+                    "missing or invalid API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
+                )
+                await error_response(error, path)(scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
+        except Exception as exc:
+            if answered:  # the answer has started: nothing better to send; the server logs it
+                raise
+            await internal_error(exc, path, request_id)(scope, receive, send_status)
+        finally:
+            route: Any = scope.get("route")
+            label = getattr(route, "path", "unmatched")
+            self.state.metrics.requests.labels(label, str(status)).inc()
+            self.state.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
 
 async def _preload(state: ServiceState) -> None:
+    """Load the operator's start-up models. Each may be a registered name, a local folder or a hub id;
+    resolving one reads the disk or downloads, so it runs on the inference thread, never on the event loop.
+    Clients can then name it (``Engine.serve``); a model name from a request is never resolved on disk."""
     batcher = state.require_batcher()
+    engine = state.engine
+    await asyncio.to_thread(len, engine.registry)  # plugin entry points are read now, off the event loop
     for name in state.settings.serve_models:
         try:
-            spec = state.engine.spec(name)
-            await batcher.run_sync(state.engine.load, spec.name)
+            spec = await batcher.run_sync(engine.serve, name)
+            await batcher.run_sync(engine.load, spec.name)
             state.loaded.append(spec.name)
             log.info("model %s loaded", spec.name)
         except Exception as exc:  # the server stays up; /ready tells what is missing
@@ -157,12 +186,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_handlers(app)
     for router in (openai.router, twelvelabs.router, tasks.router, ops.router):
         app.include_router(router)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:  # every status and error body a route can answer; no 422
+        if app.openapi_schema is None:
+            document_errors(generate())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
-    app.add_middleware(Gate, state=state)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Gate, state=state)  # outermost: every answer, a 413 too, gets counted and an X-Request-ID
     return app

@@ -1,4 +1,8 @@
-"""Request and response bodies of the three protocols (pydantic), shared by routes and the Client."""
+"""Request and response bodies of the three protocols (pydantic), shared by routes and the Client.
+
+Each protocol face also has its own error body; the OpenAPI schema documents them per route
+(``service.errors.document_errors``).
+"""
 
 from __future__ import annotations
 
@@ -39,6 +43,22 @@ class OpenAIEmbeddingsResponse(BaseModel):
     data: list[OpenAIEmbedding]
     model: str
     usage: OpenAIUsage
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: Literal["invalid_request_error", "server_error"]
+    """``invalid_request_error`` for 4xx answers, ``server_error`` for 5xx."""
+    param: str | None = None
+    """The request field at fault (``input``, ``model`` ...), or null."""
+    code: str
+    """omniembed's stable error code (``parameter_invalid``, ``model_not_found`` ...)."""
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Every error under ``/v1/``, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
 
 
 # -- TwelveLabs (field names and the "float" alias as the twelvelabs SDK parses them) ----------------
@@ -89,6 +109,14 @@ class EmbeddingResponse(_Model):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+class TwelveLabsErrorResponse(BaseModel):
+    """Every error under ``/v1.3/``, in TwelveLabs' shape."""
+
+    code: str
+    """TwelveLabs' code where it has one (``parameter_invalid``, ``resource_not_exist`` ...)."""
+    message: str
+
+
 # -- feature-extraction-server --------------------------------------------------------------------
 
 
@@ -105,3 +133,35 @@ class JobResult(BaseModel):
     reason: str | None = None
     """Why the job failed (failed jobs only)."""
     code: str | None = None
+
+
+class FESErrorResponse(BaseModel):
+    """Every error under ``/api/``, in feature-extraction-server's (FastAPI's) shape plus a code."""
+
+    detail: str
+    code: str
+
+
+# -- operations -----------------------------------------------------------------------------------
+
+
+class ReadyStatus(BaseModel):
+    """``GET /ready``: 200 once the start-up models are loaded, 503 (``loading``) before."""
+
+    status: Literal["ready", "loading"]
+    models: list[str]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+    index: int | None = None
+    incident: str | None = None
+    """For ``internal_error``: the id under which the server log holds the traceback."""
+
+
+class ErrorResponse(BaseModel):
+    """Errors of the routes outside the three protocols (``/metrics`` ...)."""
+
+    error: ErrorDetail

@@ -7,14 +7,24 @@
   ``error_message``; when every requested modality fails, the first error is the answer.
 - A TwelveLabs model name (``Marengo-retrieval-2.7``, ``marengo3.0`` ...) maps to the configured default
   model of each modality; any omniembed model name is used for every modality it supports.
+- Text limits. A Marengo name takes at most 77 tokens, as TwelveLabs documents, whatever model serves it;
+  another name takes its model's own limit. Tokens are counted with the serving model's tokenizer, special
+  tokens included. A longer text is cut to the limit (``end`` keeps its beginning, ``start`` its end) or,
+  with ``text_truncate=none``, refused with ``parameter_invalid`` (HTTP 400, as TwelveLabs answers a bad
+  parameter).
+- Messages name TwelveLabs' parameters (``text_truncate``, ``audio_start_offset_sec``). One call holds one
+  item per modality, so an item's error is shown as it is: the modality it belongs to names it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
@@ -30,9 +40,39 @@ from omniembed.service.schemas import (
 )
 from omniembed.settings import Settings
 
-__all__ = ["Runner", "TwelveLabsRequest", "create_embedding"]
+if TYPE_CHECKING:
+    from omniembed.api import Engine
 
+__all__ = [
+    "MARENGO_MAX_TOKENS",
+    "Fitted",
+    "Runner",
+    "TextFitter",
+    "TwelveLabsRequest",
+    "create_embedding",
+    "fit_text",
+    "fit_with_engine",
+    "is_marengo",
+]
+
+log = logging.getLogger(__name__)
 Runner = Callable[[str, Modality, list[Any], dict[str, Any]], Awaitable[list[Embedding | OmniEmbedError]]]
+MARENGO_MAX_TOKENS = 77
+"""TwelveLabs' documented limit of a Marengo text embedding, in tokens."""
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A text cut to ``limit`` tokens of the serving model's tokenizer (``tokens``: its count before)."""
+
+    text: str
+    tokens: int
+    limit: int
+
+
+TextFitter = Callable[[str, str, "int | None", str], Awaitable["Fitted | None"]]
+"""``(model, text, cap, truncate)``: the text fitted to ``min(cap, the model's own limit)`` tokens with
+``fit_text``, or None when the model has no tokenizer to count with (the engine then applies its own limit)."""
 
 
 @dataclass
@@ -49,14 +89,112 @@ class TwelveLabsRequest:
     audio_start_offset_sec: float | None = None
 
 
+def is_marengo(model_name: str) -> bool:
+    return model_name.strip().lower().startswith("marengo")
+
+
 def model_for(model_name: str, modality: Modality, settings: Settings) -> str:
-    if model_name.strip().lower().startswith("marengo"):
+    if is_marengo(model_name):
         return {
             Modality.TEXT: settings.default_text_model,
             Modality.IMAGE: settings.default_image_model,
             Modality.AUDIO: settings.default_audio_model,
         }[modality]
     return model_name
+
+
+# -- text limits ----------------------------------------------------------------------------------------
+
+
+def fit_text(tokenizer: Any, text: str, limit: int, truncate: str) -> Fitted:
+    """``text`` cut at a token boundary so that ``tokenizer`` (a Hugging Face fast tokenizer) makes at most
+    ``limit`` tokens of it, special tokens included: ``end`` keeps the beginning, ``start`` the end. With
+    ``none``, or when it fits, the text is returned whole (``tokens`` tells whether it fits)."""
+
+    def count(s: str) -> int:
+        return len(tokenizer(s, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+
+    enc = tokenizer(text, add_special_tokens=True, truncation=False, return_offsets_mapping=True,
+                    return_special_tokens_mask=True, verbose=False)
+    n = len(enc["input_ids"])
+    if n <= limit or truncate == "none":
+        return Fitted(text, n, limit)
+    content = [k for k, special in enumerate(enc["special_tokens_mask"]) if not special]
+    offsets = enc["offset_mapping"]
+    budget = limit - (n - len(content))
+    while budget > 0:  # a cut that re-tokenises into more tokens (rare) is cut one token shorter
+        cut = text[: offsets[content[budget - 1]][1]] if truncate == "end" else text[offsets[content[-budget]][0]:]
+        if count(cut) <= limit:
+            return Fitted(cut, n, limit)
+        budget -= 1
+    return Fitted(text, n, limit)  # the special tokens alone are over the limit: the engine decides
+
+
+def fit_with_engine(engine: Engine, model: str, text: str, cap: int | None, truncate: str) -> Fitted | None:
+    """``fit_text`` with ``model``'s own tokenizer and limit (capped at ``cap``). Loads the model: run it
+    where the engine's models run (the server's inference thread)."""
+    spec = engine.spec(model)
+    if Modality.TEXT not in spec.modalities or not isinstance(text, str) or not text.strip():
+        return None
+    if len(text) > engine.settings.max_text_chars or not _encodable(text):
+        return None  # the engine refuses it with its own, clearer error
+    preparer = engine.load(spec.name).preparers.get(Modality.TEXT)
+    tokenizer, own = getattr(preparer, "tokenizer", None), getattr(preparer, "max_tokens", None)
+    if tokenizer is None or not isinstance(own, int):
+        return None
+    try:
+        return fit_text(tokenizer, text, own if cap is None else min(cap, own), truncate)
+    except Exception:  # a tokenizer failing here fails again in the engine, which reports it as the item's error
+        log.warning("counting the tokens of a text for %s failed; the engine applies its own limit", spec.name,
+                    exc_info=True)
+        return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# -- errors in TwelveLabs' terms ----------------------------------------------------------------------------
+
+_OWN_TERMS = (
+    (re.compile(r"use truncate='end' or 'start'"), "set text_truncate to end or start"),
+    (re.compile(r"\btruncate="), "text_truncate="),
+    (re.compile(r"(?<!audio_)\bstart_offset_sec\b"), "audio_start_offset_sec"),
+)
+_OWN_PARAMS = {"truncate": "text_truncate", "start_offset_sec": "audio_start_offset_sec"}
+
+
+def _own_terms(exc: OmniEmbedError) -> OmniEmbedError:
+    """``exc`` worded with TwelveLabs' parameter names (the engine's are ``truncate``, ``start_offset_sec``)."""
+    message = exc.message
+    for pattern, replacement in _OWN_TERMS:
+        message = pattern.sub(replacement, message)
+    param = _OWN_PARAMS.get(exc.param or "", exc.param)
+    if message == exc.message and param == exc.param:
+        return exc
+    out = exc.at_index(exc.index)
+    out.message, out.param = message, param
+    return out
+
+
+def _too_long(fitted: Fitted, model_name: str, served: str) -> ParameterInvalid:
+    if is_marengo(model_name) and fitted.limit == MARENGO_MAX_TOKENS:
+        limit = (f"{model_name} takes at most {fitted.limit} tokens (counted with the tokenizer of {served}, "
+                 "the model that serves it here)")
+    else:
+        limit = f"model {served!r} takes at most {fitted.limit} tokens"
+    return ParameterInvalid(
+        f"The text parameter is invalid. The text is {fitted.tokens} tokens long and {limit}. "
+        "Shorten the text, or set text_truncate to end or start.",
+        param="text",
+    )
+
+
+# -- the call ------------------------------------------------------------------------------------------
 
 
 def _metadata(url: str | None, filename: str | None) -> EmbeddingMetadata:
@@ -85,9 +223,33 @@ async def _one(run: Runner, model: str, modality: Modality, item: Any, options: 
         return exc
 
 
-async def create_embedding(req: TwelveLabsRequest, run: Runner, settings: Settings) -> EmbeddingResponse:
+async def _text(req: TwelveLabsRequest, run: Runner, model: str, truncate: str, fit: TextFitter | None) -> Any:
+    assert req.text is not None and req.model_name is not None
+    text = req.text
+    if fit is not None:
+        cap = MARENGO_MAX_TOKENS if is_marengo(req.model_name) else None
+        try:
+            fitted = await fit(model, text, cap, truncate)
+        except OmniEmbedError as exc:
+            return exc
+        if fitted is not None:
+            if fitted.tokens > fitted.limit and truncate == "none":
+                return _too_long(fitted, req.model_name, model)
+            text = fitted.text
+    return await _one(run, model, Modality.TEXT, text, {"truncate": truncate})
+
+
+async def create_embedding(
+    req: TwelveLabsRequest,
+    run: Runner,
+    settings: Settings,
+    fit: TextFitter | None = None,
+    describe: Callable[[OmniEmbedError], str] | None = None,
+) -> EmbeddingResponse:
+    """Answer one TwelveLabs embed call. ``fit`` applies the text limits (without it, only the engine's
+    own); ``describe`` words a failed modality's ``error_message`` (default: the error's message)."""
     if not req.model_name or not req.model_name.strip():
-        raise ParameterNotProvided("The model_name parameter is required.", param="model_name")
+        raise ParameterNotProvided("The model_name parameter is required but was not provided.", param="model_name")
     try:
         truncate = check_truncate(req.text_truncate)
     except ParameterInvalid as exc:
@@ -95,15 +257,15 @@ async def create_embedding(req: TwelveLabsRequest, run: Runner, settings: Settin
             "The text_truncate parameter is invalid. You should use one of the following values: none, start, end.",
             param="text_truncate",
         ) from exc
-    offset = 0.0 if req.audio_start_offset_sec is None else req.audio_start_offset_sec
-    if offset < 0:
+    offset = 0.0 if req.audio_start_offset_sec is None else float(req.audio_start_offset_sec)
+    if not math.isfinite(offset) or offset < 0:
         raise ParameterInvalid(
-            "The audio_start_offset_sec parameter is invalid. It must be 0 or more.", param="audio_start_offset_sec"
+            "The audio_start_offset_sec parameter is invalid. It must be a number of seconds, 0 or more.",
+            param="audio_start_offset_sec",
         )
     jobs: dict[str, Awaitable[Any]] = {}
     if req.text is not None:
-        model = model_for(req.model_name, Modality.TEXT, settings)
-        jobs["text"] = _one(run, model, Modality.TEXT, req.text, {"truncate": truncate})
+        jobs["text"] = _text(req, run, model_for(req.model_name, Modality.TEXT, settings), truncate, fit)
     if req.image_url or req.image_file is not None:
         model = model_for(req.model_name, Modality.IMAGE, settings)
         jobs["image"] = _one(run, model, Modality.IMAGE, req.image_url or req.image_file, {})
@@ -115,15 +277,17 @@ async def create_embedding(req: TwelveLabsRequest, run: Runner, settings: Settin
         raise ParameterNotProvided(
             "Provide at least one input: text, image_url or image_file, audio_url or audio_file.", param="text"
         )
-    results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
+    gathered = await asyncio.gather(*jobs.values())
+    results = {k: _own_terms(r) if isinstance(r, OmniEmbedError) else r for k, r in zip(jobs, gathered, strict=True)}
     errors = [r for r in results.values() if isinstance(r, OmniEmbedError)]
     if len(errors) == len(results):
-        raise errors[0]
+        raise errors[0].at_index(None)  # one item per modality: no position to name
+    words = describe or (lambda e: e.message)
     response = EmbeddingResponse(model_name=req.model_name)
     if "text" in results:
         r = results["text"]
         response.text_embedding = (
-            TextEmbeddingResult(error_message=r.message)
+            TextEmbeddingResult(error_message=words(r))
             if isinstance(r, OmniEmbedError)
             else TextEmbeddingResult(segments=[_segment(r.vector)])
         )
@@ -131,7 +295,7 @@ async def create_embedding(req: TwelveLabsRequest, run: Runner, settings: Settin
         r = results["image"]
         meta = _metadata(req.image_url, req.image_filename)
         response.image_embedding = (
-            ImageEmbeddingResult(error_message=r.message, metadata=meta)
+            ImageEmbeddingResult(error_message=words(r), metadata=meta)
             if isinstance(r, OmniEmbedError)
             else ImageEmbeddingResult(segments=[_segment(r.vector)], metadata=meta)
         )
@@ -139,7 +303,7 @@ async def create_embedding(req: TwelveLabsRequest, run: Runner, settings: Settin
         r = results["audio"]
         meta = _metadata(req.audio_url, req.audio_filename)
         response.audio_embedding = (
-            AudioEmbeddingResult(error_message=r.message, metadata=meta)
+            AudioEmbeddingResult(error_message=words(r), metadata=meta)
             if isinstance(r, OmniEmbedError)
             else AudioEmbeddingResult(segments=_audio_segments(r, offset), metadata=meta)
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from omniembed.service.state import ServiceState, get_state
@@ -24,7 +24,7 @@ async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
     return JSONResponse(body, status_code=200 if state.ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: ServiceState = Depends(get_state)) -> Response:
     counts = await asyncio.to_thread(state.store.counts)
     for status in ("starting", "running", "complete", "failed"):

@@ -9,8 +9,10 @@ from fastapi.responses import JSONResponse
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError
+from omniembed.service.errors import public_message
+from omniembed.service.schemas import EmbeddingResponse
 from omniembed.service.state import ServiceState, get_state
-from omniembed.service.twelvelabs import TwelveLabsRequest, create_embedding
+from omniembed.service.twelvelabs import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
 
 router = APIRouter(prefix="/v1.3", tags=["twelvelabs"])
 
@@ -21,7 +23,7 @@ async def _read(upload: UploadFile | None) -> tuple[bytes | None, str | None]:
     return await upload.read(), upload.filename
 
 
-@router.post("/embed")
+@router.post("/embed", responses={200: {"model": EmbeddingResponse, "description": "The embeddings."}})
 async def embed(
     state: Annotated[ServiceState, Depends(get_state)],
     model_name: Annotated[str | None, Form()] = None,
@@ -47,5 +49,10 @@ async def embed(
         results: list[Embedding | OmniEmbedError] = await batcher.embed(model, modality, items, **options)
         return results
 
-    response = await create_embedding(request, run, state.settings)
+    async def fit(model: str, text: str, cap: int | None, truncate: str) -> Fitted | None:
+        name = state.engine.served_spec(model).name  # in memory: a client's name is never a path or a hub id
+        fitted: Fitted | None = await batcher.run_sync(fit_with_engine, state.engine, name, text, cap, truncate)
+        return fitted
+
+    response = await create_embedding(request, run, state.settings, fit=fit, describe=public_message)
     return JSONResponse(response.to_json())
