@@ -19,12 +19,13 @@ from service_util import Server
 def _rows(db: Path) -> dict[str, dict]:  # type: ignore[type-arg]
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
-        return {r["id"]: dict(r) for r in conn.execute("select * from omniembed_jobs")}
+        return {r["id"]: dict(r) for r in conn.execute("select * from omniembed_jobs_v2")}
 
 
 def test_jobs_survive_a_killed_server(tmp_path: Path, settings: omniembed.Settings, engine: omniembed.Engine) -> None:
     texts = [f"{SENTENCES[i % len(SENTENCES)]} (variant {i})" for i in range(300)]
-    server = Server(tmp_path, settings.cache_dir, OMNIEMBED_JOB_CONCURRENCY="1", OMNIEMBED_BATCH_SIZE="1").start()
+    server = Server(tmp_path, settings.cache_dir, OMNIEMBED_JOB_CONCURRENCY="1", OMNIEMBED_BATCH_SIZE="1",
+                    OMNIEMBED_JOB_LEASE_SEC="2").start()  # the killed server's job resumes once its lease lapses
     ids = [httpx.post(f"{server.url}/api/tasks/text-embedding/minilm/jobs", json={"text": t}).json()["id"]
            for t in texts]
     db = tmp_path / "jobs.sqlite3"
@@ -106,7 +107,7 @@ def test_bounded_load(tmp_path: Path, settings: omniembed.Settings) -> None:
 
 def test_overload_answers_429_not_errors(tmp_path: Path, settings: omniembed.Settings) -> None:
     """With a tiny queue, the overflow of 64 concurrent clients gets quick 429s; nothing else fails."""
-    server = Server(tmp_path, settings.cache_dir, OMNIEMBED_QUEUE_SIZE="8").start()
+    server = Server(tmp_path, settings.cache_dir, OMNIEMBED_QUEUE_SIZE="8", OMNIEMBED_MAX_ITEMS_PER_REQUEST="8").start()
     try:
         statuses = asyncio.run(_load(server.url, 500, 64))
     finally:

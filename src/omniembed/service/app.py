@@ -80,12 +80,15 @@ class BodyLimit:
         await self.app(scope, limited, guarded_send)
 
 
-def _authorized(headers: dict[bytes, bytes], keys: list[str]) -> bool:
+def _accepted_key(headers: dict[bytes, bytes], keys: list[str]) -> str | None:
+    """The API key the request sent (``Authorization: Bearer`` wins over ``x-api-key``) if it is one of
+    ``keys``, else None."""
     given = headers.get(b"x-api-key", b"").decode("latin-1")
     auth = headers.get(b"authorization", b"").decode("latin-1")
     if auth.lower().startswith("bearer "):
         given = auth[7:].strip()
-    return bool(given) and any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+    ok = bool(given) and any(hmac.compare_digest(given.encode(), k.encode()) for k in keys)
+    return given if ok else None
 
 
 class Gate:
@@ -120,7 +123,10 @@ class Gate:
 
         keys = self.state.settings.api_keys
         try:
-            if keys and path not in OPEN_PATHS and not _authorized(headers, keys):
+            key = _accepted_key(headers, keys) if keys else None
+            if key is not None:  # routes that keep per-key state (FES jobs) read the key the gate accepted
+                scope.setdefault("state", {})["api_key"] = key
+            if keys and path not in OPEN_PATHS and key is None:
                 error = ApiKeyInvalid(
                     "missing or invalid API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
                 )
@@ -166,7 +172,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.batcher = Batcher(state.engine, state.metrics)
-        state.runner = JobRunner(state.store, state.batcher, settings.job_concurrency, settings.shutdown_grace_sec)
+        state.runner = JobRunner(state.store, state.batcher, settings.job_concurrency, settings.shutdown_grace_sec,
+                                 lease_sec=settings.job_lease_sec)
         await state.runner.start()
         preload = asyncio.get_running_loop().create_task(_preload(state))
         try:

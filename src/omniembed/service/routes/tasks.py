@@ -1,24 +1,33 @@
-"""feature-extraction-server task routes: durable jobs, batched jobs, and the legacy blocking route.
+"""feature-extraction-server task routes: durable jobs, batched jobs, the legacy blocking route, and the
+task/model listings.
 
 - ``POST /api/tasks/{task}/{model}/jobs`` with ``{"image"|"text"|"audio": ..., "config": {...}}`` → ``{id, status}``
 - ``GET /api/tasks/{task}/jobs/{id}`` → ``{status}``, ``{status: "complete", result: {embedding}}`` or
   ``{status: "failed", reason, code}``
 - ``POST /api/tasks/{task}/batched/{model}/jobs`` (lists) and ``GET /api/tasks/{task}/batched/jobs/{id}``
-  (``result`` is a list of ``{embedding}``)
+  (``result`` is a list of ``{embedding}``; a failed item gives ``reason: "item I: ..."`` and ``index: I``).
+  The plain job route finds batched jobs too (and answers their list).
 - ``POST /api/legacy/tasks/{task}/{model}/jobs`` answers ``{embedding}`` directly.
-Images and audio come as data URLs (or http(s) URLs). Model names may use FES's snake_case or kebab-case.
+- ``GET /api/tasks``, ``/api/models``, ``/api/tasks/{task}/models``, ``/api/models/{model}/tasks`` and
+  ``/api/models/{model}/status`` (``{status, jobs: [{id, status}]}``), as FES's base API.
+Images and audio come as data URLs (or http(s) URLs). Model names may use FES's snake_case or kebab-case,
+and resolve only against the models this server serves (never a path or a hub id). With API keys on, a job
+is visible only to the key that created it: another key gets the same 404 as an unknown job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import ModelNotFound, OmniEmbedError, ParameterInvalid, ParameterNotProvided
+from omniembed.registry import ModelSpec
 from omniembed.service.errors import NotFound
 from omniembed.service.jobs import TASKS, embedding_payload, job_options
 from omniembed.service.schemas import JobResult, JobStatus
@@ -27,20 +36,53 @@ from omniembed.service.state import ServiceState, get_state
 router = APIRouter(prefix="/api", tags=["feature-extraction-server"])
 
 
+class ModelStatus(BaseModel):
+    """FES's model status: ``running`` once loaded, ``loading`` while a start-up model loads, else
+    ``uninitialized`` (it loads with its first job); ``jobs`` are its unfinished jobs."""
+
+    status: Literal["loading", "running", "uninitialized"]
+    jobs: list[JobStatus]
+
+
 def _modality(task: str) -> Modality:
     if task not in TASKS:
         raise NotFound(f"no task {task!r}; tasks: {', '.join(TASKS)}")
     return TASKS[task]
 
 
+def _spec(state: ServiceState, name: str, modality: Modality | None = None) -> ModelSpec:
+    """The served model under this name, or FES's snake_case/kebab-case spelling of it (in memory only:
+    never a path or a hub id, so it is safe on the event loop)."""
+    first: ModelNotFound | None = None
+    for candidate in dict.fromkeys((name, name.replace("-", "_"), name.replace("_", "-"))):
+        try:
+            return state.engine.served_spec(candidate, modality)
+        except ModelNotFound as exc:
+            first = first or exc
+    assert first is not None
+    raise first
+
+
 def _model(state: ServiceState, name: str, modality: Modality) -> str:
-    try:
-        spec = state.engine.spec(name)
-    except ModelNotFound:
-        spec = state.engine.spec(name.replace("-", "_"))
+    spec = _spec(state, name, modality)
     if modality not in spec.modalities:
         raise ParameterInvalid(f"model {spec.name!r} does not support the {modality}-embedding task", param="model")
     return spec.name
+
+
+async def _runnable(state: ServiceState) -> list[ModelSpec]:
+    """Served models whose weights are on this machine and that do at least one task (a disk scan, off
+    the event loop and cached by the engine)."""
+    specs = await asyncio.to_thread(state.engine.available_specs)
+    return [s for s in specs if any(m in TASKS.values() for m in s.modalities)]
+
+
+def _key_hash(request: Request, state: ServiceState) -> str | None:
+    """SHA-256 of the caller's API key (the one the gate accepted), or None with API keys off."""
+    key = getattr(request.state, "api_key", None)  # set by the gate (service/app.py) when it accepted a key
+    if not state.settings.api_keys or key is None:
+        return None
+    return hashlib.sha256(str(key).encode()).hexdigest()
 
 
 def _inputs(body: dict[str, Any], modality: Modality, batched: bool, limit: int) -> tuple[list[Any], dict[str, Any]]:
@@ -63,50 +105,58 @@ def _inputs(body: dict[str, Any], modality: Modality, batched: bool, limit: int)
     return items, config
 
 
-async def _create(state: ServiceState, task: str, model: str, body: dict[str, Any], batched: bool) -> JobStatus:
+async def _create(state: ServiceState, request: Request, task: str, model: str, body: dict[str, Any],
+                  batched: bool) -> JobStatus:
     modality = _modality(task)
     canonical = _model(state, model, modality)
     items, config = _inputs(body, modality, batched, state.settings.max_items_per_request)
     payload = {"inputs": items, "config": config}
-    job_id = await asyncio.to_thread(state.store.create, task, canonical, batched, payload)
+    job_id = await asyncio.to_thread(
+        state.store.create, task, canonical, batched, payload, _key_hash(request, state)
+    )
     if state.runner is not None:
         state.runner.wake.set()
     return JobStatus(id=job_id, status="starting")
 
 
-async def _result(state: ServiceState, task: str, job: str, batched: bool) -> JobResult:
+async def _result(state: ServiceState, request: Request, task: str, job: str, batched: bool) -> JobResult:
     _modality(task)
     row = await asyncio.to_thread(state.store.get, job)
-    if row is None or row["task"] != task or bool(row["batched"]) != batched:
+    hidden = row is not None and state.settings.api_keys and row["key_hash"] != _key_hash(request, state)
+    if row is None or hidden or row["task"] != task:
         raise NotFound(f"no job {job!r} for task {task!r}{' (batched)' if batched else ''}; it may have expired")
     if row["status"] == "complete":
         return JobResult(status="complete", result=json.loads(row["result"]))
     if row["status"] == "failed":
         error = json.loads(row["error"])
-        return JobResult(status="failed", reason=error["message"], code=error["code"])
+        extra = {k: error[k] for k in ("index", "incident") if error.get(k) is not None}
+        reason = error["message"] if "index" not in extra else f"item {extra['index']}: {error['message']}"
+        return JobResult(status="failed", reason=reason, code=error["code"], **extra)
     return JobResult(status=row["status"])
 
 
 @router.post("/tasks/{task}/{model}/jobs", response_model=JobStatus)
-async def new_job(task: str, model: str, body: dict[str, Any] = Body(...),
+async def new_job(task: str, model: str, request: Request, body: dict[str, Any] = Body(...),
                   state: ServiceState = Depends(get_state)) -> JobStatus:
-    return await _create(state, task, model, body, batched=False)
+    return await _create(state, request, task, model, body, batched=False)
 
 
 @router.get("/tasks/{task}/jobs/{job}", response_model=JobResult, response_model_exclude_none=True)
-async def job_result(task: str, job: str, state: ServiceState = Depends(get_state)) -> JobResult:
-    return await _result(state, task, job, batched=False)
+async def job_result(task: str, job: str, request: Request, state: ServiceState = Depends(get_state)) -> JobResult:
+    """A job's status and result; batched jobs are found here too (their ``result`` is a list)."""
+    return await _result(state, request, task, job, batched=False)
 
 
 @router.post("/tasks/{task}/batched/{model}/jobs", response_model=JobStatus)
-async def new_batched_job(task: str, model: str, body: dict[str, Any] = Body(...),
+async def new_batched_job(task: str, model: str, request: Request, body: dict[str, Any] = Body(...),
                           state: ServiceState = Depends(get_state)) -> JobStatus:
-    return await _create(state, task, model, body, batched=True)
+    return await _create(state, request, task, model, body, batched=True)
 
 
 @router.get("/tasks/{task}/batched/jobs/{job}", response_model=JobResult, response_model_exclude_none=True)
-async def batched_job_result(task: str, job: str, state: ServiceState = Depends(get_state)) -> JobResult:
-    return await _result(state, task, job, batched=True)
+async def batched_job_result(task: str, job: str, request: Request,
+                             state: ServiceState = Depends(get_state)) -> JobResult:
+    return await _result(state, request, task, job, batched=True)
 
 
 @router.post("/legacy/tasks/{task}/{model}/jobs")
@@ -129,4 +179,34 @@ async def list_tasks() -> list[str]:
 
 @router.get("/models")
 async def list_task_models(state: ServiceState = Depends(get_state)) -> list[str]:
-    return [s.name for s in state.engine.registry]
+    """The models this server can run, for any task."""
+    return [s.name for s in await _runnable(state)]
+
+
+@router.get("/tasks/{task}/models")
+async def list_models_for_task(task: str, state: ServiceState = Depends(get_state)) -> list[str]:
+    """The models that can do this task."""
+    modality = _modality(task)
+    return [s.name for s in await _runnable(state) if modality in s.modalities]
+
+
+@router.get("/models/{model}/tasks")
+async def list_tasks_for_model(model: str, state: ServiceState = Depends(get_state)) -> list[str]:
+    """The tasks this model can do."""
+    spec = _spec(state, model)
+    return [task for task, modality in TASKS.items() if modality in spec.modalities]
+
+
+@router.get("/models/{model}/status", response_model=ModelStatus)
+async def model_status(model: str, request: Request, state: ServiceState = Depends(get_state)) -> ModelStatus:
+    spec = _spec(state, model)
+    cached = state.engine.models.keys()  # (name, runtime, device, precision) of each loaded model
+    loaded = any(isinstance(k, tuple) and k and k[0] == spec.name for k in cached)
+    starting = not state.ready and spec.name not in state.loaded and any(
+        name in spec.names() for name in state.settings.serve_models
+    )
+    key = _key_hash(request, state)
+    rows = await asyncio.to_thread(state.store.active, spec.name)
+    jobs = [JobStatus(id=r["id"], status=r["status"]) for r in rows
+            if not state.settings.api_keys or r["key_hash"] == key]
+    return ModelStatus(status="running" if loaded else "loading" if starting else "uninitialized", jobs=jobs)
