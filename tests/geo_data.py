@@ -134,3 +134,20 @@ def load_image_stats(spec: ModelSpec, folder: Any, runtime: str, device: str, se
             return np.concatenate([x.mean(axis=(2, 3)), x.std(axis=(2, 3))], axis=1).astype(np.float32)
 
     return LoadedModel(spec, "test", {Modality.IMAGE: Preparer()}, {Modality.IMAGE: Encoder()}, "numpy", "cpu")
+
+
+def folder_export(spatials: Any, temporal: Any, models: Any, out: Any, fmt: str = "npz", *, ids: Any = None,
+                  names: Any = None, resume: bool = True, continue_on_error: bool = True, chunk_size: int = 8,
+                  per_model_sensors: dict[str, Any] | None = None, input_prep: Any = None, **kw: Any) -> Any:
+    """omniembed's folder export (``ExportTarget.folder``) with the options these tests use, through the
+    keyword-only rs-embed signature of ``export_batch``."""
+    from omniembed.geo import ExportConfig, ExportModelRequest, ExportTarget
+    from omniembed.geo.export import export_batch
+
+    sensors = per_model_sensors or {}
+    model_list = [models] if isinstance(models, str) else list(models)
+    requests = [ExportModelRequest(m, sensor=sensors[m]) if m in sensors else m for m in model_list]
+    return export_batch(spatials=list(spatials), temporal=temporal, models=requests,
+                        target=ExportTarget.folder(str(out), names=ids if ids is not None else names),
+                        config=ExportConfig(format=fmt, resume=resume, continue_on_error=continue_on_error,
+                                            chunk_size=chunk_size, input_prep=input_prep), **kw)

@@ -19,6 +19,7 @@ from omniembed.geo import (
     PointBuffer,
     SensorSpec,
     TemporalSpec,
+    describe_model,
     get_embedding,
     get_embeddings_batch,
     list_models,
@@ -49,7 +50,7 @@ def test_rs_embed_example_runs_with_a_local_folder(eng: Engine, geo_dir: Path) -
     assert emb.meta.modality == "geo" and emb.meta.input.kind == "geo" and "2022-06-01" in emb.meta.input.description
     grid = get_embedding("test-conv-geo", spatial=spatial, temporal=SUMMER, output=OutputSpec.grid(),
                          backend=f"local:{geo_dir / 's2'}", engine=eng).data
-    assert grid.dims == ("band", "y", "x") and grid.shape == (8, 8, 8) and grid.attrs["crs"] == "EPSG:32651"
+    assert grid.dims == ("d", "y", "x") and grid.shape == (8, 8, 8) and grid.attrs["crs"] == "EPSG:32651"
     from pyproj import Transformer
 
     cx, cy = Transformer.from_crs("EPSG:4326", "EPSG:32651", always_xy=True).transform(121.5, 31.2)
@@ -115,9 +116,17 @@ def test_auto_tiles_large_regions_and_limits_are_errors(eng: Engine, geo_dir: Pa
     auto = get_embedding("test-conv-geo", spatial=box, output=OutputSpec.grid(), backend=f"local:{geo_dir / 's2'}",
                          temporal=SUMMER, input_prep="auto", engine=eng)
     assert auto.data.shape == (8, 32, 32) and "input_prep=tile" in auto.meta.preprocessing
-    with pytest.raises(ParameterInvalid, match="max_tiles") as info:
+    # rs-embed's limits: above max_tiles, tile warns and auto resizes; above max_tiles_hard, tile is refused
+    with pytest.warns(UserWarning, match="max_tiles=4"):
+        tiled = get_embedding("test-conv-geo", spatial=box, backend=f"local:{geo_dir / 's2'}", temporal=SUMMER,
+                              output=OutputSpec.grid(), input_prep=InputPrepSpec.tile(max_tiles=4), engine=eng)
+    np.testing.assert_allclose(tiled.data.values, auto.data.values, rtol=1e-6, atol=1e-6)
+    small = get_embedding("test-conv-geo", spatial=box, output=OutputSpec.grid(), backend=f"local:{geo_dir / 's2'}",
+                          temporal=SUMMER, input_prep=InputPrepSpec.auto(max_tiles=4), engine=eng)
+    assert small.data.shape == (8, 8, 8) and "input_prep=resize" in small.meta.preprocessing
+    with pytest.raises(ParameterInvalid, match="max_tiles_hard") as info:
         get_embedding("test-conv-geo", spatial=box, backend=f"local:{geo_dir / 's2'}", temporal=SUMMER,
-                      input_prep=InputPrepSpec(mode="tile", max_tiles=4), engine=eng)
+                      input_prep=InputPrepSpec.tile(max_tiles=2, max_tiles_hard=4), engine=eng)
     assert info.value.param == "input_prep"
     with pytest.raises(ParameterInvalid, match="takes 4 bands") as info:
         get_embedding("test-conv-geo", spatial=box, sensor=SensorSpec(str(geo_dir / "s2"), bands=("B04", "B03")),
@@ -151,7 +160,7 @@ def test_precomputed_gse_pooled_and_grid(eng: Engine, geo_dir: Path) -> None:
                          backend=f"local:{geo_dir / 'gse'}", engine=eng).data
     with rasterio.open(geo_dir / "gse" / "gse_2022.tif") as src:
         ref = src.read()[:, 10:50, 10:50]
-    assert grid.shape == (64, 40, 40) and list(grid.band.values[:2]) == ["A00", "A01"]
+    assert grid.shape == (64, 40, 40) and list(grid.d.values[:2]) == ["A00", "A01"]
     np.testing.assert_array_equal(grid.values, ref)
     vec = get_embedding("gse", spatial=box, temporal=TemporalSpec.year(2022), backend=f"local:{geo_dir / 'gse'}",
                         engine=eng).data
@@ -162,8 +171,11 @@ def test_precomputed_gse_pooled_and_grid(eng: Engine, geo_dir: Path) -> None:
 
 
 def test_list_models_and_missing_source(eng: Engine) -> None:
-    info = {m["name"]: m for m in list_models(eng)}
-    assert info["gse"]["kind"] == "precomputed" and info["gse"]["dim"] == 64
+    names = list_models(engine=eng)
+    assert names == sorted(names) and "gse" in names and "gse_annual" not in names
+    assert "gse_annual" in list_models(include_aliases=True, engine=eng)
+    info = {n: describe_model(n, engine=eng) for n in names}
+    assert info["gse"]["kind"] == "precomputed" and info["gse"]["dim"] == 64 and info["gse"]["type"] == "precomputed"
     assert info["test-conv-geo"]["bands"] == ["B02", "B03", "B04", "B08"]
     from omniembed.errors import ParameterNotProvided
 
@@ -195,7 +207,7 @@ def test_any_image_model_embeds_rgb_composites_one_vector_per_tile(geo_dir: Path
             want = np.concatenate([tile.mean(axis=(1, 2)), tile.std(axis=(1, 2))])
             np.testing.assert_allclose(grid.values[:, i, j], want, rtol=1e-5, atol=1e-6)
     assert grid.attrs["transform"][0] == 16 * 150
-    info = {m["name"]: m for m in list_models(eng)}
+    info = {n: describe_model(n, engine=eng) for n in list_models(engine=eng)}
     assert info["test-image-stats"]["grid_cell"] == "tile" and info["test-image-stats"]["input_size"] == 16
 
 

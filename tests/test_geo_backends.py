@@ -34,21 +34,21 @@ def original(geo_dir: Path) -> np.ndarray:
 
 
 def test_aligned_window_reads_exact_pixels_by_band_name(geo_dir: Path) -> None:
-    r = LocalBackend().read(utm_box(40, 25, 120, 90), TemporalSpec.year(2022),
+    r = LocalBackend().read(utm_box(40, 25, 120, 90), TemporalSpec.year(2022).window(),
                             SensorSpec(str(geo_dir / "s2"), bands=("B08", "red")), S)
     assert r.bands == ("B08", "B04") and r.data.shape == (1, 2, 90, 120)
     assert r.grid.crs == "EPSG:32651" and tuple(r.grid.transform)[:6] == (10, 0, X0 + 400, 0, -10, Y0 - 250)
     np.testing.assert_array_equal(r.image, original(geo_dir)[[3, 2], 25:115, 40:160])
     assert r.dates[0] is not None and r.dates[0].isoformat() == "2022-07-15"
-    by_number = LocalBackend().read(utm_box(40, 25, 120, 90), TemporalSpec.year(2022),
+    by_number = LocalBackend().read(utm_box(40, 25, 120, 90), TemporalSpec.year(2022).window(),
                                     SensorSpec(str(geo_dir / "s2"), bands=(4, 3)), S)
     np.testing.assert_array_equal(by_number.data, r.data)
 
 
 def test_time_filter_from_file_dates_and_composites(geo_dir: Path) -> None:
     box, folder, orig = utm_box(0, 0, 300, 300), str(geo_dir / "s2"), original(geo_dir)
-    r22 = LocalBackend().read(box, TemporalSpec.range("2022-06-01", "2022-09-01"), SensorSpec(folder), S)
-    r21 = LocalBackend().read(box, TemporalSpec.year(2021), SensorSpec(folder), S)
+    r22 = LocalBackend().read(box, TemporalSpec.range("2022-06-01", "2022-09-01").window(), SensorSpec(folder), S)
+    r21 = LocalBackend().read(box, TemporalSpec.year(2021).window(), SensorSpec(folder), S)
     np.testing.assert_array_equal(r22.image, orig)
     np.testing.assert_array_equal(r21.image, orig[:, :, ::-1])  # the 2021 file holds the mirrored bands
     both = LocalBackend().read(box, None, SensorSpec(folder, composite="median"), S)
@@ -58,7 +58,7 @@ def test_time_filter_from_file_dates_and_composites(geo_dir: Path) -> None:
     frames = LocalBackend().read(box, None, SensorSpec(folder, composite="frames"), S)
     assert frames.data.shape == (2, 4, 300, 300) and [d.year for d in frames.dates if d] == [2021, 2022]
     with pytest.raises(InputUnreadable, match="no raster"):
-        LocalBackend().read(box, TemporalSpec.year(2019), SensorSpec(folder), S)
+        LocalBackend().read(box, TemporalSpec.year(2019).window(), SensorSpec(folder), S)
 
 
 def test_mosaic_of_two_files_equals_the_whole(geo_dir: Path) -> None:
@@ -68,7 +68,8 @@ def test_mosaic_of_two_files_equals_the_whole(geo_dir: Path) -> None:
 
 
 def test_nodata_outside_the_image_is_masked(geo_dir: Path) -> None:
-    r = LocalBackend().read(utm_box(-20, -10, 100, 50), TemporalSpec.year(2022), SensorSpec(str(geo_dir / "s2")), S)
+    r = LocalBackend().read(utm_box(-20, -10, 100, 50), TemporalSpec.year(2022).window(),
+                            SensorSpec(str(geo_dir / "s2")), S)
     assert r.image.shape == (4, 50, 100)
     assert np.isnan(r.image[:, :10, :]).all() and np.isnan(r.image[:, :, :20]).all()
     np.testing.assert_array_equal(r.image[:, 10:, 20:], original(geo_dir)[:, :40, :80])

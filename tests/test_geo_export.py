@@ -1,4 +1,4 @@
-"""export_batch: every format reads back with the values of get_embedding, and an export killed half way
+"""export_batch (folder layout): every format reads back with the values of get_embedding, and an export killed half way
 (SIGKILL in a subprocess) resumes without embedding any item twice or losing one."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geo_data import CONV_SPEC, geo_engine, shared_geo_dir
+from geo_data import CONV_SPEC, folder_export, geo_engine, shared_geo_dir
 from omniembed.api import Engine
 from omniembed.errors import ParameterInvalid
 from omniembed.geo import OutputSpec, PointBuffer, TemporalSpec, get_embedding
-from omniembed.geo.export import export_batch, load_item
+from omniembed.geo.export import load_item
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_pooled_formats_read_back(eng: Engine, geo_dir: Path, tmp_path: Path) ->
     want = np.stack(expected(eng, geo_dir))
     rois = [*ROIS[:3], PointBuffer(0.0, 0.0, 100)]  # the last one has no imagery: recorded as an error
     for fmt in ("npz", "netcdf", "zarr", "geoparquet"):
-        m = export_batch(rois, SUMMER, ["test-conv-geo"], tmp_path / fmt, fmt, backend=f"local:{geo_dir / 's2'}",
+        m = folder_export(rois, SUMMER, ["test-conv-geo"], tmp_path / fmt, fmt, backend=f"local:{geo_dir / 's2'}",
                          engine=eng)
         assert m["counts"] == {"total": 4, "done": 3, "error": 1}
         assert json.loads((tmp_path / fmt / "manifest.json").read_text())["items"][3]["error"]["code"] == \
@@ -74,7 +74,7 @@ def test_grid_formats_read_back_with_georeference(eng: Engine, geo_dir: Path, tm
 
     want = expected(eng, geo_dir, OutputSpec.grid())
     for fmt in ("npz", "netcdf", "zarr", "geotiff"):
-        m = export_batch(ROIS[:3], SUMMER, "test-conv-geo", tmp_path / fmt, fmt, output=OutputSpec.grid(),
+        m = folder_export(ROIS[:3], SUMMER, "test-conv-geo", tmp_path / fmt, fmt, output=OutputSpec.grid(),
                          backend=f"local:{geo_dir / 's2'}", engine=eng)
         for k, item in enumerate(m["items"]):
             path = tmp_path / fmt / item["file"]
@@ -97,17 +97,16 @@ def test_grid_formats_read_back_with_georeference(eng: Engine, geo_dir: Path, tm
 
 def test_format_errors(eng: Engine, geo_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ParameterInvalid, match="geotiff holds grids"):
-        export_batch(ROIS[:1], SUMMER, "test-conv-geo", tmp_path, "geotiff", engine=eng)
-    with pytest.raises(ParameterInvalid, match="format must be"):
-        export_batch(ROIS[:1], SUMMER, "test-conv-geo", tmp_path, "csv", engine=eng)
+        folder_export(ROIS[:1], SUMMER, "test-conv-geo", tmp_path, "geotiff", engine=eng)
+    with pytest.raises(ParameterInvalid, match="Unsupported export format"):
+        folder_export(ROIS[:1], SUMMER, "test-conv-geo", tmp_path, "csv", engine=eng)
 
 
 SCRIPT = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from pathlib import Path
-    from geo_data import CONV_SPEC, geo_engine
-    from omniembed.geo.export import export_batch
+    from geo_data import CONV_SPEC, folder_export, geo_engine
     from omniembed.geo import PointBuffer, SensorSpec, TemporalSpec
     rois = [PointBuffer(121.5 + 0.004 * (k % 3), 31.195 + 0.004 * (k // 3), 300 + 40 * k) for k in range(6)]
     kill_after, seen = int(sys.argv[1]), [0]
@@ -116,8 +115,8 @@ SCRIPT = textwrap.dedent("""
         if seen[0] == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
     eng = geo_engine(Path({cache!r}), CONV_SPEC)
-    export_batch(rois, TemporalSpec.range("2022-06-01", "2022-09-01"), ["test-conv-geo", "gse"], {out!r},
-                 "netcdf", backend="local:" + {data!r}, engine=eng, chunk_size=2, progress=progress,
+    folder_export(rois, TemporalSpec.range("2022-06-01", "2022-09-01"), ["test-conv-geo", "gse"], {out!r},
+                  "netcdf", backend="local:" + {data!r}, engine=eng, chunk_size=2, progress=progress,
                  per_model_sensors={{"gse": SensorSpec({gse!r})}})
 """)
 
@@ -160,19 +159,18 @@ def test_rs_embed_options(eng: Engine, geo_dir: Path, tmp_path: Path) -> None:
 
     rois = [ROIS[0], PointBuffer(0.0, 0.0, 100)]
     with pytest.raises(InputUnreadable) as info:
-        export_batch(rois, SUMMER, ["test-conv-geo"], tmp_path / "a", backend=f"local:{geo_dir / 's2'}",
-                     continue_on_error=False, engine=eng)
+        folder_export(rois, SUMMER, ["test-conv-geo"], tmp_path / "a", backend=f"local:{geo_dir / 's2'}",
+                      continue_on_error=False, engine=eng)
     assert info.value.index == 1
-    m = export_batch(rois[:1], SUMMER, ["test-conv-geo"], tmp_path / "b", backend=f"local:{geo_dir / 's2'}",
-                     names=["p1"], engine=eng)
+    m = folder_export(rois[:1], SUMMER, ["test-conv-geo"], tmp_path / "b", backend=f"local:{geo_dir / 's2'}",
+                       names=["p1"], engine=eng)
     assert [i["id"] for i in m["items"]] == ["p1"]
     runs = tmp_path / "b" / ".items" / "runs.jsonl"
-    export_batch(rois[:1], SUMMER, ["test-conv-geo"], tmp_path / "b", backend=f"local:{geo_dir / 's2'}",
-                 names=["p1"], engine=eng)
+    folder_export(rois[:1], SUMMER, ["test-conv-geo"], tmp_path / "b", backend=f"local:{geo_dir / 's2'}",
+                  names=["p1"], engine=eng)
     assert len(runs.read_text().splitlines()) == 1  # resumed: nothing to do
-    export_batch(rois[:1], SUMMER, ["test-conv-geo"], tmp_path / "b", backend=f"local:{geo_dir / 's2'}",
-                 names=["p1"], resume=False, engine=eng)
+    folder_export(rois[:1], SUMMER, ["test-conv-geo"], tmp_path / "b", backend=f"local:{geo_dir / 's2'}",
+                  names=["p1"], resume=False, engine=eng)
     assert len(runs.read_text().splitlines()) == 1  # started afresh: a new log with one entry
-    with pytest.raises(ParameterInvalid, match="per_model_sensors"):
-        export_batch(rois[:1], SUMMER, ["test-conv-geo"], tmp_path / "c", per_model_sensors={"x": None},  # type: ignore[dict-item]
-                     engine=eng)
+    with pytest.raises(ParameterInvalid, match="named twice"):
+        folder_export(rois[:1], SUMMER, ["test-conv-geo", "test-conv-geo"], tmp_path / "c", engine=eng)

@@ -42,7 +42,7 @@ def test_request_for_the_rs_embed_example() -> None:
     from pyproj import Transformer
 
     sensor = SensorSpec("COPERNICUS/S2_SR_HARMONIZED", bands=("B04", "B03", "B02", "B8A"), scale_m=10, cloudy_pct=20)
-    req = build_request(PointBuffer(121.5, 31.2, 2048), TemporalSpec.range("2022-06-01", "2022-09-01"), sensor)
+    req = build_request(PointBuffer(121.5, 31.2, 2048), TemporalSpec.range("2022-06-01", "2022-09-01").window(), sensor)
     assert req["collection"] == "COPERNICUS/S2_SR_HARMONIZED" and req["date"] == ["2022-06-01", "2022-09-01"]
     assert req["bands"] == ["B4", "B3", "B2", "B8A"] == req["names"] and req["composite"] == "median"
     assert req["cloud"] == {"property": "CLOUDY_PIXEL_PERCENTAGE", "max": 20}
@@ -57,7 +57,7 @@ def test_first_is_the_earliest_image_on_top_of_a_mosaic() -> None:
     each band's mask as a uint8 band."""
     sensor = SensorSpec("GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL", bands=("A00", "A01"), scale_m=10, composite="first",
                         cloudy_pct=None)
-    req = build_request(PointBuffer(10.0, 50.0, 500), TemporalSpec.year(2023), sensor)
+    req = build_request(PointBuffer(10.0, 50.0, 500), TemporalSpec.year(2023).window(), sensor)
     out = to_ee(req, Recorder())
     trail = out["expression"].trail
     names = [t for t in trail if isinstance(t, str)]

@@ -22,7 +22,7 @@ from omniembed.settings import Settings
 
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
 L9 = "LANDSAT/LC09/C02/T1_L2"
-SUMMER = TemporalSpec.range("2022-06-01", "2022-09-01")
+SUMMER = TemporalSpec.range("2022-06-01", "2022-09-01").window()
 HERE = PointBuffer(121.5, 31.2, 200)  # 20 x 20 px at 20 m, EPSG:32651
 Fn = Callable[[np.ndarray, np.ndarray], Any]
 
@@ -326,7 +326,8 @@ def test_date_and_cloud_filters(ee: fake_ee.State) -> None:
                           settings())
     assert r.dates == (date(2022, 6, 5),) and r.sources == (f"{S2}/jun",) and (r.data == 1).all()
     with pytest.raises(InputUnreadable, match=r"no image of .* between 2023-01-01 and 2024-01-01"):
-        GeeBackend().read(HERE, TemporalSpec.year(2023), SensorSpec(S2, bands=("red",), scale_m=20), settings())
+        GeeBackend().read(HERE, TemporalSpec.year(2023).window(), SensorSpec(S2, bands=("red",), scale_m=20),
+                          settings())
 
 
 # -- band names -----------------------------------------------------------------------------------------------

@@ -16,11 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geo_data import CONV_SPEC, geo_engine, shared_geo_dir
+from geo_data import CONV_SPEC, folder_export, geo_engine, shared_geo_dir
 from omniembed import __version__
 from omniembed.api import Engine
 from omniembed.geo import OutputSpec, PointBuffer, SensorSpec, TemporalSpec, get_embedding
-from omniembed.geo.export import export_batch
 
 SUMMER = TemporalSpec.range("2022-06-01", "2022-09-01")
 ROIS = [PointBuffer(121.5, 31.195, 300), PointBuffer(121.504, 31.199, 460)]
@@ -84,7 +83,7 @@ def grid_dir(eng: Engine, geo_dir: Path, tmp_path_factory: pytest.TempPathFactor
     """One export folder, assembled as NetCDF, Zarr and GeoTIFF (the items are embedded once, then reused)."""
     out = tmp_path_factory.mktemp("gis_grid")
     for fmt in GRID_FORMATS:
-        m = export_batch(ROIS, SUMMER, MODELS, out, fmt, output=OutputSpec.grid(), backend=f"local:{geo_dir / 's2'}",
+        m = folder_export(ROIS, SUMMER, MODELS, out, fmt, output=OutputSpec.grid(), backend=f"local:{geo_dir / 's2'}",
                          per_model_sensors=_sensors(geo_dir), ids=IDS, engine=eng)
         assert m["counts"] == {"total": 4, "done": 4, "error": 0}
     return out
@@ -94,7 +93,7 @@ def grid_dir(eng: Engine, geo_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def pooled_dir(eng: Engine, geo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("gis_pooled")
     for fmt in POOLED_FORMATS:
-        m = export_batch(ROIS, SUMMER, MODELS, out, fmt, backend=f"local:{geo_dir / 's2'}",
+        m = folder_export(ROIS, SUMMER, MODELS, out, fmt, backend=f"local:{geo_dir / 's2'}",
                          per_model_sensors=_sensors(geo_dir), ids=IDS, engine=eng)
         assert m["counts"] == {"total": 4, "done": 4, "error": 0}
     return out

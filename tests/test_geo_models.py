@@ -249,7 +249,8 @@ def test_prithvi_tl_time_and_location_codes(tmp_path: Path, geo_dir: Path) -> No
     backend = TensorBackend(frames, transform @ Affine.translation(100, 100), "EPSG:32651",
                             bands=("B02", "B03", "B04", "B8A", "B11", "B12"), dates=dates)
     box = BBox(X0 + 1000, Y0 - 1320, X0 + 1320, Y0 - 1000, crs="EPSG:32651")
-    emb = get_embedding("prithvi", spatial=box, output=OutputSpec.grid(), backend=backend,
+    emb = get_embedding("prithvi", spatial=box, output=OutputSpec.grid(), backend=backend,  # both frames' dates:
+                        temporal=TemporalSpec.range("2021-01-01", "2023-01-01"),  # temporal=None is summer 2022
                         sensor=SensorSpec("tensor", composite="frames"), engine=eng)
 
     def code(values: list[float], width: int) -> Any:

@@ -1,4 +1,5 @@
-"""omniembed.geo specs: construction, conversions, and clear parameter_invalid errors."""
+"""omniembed.geo specs: construction (unchecked, as in rs-embed), ``.validate()`` at use, conversions, and clear
+parameter_invalid errors (``SpecError``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from datetime import date
 import pytest
 
 from omniembed.errors import ParameterInvalid
-from omniembed.geo import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from omniembed.geo import BBox, FetchSpec, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, SpecError, TemporalSpec
+
+
+def checked(spec: object) -> object:
+    spec.validate()  # type: ignore[attr-defined]
+    return spec
 
 
 def test_bbox_and_point_buffer() -> None:
@@ -31,35 +37,40 @@ def test_bbox_other_crs_to_lonlat() -> None:
 @pytest.mark.parametrize(
     ("make", "param"),
     [
-        (lambda: BBox(0, -91, 1, 1), "minlat"),
-        (lambda: BBox(0, 0, 1, 95), "maxlat"),
-        (lambda: BBox(2, 0, 1, 1), "minlon"),
-        (lambda: BBox(0, 1, 1, 1), "minlat"),
-        (lambda: BBox(0, 0, float("nan"), 1), "maxlon"),
-        (lambda: PointBuffer(10, 91, 100), "lat"),
-        (lambda: PointBuffer(190, 0, 100), "lon"),
-        (lambda: PointBuffer(10, 10, 0), "buffer_m"),
-        (lambda: PointBuffer(10, 10, -5), "buffer_m"),
-        (lambda: PointBuffer(10, 89.99, 5000), "buffer_m"),
-        (lambda: TemporalSpec.range("2022-09-01", "2022-06-01"), "end"),
-        (lambda: TemporalSpec.range("2022-06-01", "2022-06-01"), "end"),
-        (lambda: TemporalSpec.range("June 2022", "2022-09-01"), "start"),
-        (lambda: TemporalSpec.year(22.5), "year"),  # type: ignore[arg-type]
-        (lambda: SensorSpec(""), "collection"),
-        (lambda: SensorSpec("S2", bands=("B04", 0)), "bands"),
-        (lambda: SensorSpec("S2", scale_m=0), "scale_m"),
-        (lambda: SensorSpec("S2", cloudy_pct=120), "cloudy_pct"),
-        (lambda: SensorSpec("S2", composite="best"), "composite"),
+        (lambda: checked(BBox(0, -91, 1, 1)), "minlat"),
+        (lambda: checked(BBox(0, 0, 1, 95)), "maxlat"),
+        (lambda: checked(BBox(2, 0, 1, 1)), "minlon"),
+        (lambda: checked(BBox(0, 1, 1, 1)), "minlat"),
+        (lambda: checked(BBox(0, 0, float("nan"), 1)), "maxlon"),
+        (lambda: checked(PointBuffer(10, 91, 100)), "lat"),
+        (lambda: checked(PointBuffer(190, 0, 100)), "lon"),
+        (lambda: checked(PointBuffer(10, 10, 0)), "buffer_m"),
+        (lambda: checked(PointBuffer(10, 10, -5)), "buffer_m"),
+        (lambda: checked(PointBuffer(10, 89.99, 5000)), "buffer_m"),
+        (lambda: checked(TemporalSpec.range("2022-09-01", "2022-06-01")), "end"),
+        (lambda: checked(TemporalSpec.range("2022-06-01", "2022-06-01")), "end"),
+        (lambda: checked(TemporalSpec.range("June 2022", "2022-09-01")), "start"),
+        (lambda: checked(TemporalSpec.year(22.5)), "year"),  # type: ignore[arg-type]
+        (lambda: checked(SensorSpec("")), "collection"),
+        (lambda: checked(SensorSpec("S2", bands=("B04", 0))), "bands"),
+        (lambda: checked(SensorSpec("S2", scale_m=0)), "scale_m"),
+        (lambda: checked(SensorSpec("S2", cloudy_pct=120)), "cloudy_pct"),
+        (lambda: checked(SensorSpec("S2", composite="best")), "composite"),
         (lambda: OutputSpec.pooled(pooling="cls"), "pooling"),
-        (lambda: OutputSpec.grid(scale_m=-10), "scale_m"),
-        (lambda: InputPrepSpec(mode="crop"), "input_prep"),
-        (lambda: InputPrepSpec(mode="tile", max_tiles=0), "max_tiles"),
+        (lambda: OutputSpec.grid(scale_m=20), "scale_m"),
+        (lambda: checked(FetchSpec(scale_m=-10)), "scale_m"),
+        (lambda: checked(BBox(0, 0, 1, 1, crs="EPSG:3857")), "crs"),
+        (lambda: checked(PointBuffer(1, 1, 10, crs="EPSG:32651")), "crs"),
+        (lambda: checked(TemporalSpec(mode="week")), "temporal"),
+        (lambda: checked(InputPrepSpec(mode="crop")), "input_prep"),
+        (lambda: checked(InputPrepSpec(mode="tile", max_tiles=0)), "max_tiles"),
         (lambda: InputPrepSpec.coerce(3), "input_prep"),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_specs_say_what_to_change(make: object, param: str) -> None:
-    with pytest.raises(ParameterInvalid) as info:
+    with pytest.raises(SpecError) as info:
         make()  # type: ignore[operator]
+    assert isinstance(info.value, ParameterInvalid)
     assert info.value.param == param
     assert info.value.code == "parameter_invalid"
     assert param.split("_")[0].replace("min", "").replace("max", "") in info.value.message or param in str(info.value)
@@ -67,14 +78,33 @@ def test_invalid_specs_say_what_to_change(make: object, param: str) -> None:
 
 def test_temporal_and_output_specs() -> None:
     t = TemporalSpec.range("2022-06-01", "2022-09-01")
-    assert (t.start, t.end) == (date(2022, 6, 1), date(2022, 9, 1))
-    assert t.contains(date(2022, 6, 1)) and not t.contains(date(2022, 9, 1))
+    assert (t.mode, t.start, t.end, t.year) == ("range", "2022-06-01", "2022-09-01", None)
+    w = t.window()
+    assert (w.start, w.end) == (date(2022, 6, 1), date(2022, 9, 1))
+    assert w.contains(date(2022, 6, 1)) and not w.contains(date(2022, 9, 1))
+    assert TemporalSpec.range(date(2022, 6, 1), date(2022, 9, 1)) == t and hash(TemporalSpec.range(*"ab")) is not None
     y = TemporalSpec.year(2022)
-    assert (y.start, y.end) == (date(2022, 1, 1), date(2023, 1, 1))
+    assert (y.mode, y.year) == ("year", 2022) and (y.window().start, y.window().end) == (date(2022, 1, 1),
+                                                                                         date(2023, 1, 1))
     assert OutputSpec.pooled().mode == "pooled" and OutputSpec.pooled("max").pooling == "max"
-    assert OutputSpec.grid(30).scale_m == 30 and OutputSpec.grid().mode == "grid"
+    assert OutputSpec.grid().mode == "grid" and OutputSpec.grid(grid_orientation="native").grid_orientation == "native"
+    assert not hasattr(OutputSpec.grid(), "scale_m")
     assert InputPrepSpec.coerce("TILE").mode == "tile" and InputPrepSpec.coerce(None).mode == "resize"
+    assert InputPrepSpec().mode == "tile" and InputPrepSpec.auto(max_tiles=4).max_tiles == 4
     assert SensorSpec("x", bands="B04").bands == ("B04",)
+    s = SensorSpec("x", ("B04",))
+    assert s.scale_m == 10 and s.scale_is_default and not SensorSpec("x", (), 10).scale_is_default
+    assert s.with_fetch(FetchSpec(scale_m=30, composite="mosaic")).scale_m == 30
+    BBox(355590, 3451240, 358590, 3454240, crs="EPSG:32651").validate()  # projected CRSs in metres are accepted
+
+
+def test_specs_build_unchecked_as_in_rs_embed() -> None:
+    """rs-embed code builds specs first and validates at use: building never raises (OutputSpec excepted)."""
+    bad = [BBox(2, 0, 1, 1), PointBuffer(0, 0, -1), TemporalSpec(mode="year"), SensorSpec("", scale_m=-1),
+           InputPrepSpec(mode="crop")]
+    for spec in bad:
+        with pytest.raises(SpecError):
+            spec.validate()
 
 
 def test_importing_geo_loads_no_ml_or_raster_library() -> None:

@@ -164,7 +164,7 @@ def test_stac_per_band_assets_filtered_by_time_and_cloud(stac_url: tuple[str, Ra
     with rasterio.open(geo / "s2" / "s2_20220715.tif") as src:
         orig = src.read().astype(np.float32)
     server.ranges.clear()
-    r = StacBackend().read(box(20, 30, 64, 48), TemporalSpec.year(2022), SensorSpec(url + "::s2", bands=BANDS),
+    r = StacBackend().read(box(20, 30, 64, 48), TemporalSpec.year(2022).window(), SensorSpec(url + "::s2", bands=BANDS),
                            settings())
     assert r.sources == ("s2_20220715",) and r.bands == BANDS
     np.testing.assert_array_equal(r.image, orig[:, 30:78, 20:84])
@@ -185,7 +185,8 @@ def test_stac_per_band_assets_filtered_by_time_and_cloud(stac_url: tuple[str, Ra
 def test_stac_errors_and_ssrf_guard(stac_url: tuple[str, RangeServer, Path]) -> None:
     url, _, _ = stac_url
     with pytest.raises(InputUnreadable, match="no STAC item"):
-        StacBackend().read(box(0, 0, 16, 16), TemporalSpec.year(2019), SensorSpec(url, bands=BANDS), settings())
+        StacBackend().read(box(0, 0, 16, 16), TemporalSpec.year(2019).window(), SensorSpec(url, bands=BANDS),
+                           settings())
     with pytest.raises(ParameterInvalid, match="loopback"):
         StacBackend().read(box(0, 0, 16, 16), None, SensorSpec(url, bands=BANDS), Settings(hub_offline=True))
 
@@ -208,7 +209,7 @@ def test_stac_api_item_search(stac_url: tuple[str, RangeServer, Path]) -> None:
     url, server, geo = stac_url
     api = url.replace("catalog.json", "api.json")
     server.searches.clear()
-    r = StacBackend().read(box(20, 30, 64, 48), TemporalSpec.year(2022), SensorSpec(api + "::s2", bands=BANDS),
+    r = StacBackend().read(box(20, 30, 64, 48), TemporalSpec.year(2022).window(), SensorSpec(api + "::s2", bands=BANDS),
                            settings())
     assert r.sources == ("s2_20220715",)
     with rasterio.open(geo / "s2" / "s2_20220715.tif") as src:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -60,8 +61,10 @@ class Segment:
 
 
 @dataclass(frozen=True)
-class EmbeddingMeta:
-    """Typed metadata of one embedding."""
+class EmbeddingMeta(Mapping[str, Any]):
+    """Typed metadata of one embedding, also readable as a mapping (as rs-embed's ``meta`` dict):
+    ``meta["model"]``, ``meta.get("dim")``, ``"pooling" in meta``, ``dict(meta)``, ``keys()``/``items()``.
+    The keys are the fields below (``extra`` is not a key itself) followed by the keys of ``extra``."""
 
     model: str
     """Canonical model name in the registry."""
@@ -80,10 +83,36 @@ class EmbeddingMeta:
     timings: Timings = field(default_factory=Timings)
     segments: tuple[Segment, ...] = ()
     """For segmented inputs: one entry per row of ``data``. Empty for a single vector."""
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """What a face adds for its clients (JSON-ready values), e.g. the geo face's ``backend``, ``temporal``,
+    ``output`` in rs-embed's key names. Read through the mapping like the fields."""
+
+    def _field_names(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name != "extra"]
+
+    def __getitem__(self, key: str) -> Any:
+        if key != "extra" and key in self.__dataclass_fields__:
+            return getattr(self, key)
+        return self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        names = self._field_names()
+        yield from names
+        yield from (k for k in self.extra if k not in names)
+
+    def __len__(self) -> int:
+        names = set(self._field_names())
+        return len(names) + sum(1 for k in self.extra if k not in names)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and ((key != "extra" and key in self.__dataclass_fields__) or key in self.extra)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["modality"] = str(self.modality)
+        extra = out.pop("extra")
+        if extra:
+            out["extra"] = extra
         return out
 
 

@@ -1,35 +1,52 @@
-"""The Earth-observation face: ``get_embedding``, ``get_embeddings_batch``, ``list_models``.
+"""The Earth-observation face, with rs-embed 0.3's call shapes: ``get_embedding``, ``get_embeddings_batch``,
+``list_models``, ``describe_model``, ``reset_runtime``, ``inspect_model_input``.
 
 A thin face over the one pipeline: a region is an input like an audio clip. The region preparer
 (``geo.preparer``) reads it through a backend and plans tiles; the pipeline batches the tiles of many
 regions, encodes them through the model's runtime (ONNX Runtime by default on CPU, PyTorch, compiled bf16)
 and the preparer stitches each region's grid back and pools it. Results are float32 vectors (pooled) or
-``xarray.DataArray`` grids (band, y, x) with the CRS and coordinates that place them on the map.
+``xarray.DataArray`` grids (d, y, x) with the CRS and coordinates that place them on the map; ``meta`` is
+typed and readable as rs-embed's dict. Specs are validated here, at use (``SpecError``); requests a model
+cannot serve raise a ``ModelError`` (see ``omniembed.geo.errors``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from omniembed.embedding import Embedding, Modality
-from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
-from omniembed.geo.backends import get_backend
+from omniembed.errors import OmniEmbedError, ParameterNotProvided
+from omniembed.geo.backends import LocalBackend, TensorBackend, get_backend
+from omniembed.geo.errors import ModelRequestInvalid, SpecError, model_error
 from omniembed.geo.models import geo_spec_info, image_raster
 from omniembed.geo.preparer import GeoEmbedding, RegionCall, RegionPreparer, to_dataarray
-from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from omniembed.geo.specs import (
+    DEFAULT_WINDOW,
+    BBox,
+    FetchSpec,
+    InputPrepSpec,
+    OutputSpec,
+    PointBuffer,
+    SensorSpec,
+    TemporalSpec,
+    TimeWindow,
+)
 from omniembed.inputs.raster import RasterInput
 from omniembed.pipeline import LoadedModel, Options, run
+from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
 
 if TYPE_CHECKING:
     from omniembed.api import Engine
 
 __all__ = [
-    "GeoEmbedding", "get_embedding", "get_embeddings_batch", "list_models", "region_inputs", "to_dataarray",
+    "GeoEmbedding", "describe_model", "get_embedding", "get_embeddings_batch", "inspect_model_input", "list_models",
+    "region_inputs", "reset_runtime", "to_dataarray",
 ]
 
 
@@ -39,18 +56,150 @@ def _engine(engine: Engine | None) -> Engine:
     return engine if engine is not None else get_engine()
 
 
-def list_models(engine: Engine | None = None) -> list[dict[str, Any]]:
-    """Every model usable on regions (geo models, precomputed products, image models on RGB composites)
-    with its bands, resolution, dimension and pooled/grid support. Imports no ML library."""
+def _geo_capable(spec: ModelSpec) -> bool:
+    return bool({Modality.GEO, Modality.IMAGE} & set(spec.modalities))
+
+
+def _spec(eng: Engine, model: str) -> ModelSpec:
+    """The registry's spec for ``model`` (name or alias), as a ``ModelError`` when unknown or not for regions."""
+    try:
+        spec = eng.spec(model)
+    except OmniEmbedError as exc:
+        raise model_error(exc) from None
+    if not _geo_capable(spec):
+        raise ModelRequestInvalid(f"model {spec.name!r} embeds {', '.join(map(str, spec.modalities))}, not images "
+                                  "or regions; see omniembed.geo.list_models()", param="model")
+    return spec
+
+
+def list_models(*, include_aliases: bool = False, engine: Engine | None = None) -> list[str]:
+    """The sorted names of every model usable on regions (geo models, precomputed products, image models on
+    RGB composites); with ``include_aliases`` their aliases too. Imports no ML library."""
     eng = _engine(engine)
-    return [geo_spec_info(s) for s in eng.registry if {Modality.GEO, Modality.IMAGE} & set(s.modalities)]
+    names: set[str] = set()
+    for spec in eng.registry:
+        if _geo_capable(spec):
+            names.add(spec.name)
+            if include_aliases:
+                names.update(spec.aliases)
+    return sorted(names)
 
 
-def _resolve_backend(
-    backend: Any, sensor: SensorSpec | None, name: str, raster: RasterInput, sources: dict[str, str]
-) -> tuple[Any, SensorSpec]:
-    """``sources`` are the named sources of the settings (``OMNIEMBED_GEO_SOURCES``): a name used as
-    ``backend="local:NAME"`` or as a sensor collection stands for its folder, file or catalog URL."""
+def _modalities(spec: ModelSpec) -> dict[str, dict[str, Any]]:
+    """The input branches a model exposes (rs-embed's ``modality=``): one, ``s2``, for raster models."""
+    if spec.option("precomputed"):
+        return {}
+    info = geo_spec_info(spec)
+    return {"s2": {"collection": "COPERNICUS/S2_SR_HARMONIZED", "bands": info["bands"]}}
+
+
+def describe_model(model: str, *, engine: Engine | None = None) -> dict[str, Any]:
+    """What a model takes and gives, without loading it: rs-embed's keys (``type``, ``backend``, ``output``,
+    ``inputs``, ``defaults``, ``modalities``, ``model_config``) and omniembed's (``name``, ``aliases``, ``kind``,
+    ``bands``, ``scale_m``, ``dim``, ``input_size``, ``grid_cell``)."""
+    eng = _engine(engine)
+    spec = _spec(eng, model)
+    info = geo_spec_info(spec)
+    precomputed = bool(spec.option("precomputed"))
+    return {
+        **info,
+        "type": "precomputed" if precomputed else "on_the_fly",
+        "backend": ["auto", "local", "stac", "gee", "tensor"],
+        "output": ["pooled", "grid"],
+        "inputs": {"bands": info["bands"]},
+        "defaults": {"scale_m": info["scale_m"], "image_size": info["input_size"], "input_prep": "resize",
+                     **({} if precomputed else {"modality": "s2"})},
+        "modalities": _modalities(spec),
+        "model_config": {},
+        "description": spec.description,
+        "license": spec.license,
+    }
+
+
+def reset_runtime(*, engine: Engine | None = None) -> dict[str, int]:
+    """Drop the loaded models (and their runtimes) of the engine, so the next call loads afresh."""
+    eng = _engine(engine)
+    n = len(eng.models)
+    eng.models.clear()
+    return {"models_cleared": n, "runtime_caches_cleared": n}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# request checks
+
+
+def _check_spatial(spatial: Any, index: int | None = None) -> None:
+    if not isinstance(spatial, (BBox, PointBuffer)):
+        raise ModelRequestInvalid(f"Invalid spatial spec type: {type(spatial).__name__} (use a BBox or a "
+                                  "PointBuffer)", param="spatial", index=index)
+    try:
+        spatial.validate()
+    except SpecError as exc:
+        raise exc.at_index(index) from None
+
+
+DEFAULT_TEMPORAL = TemporalSpec.range(DEFAULT_WINDOW.start, DEFAULT_WINDOW.end)
+
+
+def window(temporal: TemporalSpec | None, *, stacklevel: int = 3) -> TimeWindow:
+    """The dates of ``temporal``; ``None`` warns and uses rs-embed's default window (2022-06-01..2022-09-01)."""
+    if temporal is None:
+        warnings.warn("temporal=None: using the default window 2022-06-01..2022-09-01 (as rs-embed); pass "
+                      "temporal=TemporalSpec.range(...) or TemporalSpec.year(...) to choose", UserWarning,
+                      stacklevel=stacklevel)
+        return DEFAULT_WINDOW
+    if not isinstance(temporal, TemporalSpec):
+        raise ModelRequestInvalid("temporal must be a TemporalSpec (TemporalSpec.range / .year) or None",
+                                  param="temporal")
+    return temporal.window()
+
+
+def _check_output(output: OutputSpec | None) -> OutputSpec:
+    output = output if output is not None else OutputSpec.pooled()
+    if not isinstance(output, OutputSpec):
+        raise ModelRequestInvalid("output must be OutputSpec.pooled(...) or OutputSpec.grid(...)", param="output")
+    if hasattr(output, "scale_m"):  # an older spec object
+        raise ModelRequestInvalid("output.scale_m is no longer supported; use fetch=FetchSpec(scale_m=...)",
+                                  param="output")
+    return output
+
+
+def _check_options(model: str, sensor: SensorSpec | None, fetch: FetchSpec | None,
+                   model_kwargs: dict[str, Any]) -> None:
+    if model_kwargs:
+        raise ModelRequestInvalid(f"model {model!r} does not accept model-specific keyword arguments "
+                                  f"({', '.join(sorted(model_kwargs))}); describe_model() lists its settings",
+                                  param=sorted(model_kwargs)[0])
+    if sensor is not None and fetch is not None:
+        raise ModelRequestInvalid("Use either sensor=... or fetch=..., not both (fetch adjusts the model's default "
+                                  "sensor)", param="fetch")
+    if sensor is not None:
+        if not isinstance(sensor, SensorSpec):
+            raise ModelRequestInvalid("sensor must be a SensorSpec or None", param="sensor")
+        sensor.validate()
+    if fetch is not None:
+        if not isinstance(fetch, FetchSpec):
+            raise ModelRequestInvalid("fetch must be a FetchSpec or None", param="fetch")
+        fetch.validate()
+
+
+def _check_modality(spec: ModelSpec, modality: str | None) -> None:
+    if modality is not None and modality not in _modalities(spec):
+        have = ", ".join(_modalities(spec)) or "none"
+        raise ModelRequestInvalid(f"model {spec.name!r} does not expose modality {modality!r} (it has: {have})",
+                                  param="modality")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# setup
+
+
+def _resolve_backend(backend: Any, sensor: SensorSpec | None, fetch: FetchSpec | None, name: str, raster: RasterInput,
+                     sources: dict[str, str]) -> tuple[Any, SensorSpec]:
+    """The backend object and the sensor to read with. ``sources`` are the named sources of the settings
+    (``OMNIEMBED_GEO_SOURCES``): a name used as ``backend="local:NAME"`` or as a sensor collection stands for
+    its folder, file or catalog URL. A sensor left at rs-embed's default ``scale_m`` reads local files and
+    precomputed products at their native resolution."""
     source = None
     if isinstance(backend, str) and backend.startswith("local:"):
         backend, source = "local", backend[len("local:"):]
@@ -59,107 +208,119 @@ def _resolve_backend(
         sensor = dataclasses.replace(sensor, collection=sources[sensor.collection])
     if sensor is None:
         collection = source or raster.collection
-        local = source is not None or backend == "local" or not isinstance(backend, str)  # files/arrays: native res
         if backend == "local" and source is None:
             raise ParameterNotProvided("backend='local' needs the files: pass backend='local:/path/to/folder' or "
-                                       "sensor=SensorSpec(collection='/path/to/folder')", param="sensor")
+                                       "sensor=SensorSpec(collection='/path/to/folder', bands=...)", param="sensor")
         bands = () if raster.precomputed else raster.bands
-        sensor = SensorSpec(collection, bands=bands, scale_m=None if local else raster.scale_m)
+        sensor = SensorSpec(collection, bands=bands, scale_m=raster.scale_m).with_fetch(fetch)
+        if fetch is None or fetch.scale_m is None:
+            local = source is not None or backend == "local" or not isinstance(backend, str)
+            if local or raster.precomputed:  # files and arrays: native resolution
+                sensor = dataclasses.replace(sensor, scale_m=None)
     elif not sensor.bands and not raster.precomputed:
         sensor = dataclasses.replace(sensor, bands=raster.bands)
+    src = get_backend(backend, sensor)
+    if sensor.scale_is_default and (raster.precomputed or isinstance(src, (LocalBackend, TensorBackend))):
+        sensor = dataclasses.replace(sensor, scale_m=None)
     if not raster.precomputed and len(sensor.bands) != len(raster.bands):
-        raise ParameterInvalid(f"model {name!r} takes {len(raster.bands)} bands ({', '.join(raster.bands)}); "
-                               f"sensor gives {len(sensor.bands)} ({', '.join(map(str, sensor.bands))})",
-                               param="bands")
-    return get_backend(backend, sensor), sensor
+        raise ModelRequestInvalid(f"model {name!r} takes {len(raster.bands)} bands ({', '.join(raster.bands)}); "
+                                  f"sensor gives {len(sensor.bands)} ({', '.join(map(str, sensor.bands))})",
+                                  param="bands")
+    return src, sensor
 
 
-def _check_spatial(spatial: Any, index: int | None = None) -> None:
-    if not isinstance(spatial, (BBox, PointBuffer)):
-        raise ParameterInvalid(f"spatial must be a BBox or a PointBuffer, not {type(spatial).__name__}",
-                               param="spatial", index=index)
-
-
-def _setup(model: str, temporal: TemporalSpec | None, sensor: SensorSpec | None, output: OutputSpec, backend: Any,
-           device: str, prep: InputPrepSpec, runtime: str | None, precision: str | None,
-           engine: Engine | None) -> tuple[LoadedModel, RegionPreparer, Encoder]:
-    """The loaded model, the call's region preparer and the encoder that runs its rows."""
-    eng = _engine(engine)
-    spec = eng.spec(model)
+def _raster_of(spec: ModelSpec, loaded: LoadedModel | None) -> RasterInput:
     if Modality.GEO in spec.modalities:
-        loaded = eng.load(spec.name, runtime=runtime, device=device, precision=precision)
+        if loaded is None:  # the contract without loading: bands, scale and size from the spec
+            from omniembed.inputs.raster import rgb_unit
+
+            return RasterInput(tuple(spec.option("bands", ())), int(spec.option("input_size") or 224), 1, rgb_unit,
+                               "", scale_m=float(spec.option("scale_m", 10.0)),
+                               precomputed=bool(spec.option("precomputed")))
         assert loaded.raster is not None, f"geo model {spec.name} loaded without its RasterInput"
-        raster, image, encoder = loaded.raster, None, loaded.encoders[Modality.GEO]
-    elif Modality.IMAGE in spec.modalities:  # any image model: RGB composites, one vector per tile
+        return loaded.raster
+    return image_raster(spec)
+
+
+def _setup(spec: ModelSpec, temporal: TimeWindow, sensor: SensorSpec | None, fetch: FetchSpec | None,
+           output: OutputSpec, backend: Any, device: str, prep: InputPrepSpec, runtime: str | None,
+           precision: str | None, eng: Engine) -> tuple[LoadedModel, RegionPreparer, Encoder, SensorSpec]:
+    """The loaded model, the call's region preparer, the encoder that runs its rows and the sensor read."""
+    try:
         loaded = eng.load(spec.name, runtime=runtime, device=device, precision=precision)
+    except OmniEmbedError as exc:
+        raise model_error(exc) from None
+    if Modality.GEO in spec.modalities:
+        raster, image, encoder = _raster_of(spec, loaded), None, loaded.encoders[Modality.GEO]
+    else:  # any image model: RGB composites, one vector per tile
         raster, image, encoder = image_raster(spec), loaded.preparers[Modality.IMAGE], loaded.encoders[Modality.IMAGE]
-    else:
-        raise ParameterInvalid(f"model {spec.name!r} embeds {', '.join(map(str, spec.modalities))}, not images or "
-                               "regions; see omniembed.geo.list_models()", param="model")
-    src, sensor = _resolve_backend(backend, sensor, spec.name, raster, eng.settings.geo_sources)
-    if output.mode == "grid" and output.scale_m is not None:
-        sensor = dataclasses.replace(sensor, scale_m=output.scale_m)
+    src, sensor = _resolve_backend(backend, sensor, fetch, spec.name, raster, eng.settings.geo_sources)
     call = RegionCall(src, sensor, temporal, output, prep, eng.settings)
-    return loaded, RegionPreparer(raster, call, image, (spec.pooling, spec.normalize)), encoder
+    return loaded, RegionPreparer(raster, call, image, (spec.pooling, spec.normalize)), encoder, sensor
 
 
-def region_inputs(
-    model: str,
-    *,
-    spatial: BBox | PointBuffer,
-    temporal: TemporalSpec | None = None,
-    sensor: SensorSpec | None = None,
-    backend: Any = "auto",
-    input_prep: InputPrepSpec | str = "resize",
-    engine: Engine | None = None,
-) -> dict[str, np.ndarray]:
-    """The exact encoder feeds ``get_embedding`` gives ``model`` for one region (one row per tile): to check a
-    model against a reference implementation, or to see what it is fed."""
-    _check_spatial(spatial)
-    _, preparer, _ = _setup(model, temporal, sensor, OutputSpec.pooled(), backend, "cpu",
-                            InputPrepSpec.coerce(input_prep), None, "fp32", engine)
-    rows = preparer.prepare([spatial], Options())[0]
-    if isinstance(rows, OmniEmbedError):
-        raise rows.at_index(None)
-    return preparer.collate(rows)
+def _describe_backend(backend: Any) -> str:
+    return backend if isinstance(backend, str) else type(backend).__name__
+
+
+def _with_meta(emb: Any, extra: dict[str, Any]) -> Any:
+    """``emb`` with the face's rs-embed-style keys added to its meta."""
+    if not isinstance(emb, Embedding):
+        return emb
+    meta = dataclasses.replace(emb.meta, extra={**dict(emb.meta.extra), **extra})
+    return GeoEmbedding(emb.data, meta, pooled=emb.pooled)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# embeddings
 
 
 def get_embeddings_batch(
     model: str,
     *,
-    spatials: Sequence[BBox | PointBuffer],
+    spatials: list[BBox | PointBuffer],
     temporal: TemporalSpec | None = None,
     sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
     output: OutputSpec | None = None,
     backend: Any = "auto",
     device: str = "auto",
-    input_prep: InputPrepSpec | str = "resize",
+    input_prep: InputPrepSpec | str | None = None,
     runtime: str | None = None,
     precision: str | None = None,
     engine: Engine | None = None,
     errors: Literal["raise", "return"] = "raise",
     progress: Callable[[int], None] | None = None,
+    **model_kwargs: Any,
 ) -> list[Any]:
-    """Embed many regions with one loaded model; one result per region, same order. With
-    ``errors="return"`` a region that fails (no data, too large, a backend error) gets its error, with its
-    index in ``spatials``, in its place; the other regions are still embedded. ``runtime`` and
-    ``precision`` as for ``omniembed.embed`` (default: the engine's settings, ONNX Runtime on CPU)."""
-    if isinstance(spatials, (BBox, PointBuffer)) or not isinstance(spatials, Sequence) or not spatials:
-        raise ParameterInvalid("spatials must be a non-empty list of BBox / PointBuffer", param="spatials")
-    for i, s in enumerate(spatials):
-        _check_spatial(s, i)
-    if temporal is not None and not isinstance(temporal, TemporalSpec):
-        raise ParameterInvalid("temporal must be a TemporalSpec (TemporalSpec.range / .year) or None",
-                               param="temporal")
-    output = output or OutputSpec.pooled()
-    if not isinstance(output, OutputSpec):
-        raise ParameterInvalid("output must be OutputSpec.pooled(...) or OutputSpec.grid(...)", param="output")
+    """Embed many regions with one loaded model; one result per region, same order.
+
+    As rs-embed: ``fetch`` adjusts the model's default sensor (not with ``sensor``); ``temporal=None`` warns
+    and uses 2022-06-01..2022-09-01; ``input_prep`` None is omniembed's default ``resize``. omniembed's:
+    ``backend`` may also be ``local:/folder`` or a backend object such as ``TensorBackend(array, transform,
+    crs)``; ``runtime`` / ``precision`` as for ``omniembed.embed``; with ``errors="return"`` a region that fails
+    (no data, too large, a backend error) gets its error, with its index in ``spatials``, in its place."""
+    spatial_list(spatials)  # as in rs-embed: the request is checked before the model is looked up
+    output = _check_output(output)
+    _check_options(model, sensor, fetch, model_kwargs)
+    eng = _engine(engine)
+    spec = _spec(eng, model)
+    _check_modality(spec, modality)
+    when = window(temporal)
     prep = InputPrepSpec.coerce(input_prep)
-    loaded, preparer, encoder = _setup(model, temporal, sensor, output, backend, device, prep, runtime, precision,
-                                       engine)
+    loaded, preparer, encoder, used = _setup(spec, when, sensor, fetch, output, backend, device, prep, runtime,
+                                             precision, eng)
     options = Options(batch_size=prep.batch_size, normalize=False)
-    return run(loaded, Modality.GEO, list(spatials), options, errors=errors, progress=progress, preparer=preparer,
-               encoder=encoder)
+    results = run(loaded, Modality.GEO, list(spatials), options, errors=errors, progress=progress, preparer=preparer,
+                  encoder=encoder)
+    extra = {"type": "precomputed" if spec.option("precomputed") else "on_the_fly",
+             "backend": _describe_backend(backend), "source": used.collection,
+             "temporal": when.to_dict(), "output": output.mode, "grid_orientation": output.grid_orientation,
+             "input_prep": {"mode": prep.mode}, "sensor": {"collection": used.collection,
+                                                           "bands": [str(b) for b in used.bands],
+                                                           "scale_m": used.scale_m, "composite": used.composite}}
+    return [_with_meta(r, extra) for r in results]
 
 
 def get_embedding(
@@ -168,24 +329,121 @@ def get_embedding(
     spatial: BBox | PointBuffer,
     temporal: TemporalSpec | None = None,
     sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
     output: OutputSpec | None = None,
     backend: Any = "auto",
     device: str = "auto",
-    input_prep: InputPrepSpec | str = "resize",
+    input_prep: InputPrepSpec | str | None = None,
     runtime: str | None = None,
     precision: str | None = None,
     engine: Engine | None = None,
-) -> Embedding:
-    """Embed one region: a float32 vector (``OutputSpec.pooled()``, default) or a grid DataArray
-    (``OutputSpec.grid()``). ``backend``: ``auto``, ``local`` (``local:/folder`` or sensor collection = a
-    path), ``stac``, ``gee``, or a backend object such as ``TensorBackend(array, transform, crs)``."""
-    _check_spatial(spatial)
+    **model_kwargs: Any,
+) -> GeoEmbedding:
+    """Embed one region: a float32 vector (``OutputSpec.pooled()``, default) or a grid DataArray (d, y, x)
+    (``OutputSpec.grid()``). ``backend``: ``auto``, ``local`` (``local:/folder`` or a sensor collection that
+    is a path), ``stac``, ``gee``, or a backend object such as ``TensorBackend(array, transform, crs)``."""
+    if temporal is None:
+        window(None)  # warns here, once, naming the caller's line
+        temporal = DEFAULT_TEMPORAL
     try:
-        result: Embedding = get_embeddings_batch(
-            model, spatials=[spatial], temporal=temporal, sensor=sensor, output=output, backend=backend,
-            device=device, input_prep=input_prep, runtime=runtime, precision=precision, engine=engine)[0]
+        result: GeoEmbedding = get_embeddings_batch(
+            model, spatials=[spatial], temporal=temporal, sensor=sensor, fetch=fetch, modality=modality, output=output,
+            backend=backend, device=device, input_prep=input_prep, runtime=runtime, precision=precision,
+            engine=engine, **model_kwargs)[0]
     except OmniEmbedError as exc:
         if exc.index is None:
             raise
         raise exc.at_index(None) from None  # one region: no position to name
     return result
+
+
+def region_inputs(
+    model: str,
+    *,
+    spatial: BBox | PointBuffer,
+    temporal: TemporalSpec | None = None,
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    backend: Any = "auto",
+    input_prep: InputPrepSpec | str | None = None,
+    engine: Engine | None = None,
+) -> dict[str, np.ndarray]:
+    """The exact encoder feeds ``get_embedding`` gives ``model`` for one region (one row per tile): to check a
+    model against a reference implementation, or to see what it is fed."""
+    eng = _engine(engine)
+    spec = _spec(eng, model)
+    _check_spatial(spatial)
+    _check_options(spec.name, sensor, fetch, {})
+    _, preparer, _, _ = _setup(spec, window(temporal), sensor, fetch, OutputSpec.pooled(), backend, "cpu",
+                               InputPrepSpec.coerce(input_prep), None, "fp32", eng)
+    rows = preparer.prepare([spatial], Options())[0]
+    if isinstance(rows, OmniEmbedError):
+        raise rows.at_index(None)
+    return preparer.collate(rows)
+
+
+def inspect_model_input(
+    model: str,
+    *,
+    spatial: BBox | PointBuffer,
+    temporal: TemporalSpec | None = None,
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    backend: Any = "auto",
+    value_range: tuple[float, float] | None = None,
+    return_arrays: bool = False,
+    engine: Engine | None = None,
+    **model_kwargs: Any,
+) -> dict[str, Any]:
+    """Read what ``model`` would be fed for ``spatial`` (bands, resolution, dates) without loading the model,
+    and report it: per frame its shape, date and per-band statistics (min, max, mean, NaN fraction, and the
+    fraction outside ``value_range`` when given); ``return_arrays`` adds the raw (bands, rows, cols) arrays."""
+    eng = _engine(engine)
+    spec = _spec(eng, model)
+    _check_spatial(spatial)
+    _check_options(spec.name, sensor, fetch, model_kwargs)
+    _check_modality(spec, modality)
+    when = window(temporal)
+    raster = _raster_of(spec, None) if Modality.GEO in spec.modalities else image_raster(spec)
+    src, used = _resolve_backend(backend, sensor, fetch, spec.name, raster, eng.settings.geo_sources)
+    read = src.read(spatial, when, used, eng.settings)
+    frames = []
+    for i, frame in enumerate(np.asarray(read.data, dtype=np.float32)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            stats = {"min": np.nanmin(frame, axis=(1, 2)).tolist(), "max": np.nanmax(frame, axis=(1, 2)).tolist(),
+                     "mean": np.nanmean(frame, axis=(1, 2)).tolist(),
+                     "nan_frac": np.isnan(frame).mean(axis=(1, 2)).tolist()}
+        if value_range is not None:
+            lo, hi = value_range
+            stats["outside_range_frac"] = ((frame < lo) | (frame > hi)).mean(axis=(1, 2)).tolist()
+        day = read.dates[i] if i < len(read.dates) else None
+        frames.append({"index": i, "date": day.isoformat() if day else None, "shape": list(frame.shape),
+                       "empty": bool(np.isnan(frame).all()), "stats": stats})
+    out: dict[str, Any] = {
+        "ok": bool(frames) and not all(f["empty"] for f in frames), "model": spec.name,
+        "backend": _describe_backend(backend), "bands": list(read.bands), "crs": read.grid.crs,
+        "transform": list(read.grid.transform)[:6], "n_frames": len(frames),
+        "n_empty": sum(f["empty"] for f in frames), "frames": frames,
+        "sensor": dataclasses.asdict(used), "temporal": when.to_dict(),
+    }
+    if return_arrays:
+        out["arrays"] = [np.asarray(f, dtype=np.float32) for f in read.data]
+    return out
+
+
+def inputs_for_model(spec: ModelSpec, loaded: LoadedModel | None = None) -> RasterInput:
+    """The raster contract of a model (loaded: exact; not loaded: from its spec)."""
+    return _raster_of(spec, loaded) if Modality.GEO in spec.modalities else image_raster(spec)
+
+
+def spatial_list(spatials: Sequence[Any]) -> list[BBox | PointBuffer]:
+    """``spatials`` checked as a non-empty list of valid regions (``ModelError`` / ``SpecError``)."""
+    if not isinstance(spatials, list) or not spatials:
+        raise ModelRequestInvalid("spatials must be a non-empty list[SpatialSpec] (BBox / PointBuffer)",
+                                  param="spatials")
+    for i, s in enumerate(spatials):
+        _check_spatial(s, i)
+    return spatials

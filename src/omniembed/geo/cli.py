@@ -179,15 +179,19 @@ def export_cmd(
     from rich.progress import Progress
 
     from omniembed.geo.export import export_batch
+    from omniembed.geo.types import ExportConfig, ExportTarget
 
     try:
         spatials, ids = read_rois(rois)
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("embedding", total=len(spatials) * len(model))
-            manifest = export_batch(spatials, _temporal(start, end), model, out, fmt,
+            manifest = export_batch(spatials=spatials, temporal=_temporal(start, end), models=list(model),
+                                    target=ExportTarget.folder(str(out), names=ids),
+                                    config=ExportConfig(format=fmt, resume=True, continue_on_error=True,
+                                                        chunk_size=8, input_prep=input_prep),
                                     output=OutputSpec.grid() if grid else None, sensor=_sensor(source, band, scale),
-                                    backend=backend, input_prep=input_prep, ids=ids, engine=_engine(),
-                                    progress=lambda n: bar.advance(task, n))
+                                    backend=backend, engine=_engine(), progress=lambda n: bar.advance(task, n))
+            assert isinstance(manifest, dict)
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     print(json.dumps({"out": str(out), "files": manifest["files"], "counts": manifest["counts"]}))
@@ -251,6 +255,7 @@ def preview(
 @app.command("models")
 def models_cmd() -> None:
     """Models usable on regions, with bands, resolution, dimension and output kinds (JSON)."""
-    from omniembed.geo.api import list_models
+    from omniembed.geo.api import describe_model, list_models
 
-    print(json.dumps(list_models(_engine()), indent=2))
+    eng = _engine()
+    print(json.dumps([describe_model(name, engine=eng) for name in list_models(engine=eng)], indent=2))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,7 +23,7 @@ import numpy as np
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo
 from omniembed.errors import OmniEmbedError
 from omniembed.geo.backends import Raster
-from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TimeWindow
 from omniembed.geo.tiling import Plan, choose_mode, plan_resize, plan_tiles
 from omniembed.inputs.raster import RasterInput
 from omniembed.pipeline import Prepared, Preparer, normalize, pool
@@ -32,12 +32,21 @@ from omniembed.settings import Settings
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["GeoEmbedding", "RegionCall", "RegionPreparer", "to_dataarray"]
+__all__ = ["GRID_DIMS", "GeoEmbedding", "RegionCall", "RegionPreparer", "to_dataarray"]
 
 
 class GeoEmbedding(Embedding):
-    """An ``Embedding`` whose ``data`` may be a grid ``xarray.DataArray`` (band, y, x); ``pooled`` then holds
-    the mean over the grid's cells, so ``.vector`` works for both."""
+    """An ``Embedding`` whose ``data`` may be a grid ``xarray.DataArray`` (d, y, x); ``pooled`` then holds
+    the mean over the grid's cells, so ``.vector`` works for both. ``meta`` is the typed ``EmbeddingMeta``
+    (readable as a mapping); as in rs-embed, ``GeoEmbedding(data=..., meta={...})`` also takes a plain dict."""
+
+    meta: Any
+
+    @property
+    def dim(self) -> int:
+        if isinstance(self.meta, EmbeddingMeta):
+            return self.meta.dim
+        return int(self.meta.get("dim", self.data.shape[0]))
 
     def tolist(self) -> list[Any]:
         values = getattr(self.data, "values", self.data)
@@ -45,18 +54,30 @@ class GeoEmbedding(Embedding):
         return result
 
     def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
+        meta = self.meta.to_dict() if isinstance(self.meta, EmbeddingMeta) else dict(self.meta)
+        out: dict[str, Any] = {"embedding": self.tolist(), "meta": meta}
+        if self.pooled is not None:
+            out["pooled"] = self.pooled.tolist()
         if hasattr(self.data, "dims"):
             da: Any = self.data
             out["grid"] = {"dims": list(da.dims), "crs": da.attrs["crs"], "transform": list(da.attrs["transform"]),
                            "x": da.x.values.tolist(), "y": da.y.values.tolist(),
-                           "band": [str(b) for b in da.band.values]}
+                           "band": [str(b) for b in da[da.dims[0]].values]}
         return out
+
+    def __repr__(self) -> str:
+        model = self.meta.get("model") if isinstance(self.meta, Mapping) else None
+        return f"GeoEmbedding(model={model!r}, shape={tuple(self.data.shape)})"
+
+
+GRID_DIMS = ("d", "y", "x")
+"""A grid's dimensions, as in rs-embed: embedding dimension (or product band), rows (north to south), columns."""
 
 
 def to_dataarray(grid: np.ndarray, raster: Raster, cell_px: tuple[float, float],
                  band_names: Sequence[str] | None = None) -> xr.DataArray:
-    """A (D, rows, cols) grid as a DataArray whose ``x``/``y`` are cell centres in the raster's CRS."""
+    """A (D, rows, cols) grid as a DataArray (d, y, x) whose ``x``/``y`` are cell centres in the raster's CRS;
+    ``d`` holds the product's band names (precomputed products) or 0..D-1."""
     import xarray as xr
     from affine import Affine
 
@@ -64,7 +85,7 @@ def to_dataarray(grid: np.ndarray, raster: Raster, cell_px: tuple[float, float],
     ys = t.f + t.e * (np.arange(grid.shape[1]) + 0.5)
     xs = t.c + t.a * (np.arange(grid.shape[2]) + 0.5)
     bands = list(band_names) if band_names is not None else list(range(grid.shape[0]))
-    return xr.DataArray(grid.astype(np.float32), dims=("band", "y", "x"), coords={"band": bands, "y": ys, "x": xs},
+    return xr.DataArray(grid.astype(np.float32), dims=GRID_DIMS, coords={"d": bands, "y": ys, "x": xs},
                         attrs={"crs": raster.grid.crs, "transform": tuple(t)[:6]})
 
 
@@ -75,7 +96,8 @@ class RegionCall:
     source: Any
     """The backend object (``read(spatial, temporal, sensor, settings) -> Raster``)."""
     sensor: SensorSpec
-    temporal: TemporalSpec | None
+    temporal: TimeWindow | None
+    """The resolved window (``TemporalSpec.window()``, or rs-embed's default window)."""
     output: OutputSpec
     prep: InputPrepSpec
     settings: Settings
@@ -100,7 +122,7 @@ def _frames(count: int, want: int) -> np.ndarray:
     return np.round(np.linspace(0, count - 1, want)).astype(int)
 
 
-def _coords(raster: Raster, frames: np.ndarray, spatial: Any, temporal: TemporalSpec | None) -> dict[str, np.ndarray]:
+def _coords(raster: Raster, frames: np.ndarray, spatial: Any, temporal: TimeWindow | None) -> dict[str, np.ndarray]:
     """Side inputs of models conditioned on time and place: per frame (year, day of year), falling back to
     the middle of the time window for undated composites; the region centre's (lat, lon); ``has_time`` 0
     when some frame stays undated (the time code is then left out, as upstream)."""
@@ -116,7 +138,7 @@ def _coords(raster: Raster, frames: np.ndarray, spatial: Any, temporal: Temporal
             "has_time": np.asarray(1.0 if dated else 0.0, dtype=np.float32)}
 
 
-def describe_region(spatial: Any, temporal: TemporalSpec | None, sensor: SensorSpec, backend: Any) -> str:
+def describe_region(spatial: Any, temporal: TimeWindow | None, sensor: SensorSpec, backend: Any) -> str:
     if isinstance(spatial, PointBuffer):
         where = f"point({spatial.lon:.5f},{spatial.lat:.5f})+{spatial.buffer_m:g}m"
     else:
@@ -164,7 +186,7 @@ class RegionPreparer:
         frames = _frames(read.data.shape[0], raster.frames)
         img = raster.normalize(read.data[frames])
         try:
-            mode = choose_mode(call.prep, img.shape[-2], img.shape[-1], raster.input_size)
+            mode = choose_mode(call.prep, img.shape[-2], img.shape[-1], raster.input_size, raster.patch)
             plan = plan_resize(img, raster.input_size, raster.patch) if mode == "resize" else \
                 plan_tiles(img, raster.input_size, raster.patch, call.prep)
         except OmniEmbedError as exc:
@@ -200,6 +222,10 @@ class RegionPreparer:
         """Stitch a region's tile outputs into its grid (D, rows, cols), pool it, and place it on the map."""
         region: _Region = rows[0].item
         output, raster = self.call.output, region.raster
+        head = None
+        if outputs and isinstance(outputs[0], Mapping):  # a model with a pooled head as well as its grid
+            head = np.stack([np.asarray(o["pooled"], np.float32) for o in outputs])  # (tiles, P)
+            outputs = [o["grid"] for o in outputs]
         if region.plan is None:  # precomputed: the raster is the grid, one cell per pixel
             grid, cell_px, mode = np.asarray(outputs[0], np.float32), (1.0, 1.0), "none"
         else:
@@ -213,7 +239,13 @@ class RegionPreparer:
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
             flat = grid.reshape(grid.shape[0], -1)
             vector = np.nan_to_num(np.nanmean(flat, axis=1) if output.pooling == "mean" else np.nanmax(flat, axis=1))
+        dim = int(grid.shape[0])
         pooled = None
+        if output.mode == "pooled" and head is not None:
+            # the model's own pooled vector (RemoteCLIP: CLIP's projected image embedding, as rs-embed gives it);
+            # several tiles: their mean (or max)
+            vector = head.mean(axis=0) if output.pooling == "mean" else head.max(axis=0)
+            dim = int(vector.shape[0])
         if output.mode == "grid":
             data: Any = to_dataarray(grid, raster, cell_px, raster.bands if self.raster.precomputed else None)
             pooled = vector.astype(np.float32)
@@ -222,7 +254,7 @@ class RegionPreparer:
         h, w = raster.grid.height, raster.grid.width
         meta = dataclasses.replace(
             meta,
-            dim=int(grid.shape[0]),
+            dim=dim,
             pooling=output.pooling if output.mode == "pooled" else "grid",
             preprocessing=f"{self.raster.contract}; input_prep={mode}; read {w}x{h} px at "
             f"{abs(raster.grid.transform.a):g} ({raster.grid.crs}); bands={','.join(raster.bands)}",

@@ -1,40 +1,54 @@
-"""What to embed: region (``BBox``, ``PointBuffer``), time (``TemporalSpec``), bands (``SensorSpec``),
-what comes out (``OutputSpec``) and how the region is fitted to a model (``InputPrepSpec``).
+"""What to embed: region (``BBox``, ``PointBuffer``), time (``TemporalSpec``), bands (``SensorSpec``,
+``FetchSpec``), what comes out (``OutputSpec``) and how the region is fitted to a model (``InputPrepSpec``).
 
-All specs validate on construction and raise ``ParameterInvalid`` with a message that says what to
-change. Names and call shapes follow rs-embed, so rs-embed code runs after changing the import.
+Names, fields, defaults and construction follow rs-embed 0.3: a spec is built without checks and checked by
+its ``.validate()``, which the API calls at use; an invalid spec raises ``SpecError`` (a
+``ParameterInvalid``) whose ``param`` names the field to change. ``OutputSpec`` alone checks itself on
+construction, as in rs-embed. Fields that rs-embed has and omniembed does not use are accepted and
+documented as such (docs/geo.md, "Coming from rs-embed").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
-from omniembed.errors import ParameterInvalid
+from omniembed.geo.errors import SpecError
 
-__all__ = ["BBox", "InputPrepSpec", "OutputSpec", "PointBuffer", "SensorSpec", "SpatialSpec", "TemporalSpec"]
+__all__ = [
+    "DEFAULT_SCALE_M", "DEFAULT_WINDOW", "BBox", "FetchSpec", "InputPrepSpec", "OutputSpec", "PointBuffer",
+    "SensorSpec", "SpatialSpec", "TemporalSpec", "TimeWindow",
+]
 
 EARTH_RADIUS_M = 6_378_137.0
+LONLAT_CRS = ("EPSG:4326", "OGC:CRS84", "WGS84")
 
 
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ParameterInvalid(f"{name} must be a finite number, not {value!r}", param=name)
+        raise SpecError(f"{name} must be a finite number, not {value!r}", param=name)
     return float(value)
 
 
 def _check_lon_lat(lon: float, lat: float, prefix: str = "") -> None:
     if not -90.0 <= lat <= 90.0:
-        raise ParameterInvalid(f"{prefix}lat must be between -90 and 90 degrees, not {lat}", param=f"{prefix}lat")
+        raise SpecError(f"Invalid bbox bounds: {prefix}lat must be in [-90, 90] degrees, not {lat}",
+                        param=f"{prefix}lat")
     if not -180.0 <= lon <= 180.0:
-        raise ParameterInvalid(f"{prefix}lon must be between -180 and 180 degrees, not {lon}", param=f"{prefix}lon")
+        raise SpecError(f"Invalid bbox bounds: {prefix}lon must be in [-180, 180] degrees, not {lon}",
+                        param=f"{prefix}lon")
 
 
 @dataclass(frozen=True)
 class BBox:
-    """A box ``(minlon, minlat, maxlon, maxlat)``; with another ``crs`` the numbers are in its units."""
+    """A box ``(minlon, minlat, maxlon, maxlat)`` in lon/lat (EPSG:4326). omniembed also takes a projected
+    CRS (e.g. UTM ``EPSG:32651``: the numbers are then metres in it); Web Mercator (EPSG:3857) is refused,
+    as in rs-embed: its metres are not ground metres."""
 
     minlon: float
     minlat: float
@@ -42,26 +56,32 @@ class BBox:
     maxlat: float
     crs: str = "EPSG:4326"
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ``SpecError`` unless the CRS is usable and min < max on both axes."""
         for name in ("minlon", "minlat", "maxlon", "maxlat"):
-            object.__setattr__(self, name, _number(getattr(self, name), name))
+            _number(getattr(self, name), name)
         if not isinstance(self.crs, str) or not self.crs.strip():
-            raise ParameterInvalid(f"crs must be a CRS string such as 'EPSG:4326', not {self.crs!r}", param="crs")
+            raise SpecError(f"BBox crs must be a CRS string such as 'EPSG:4326', not {self.crs!r}", param="crs")
+        if self.crs.strip().upper() in ("EPSG:3857", "EPSG:900913", "EPSG:102100"):
+            raise SpecError("BBox crs must be EPSG:4326 (lon/lat) or a projected CRS with ground metres such as UTM; "
+                            "Web Mercator (EPSG:3857) is not accepted", param="crs")
         if self.is_lonlat:
             _check_lon_lat(self.minlon, self.minlat, "min")
             _check_lon_lat(self.maxlon, self.maxlat, "max")
-        if self.minlon >= self.maxlon:
-            raise ParameterInvalid(f"minlon ({self.minlon}) must be less than maxlon ({self.maxlon})", param="minlon")
-        if self.minlat >= self.maxlat:
-            raise ParameterInvalid(f"minlat ({self.minlat}) must be less than maxlat ({self.maxlat})", param="minlat")
+        if not self.minlon < self.maxlon:
+            raise SpecError(f"Invalid bbox bounds: minlon ({self.minlon}) must be less than maxlon ({self.maxlon})",
+                            param="minlon")
+        if not self.minlat < self.maxlat:
+            raise SpecError(f"Invalid bbox bounds: minlat ({self.minlat}) must be less than maxlat ({self.maxlat})",
+                            param="minlat")
 
     @property
     def is_lonlat(self) -> bool:
-        return self.crs.strip().upper() in ("EPSG:4326", "OGC:CRS84", "WGS84")
+        return self.crs.strip().upper() in LONLAT_CRS
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        return (self.minlon, self.minlat, self.maxlon, self.maxlat)
+        return (float(self.minlon), float(self.minlat), float(self.maxlon), float(self.maxlat))
 
     def to_bbox(self) -> BBox:
         return self
@@ -75,7 +95,7 @@ class BBox:
         try:
             tr = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
         except Exception as exc:
-            raise ParameterInvalid(f"crs {self.crs!r} is not a CRS pyproj knows: {exc}", param="crs") from None
+            raise SpecError(f"crs {self.crs!r} is not a CRS pyproj knows: {exc}", param="crs") from None
         bounds: tuple[float, float, float, float] = tr.transform_bounds(*self.bounds, densify_pts=21)
         return bounds
 
@@ -86,73 +106,55 @@ class BBox:
 
 @dataclass(frozen=True)
 class PointBuffer:
-    """A square of half-side ``buffer_m`` metres around a point (``lon``, ``lat`` in degrees)."""
+    """A square of half-side ``buffer_m`` metres around a point (``lon``, ``lat`` in degrees, EPSG:4326)."""
 
     lon: float
     lat: float
     buffer_m: float
+    crs: str = "EPSG:4326"
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Raise ``SpecError`` unless the point is lon/lat and the buffer positive and clear of the poles."""
         for name in ("lon", "lat", "buffer_m"):
-            object.__setattr__(self, name, _number(getattr(self, name), name))
-        _check_lon_lat(self.lon, self.lat)
+            _number(getattr(self, name), name)
+        if not isinstance(self.crs, str) or self.crs.strip().upper() not in LONLAT_CRS:
+            raise SpecError(f"PointBuffer crs must be EPSG:4326 (lon/lat degrees), not {self.crs!r}", param="crs")
+        if not -90.0 <= self.lat <= 90.0:
+            raise SpecError(f"lat must be in [-90, 90] degrees, not {self.lat}", param="lat")
+        if not -180.0 <= self.lon <= 180.0:
+            raise SpecError(f"lon must be in [-180, 180] degrees, not {self.lon}", param="lon")
         if self.buffer_m <= 0:
-            raise ParameterInvalid(f"buffer_m must be > 0 metres, not {self.buffer_m}", param="buffer_m")
+            raise SpecError(f"buffer_m must be positive (metres), not {self.buffer_m}", param="buffer_m")
         if abs(self.lat) + math.degrees(self.buffer_m / EARTH_RADIUS_M) >= 90.0:
-            raise ParameterInvalid("the buffer reaches a pole; use a smaller buffer_m or a BBox", param="buffer_m")
+            raise SpecError("the buffer reaches a pole; use a smaller buffer_m or a BBox", param="buffer_m")
+        dlon = math.degrees(self.buffer_m / (EARTH_RADIUS_M * math.cos(math.radians(self.lat))))
+        if dlon >= 180.0:
+            raise SpecError("buffer_m is too large for this latitude; use a BBox", param="buffer_m")
 
     def to_bbox(self) -> BBox:
         """The square as a lon/lat box (spherical approximation, fine for buffers up to hundreds of km)."""
         dlat = math.degrees(self.buffer_m / EARTH_RADIUS_M)
         dlon = math.degrees(self.buffer_m / (EARTH_RADIUS_M * math.cos(math.radians(self.lat))))
-        if dlon >= 180.0:
-            raise ParameterInvalid("buffer_m is too large for this latitude; use a BBox", param="buffer_m")
         return BBox(max(-180.0, self.lon - dlon), self.lat - dlat, min(180.0, self.lon + dlon), self.lat + dlat)
 
     def lonlat_bounds(self) -> tuple[float, float, float, float]:
         return self.to_bbox().bounds
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "point_buffer", "lon": self.lon, "lat": self.lat, "buffer_m": self.buffer_m}
+        return {"type": "point_buffer", "lon": self.lon, "lat": self.lat, "buffer_m": self.buffer_m,
+                "crs": self.crs}
 
 
 SpatialSpec = BBox | PointBuffer
 
 
-def _as_date(value: Any, name: str) -> date:
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip()[:10])
-        except ValueError:
-            pass
-    raise ParameterInvalid(f"{name} must be a date 'YYYY-MM-DD', not {value!r}", param=name)
-
-
 @dataclass(frozen=True)
-class TemporalSpec:
-    """A time window ``[start, end)`` (end exclusive, as in rs-embed and GEE ``filterDate``)."""
+class TimeWindow:
+    """A resolved time window ``[start, end)`` of dates: what backends filter by (a ``TemporalSpec`` after
+    ``.window()``)."""
 
     start: date
     end: date
-
-    def __post_init__(self) -> None:
-        start, end = _as_date(self.start, "start"), _as_date(self.end, "end")
-        if end <= start:
-            raise ParameterInvalid(f"end ({end}) must be after start ({start})", param="end")
-        object.__setattr__(self, "start", start)
-        object.__setattr__(self, "end", end)
-
-    @classmethod
-    def range(cls, start: str | date, end: str | date) -> TemporalSpec:
-        return cls(_as_date(start, "start"), _as_date(end, "end"))
-
-    @classmethod
-    def year(cls, year: int) -> TemporalSpec:
-        if isinstance(year, bool) or not isinstance(year, int) or not 1900 <= year <= 2200:
-            raise ParameterInvalid(f"year must be an integer year such as 2022, not {year!r}", param="year")
-        return cls(date(year, 1, 1), date(year + 1, 1, 1))
 
     def contains(self, day: date) -> bool:
         return self.start <= day < self.end
@@ -161,123 +163,378 @@ class TemporalSpec:
         return {"start": self.start.isoformat(), "end": self.end.isoformat()}
 
 
-COMPOSITES = ("median", "mean", "first", "frames")
+DEFAULT_WINDOW = TimeWindow(date(2022, 6, 1), date(2022, 9, 1))
+"""rs-embed's window for ``temporal=None`` (2022-06-01..2022-09-01); the API warns when it uses it."""
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+class _YearAttribute:
+    """``TemporalSpec.year``: the factory on the class (``TemporalSpec.year(2022)``), the field on an instance
+    (``spec.year == 2022``), as in rs-embed."""
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Callable[[int], TemporalSpec]: ...
+
+    @overload
+    def __get__(self, obj: TemporalSpec, owner: type | None = None) -> int | None: ...
+
+    def __get__(self, obj: TemporalSpec | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return TemporalSpec._of_year
+        return obj._year
+
+
+class TemporalSpec:
+    """A time window: ``TemporalSpec.range("2022-06-01", "2022-09-01")`` (``[start, end)``, end exclusive as
+    in rs-embed and Earth Engine's ``filterDate``) or ``TemporalSpec.year(2022)``. Fields as in rs-embed:
+    ``mode`` (``"range"`` | ``"year"``), ``year``, ``start`` / ``end`` (ISO date strings). Frozen and hashable.
+    ``.window()`` gives the dates."""
+
+    __slots__ = ("_year", "end", "mode", "start")
+    _year: int | None
+    mode: str
+    start: str | None
+    end: str | None
+    year = _YearAttribute()
+
+    def __init__(self, mode: str, year: int | None = None, start: str | date | None = None,
+                 end: str | date | None = None) -> None:
+        object.__setattr__(self, "mode", mode)
+        object.__setattr__(self, "_year", year)
+        object.__setattr__(self, "start", _iso(start))
+        object.__setattr__(self, "end", _iso(end))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.mode, self._year, self.start, self.end)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TemporalSpec) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"TemporalSpec(mode={self.mode!r}, year={self._year!r}, start={self.start!r}, end={self.end!r})"
+
+    @staticmethod
+    def _of_year(y: int) -> TemporalSpec:
+        return TemporalSpec(mode="year", year=y)
+
+    @staticmethod
+    def range(start: str | date, end: str | date) -> TemporalSpec:
+        """``[start, end)``: ISO dates ``YYYY-MM-DD`` (or ``date`` objects), end exclusive."""
+        return TemporalSpec(mode="range", start=start, end=end)
+
+    def validate(self) -> None:
+        """Raise ``SpecError`` unless the fields fit ``mode``."""
+        if self.mode == "year":
+            if self._year is None:
+                raise SpecError("TemporalSpec.year requires year (an integer such as 2022)", param="year")
+            if isinstance(self._year, bool) or not isinstance(self._year, int):
+                raise SpecError(f"TemporalSpec.year requires an integer year, not {self._year!r}", param="year")
+            if not 1 <= self._year <= 9999:
+                raise SpecError(f"TemporalSpec.year must be in [1, 9999], not {self._year}", param="year")
+        elif self.mode == "range":
+            if not self.start or not self.end:
+                raise SpecError("TemporalSpec.range requires start and end ('YYYY-MM-DD')",
+                                param="start" if not self.start else "end")
+            start, end = self._date(self.start, "start"), self._date(self.end, "end")
+            if start >= end:
+                raise SpecError(f"TemporalSpec.range requires start < end (end is exclusive): {start} >= {end}",
+                                param="end")
+        else:
+            raise SpecError(f"Unknown TemporalSpec mode: {self.mode!r} (temporal must be TemporalSpec.range(...) or "
+                            "TemporalSpec.year(...))",
+                            param="temporal")
+
+    @staticmethod
+    def _date(value: Any, name: str) -> date:
+        try:
+            return date.fromisoformat(str(value).strip())
+        except ValueError:
+            raise SpecError(f"TemporalSpec.range expects ISO dates 'YYYY-MM-DD'; {name} is {value!r}",
+                            param=name) from None
+
+    def window(self) -> TimeWindow:
+        """The dates ``[start, end)``: a year is Jan 1 to Jan 1 of the next year. Validates first."""
+        self.validate()
+        if self.mode == "year":
+            assert self._year is not None
+            return TimeWindow(date(self._year, 1, 1), date(self._year + 1, 1, 1))
+        return TimeWindow(self._date(self.start, "start"), self._date(self.end, "end"))
+
+    def contains(self, day: date) -> bool:
+        return self.window().contains(day)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "year": self._year, "start": self.start, "end": self.end}
+
+
+class _DefaultScale(int):
+    """rs-embed's default ``scale_m`` (10 m), marked as not chosen by the caller: local files and
+    precomputed products are then read at their native resolution."""
+
+    def __repr__(self) -> str:
+        return "10"
+
+
+DEFAULT_SCALE_M: int = _DefaultScale(10)
+COMPOSITES = ("median", "mosaic", "mean", "first", "frames")
 RESAMPLINGS = ("nearest", "bilinear", "cubic", "average")
 
 
 @dataclass(frozen=True)
 class SensorSpec:
-    """Which raster to read: ``collection`` (a backend's collection id, or a file/folder for ``local``),
-    ``bands`` (names, or 1-based band numbers), ``scale_m`` (output resolution, None: native),
-    ``cloudy_pct`` (max scene cloud cover), ``composite`` (``median``, ``mean``, ``first``, or
-    ``frames``: one frame per acquisition date, for temporal models), ``nodata`` (overrides the file's)."""
+    """Which raster to read, with rs-embed's fields and defaults, then omniembed's.
+
+    ``collection``: a backend's collection id, or a file/folder for ``local``; ``bands``: names (S2 ``B04`` and
+    colour names ``red`` are synonyms) or 1-based band numbers (omniembed: empty = the model's);
+    ``scale_m``: read resolution in metres (10; left at the default, local files and precomputed products
+    are read at their native resolution); ``cloudy_pct``: max scene cloud cover; ``composite``:
+    ``median`` | ``mosaic`` (latest valid pixel on top) and omniembed's ``mean``, ``first``, ``frames`` (one
+    frame per date, for temporal models).
+
+    Accepted for rs-embed code, not used by omniembed: ``fill_value`` (missing pixels stay NaN and each
+    model fills them its own way), ``modality`` (see ``get_embedding(modality=)``), ``orbit``,
+    ``use_float_linear``, ``s1_require_iw``, ``s1_relax_iw_on_empty`` (Sentinel-1 options), ``check_input``,
+    ``check_raise``, ``check_save_dir`` (see ``inspect_model_input``).
+
+    omniembed's: ``nodata`` (overrides the file's), ``resampling``, ``frames`` (with ``composite="frames"``:
+    how many, evenly spaced; None: all), ``extra`` (backend options as key/value pairs).
+    """
 
     collection: str
     bands: tuple[str | int, ...] = ()
-    scale_m: float | None = None
-    cloudy_pct: float | None = 30.0
+    scale_m: float | None = DEFAULT_SCALE_M
+    cloudy_pct: float | None = 30
+    fill_value: float = 0.0
     composite: str = "median"
+    modality: str | None = None
+    orbit: str | None = None
+    use_float_linear: bool = True
+    s1_require_iw: bool = True
+    s1_relax_iw_on_empty: bool = True
+    check_input: bool = False
+    check_raise: bool = True
+    check_save_dir: str | None = None
     nodata: float | None = None
     resampling: str = "bilinear"
     frames: int | None = None
-    """With ``composite="frames"``: how many frames (evenly spaced over the dates found); None: all."""
     extra: tuple[tuple[str, Any], ...] = field(default=())
 
     def __post_init__(self) -> None:
+        if isinstance(self.bands, (str, int)):
+            object.__setattr__(self, "bands", (self.bands,))
+        elif isinstance(self.bands, list):
+            object.__setattr__(self, "bands", tuple(self.bands))
+
+    @property
+    def scale_is_default(self) -> bool:
+        """True when ``scale_m`` was left at rs-embed's default (10 m) rather than chosen."""
+        return isinstance(self.scale_m, _DefaultScale)
+
+    def validate(self) -> None:
+        """Raise ``SpecError`` naming the field that cannot be used."""
         if not isinstance(self.collection, str) or not self.collection.strip():
-            raise ParameterInvalid("collection must be a non-empty string (a collection id or a path)",
-                                   param="collection")
-        bands = (self.bands,) if isinstance(self.bands, (str, int)) else tuple(self.bands)
-        for b in bands:
+            raise SpecError("collection must be a non-empty string (a collection id or a path)", param="collection")
+        for b in self.bands:
             if isinstance(b, bool) or not isinstance(b, (str, int)) or (isinstance(b, int) and b < 1):
-                raise ParameterInvalid(f"bands must be names or 1-based band numbers, not {b!r}", param="bands")
-        object.__setattr__(self, "bands", bands)
+                raise SpecError(f"bands must be names or 1-based band numbers, not {b!r}", param="bands")
         if self.scale_m is not None and _number(self.scale_m, "scale_m") <= 0:
-            raise ParameterInvalid(f"scale_m must be > 0 metres, not {self.scale_m}", param="scale_m")
+            raise SpecError(f"scale_m must be > 0 metres, not {self.scale_m}", param="scale_m")
         if self.cloudy_pct is not None and not 0 <= _number(self.cloudy_pct, "cloudy_pct") <= 100:
-            raise ParameterInvalid(f"cloudy_pct must be within 0..100, not {self.cloudy_pct}", param="cloudy_pct")
+            raise SpecError(f"cloudy_pct must be within 0..100, not {self.cloudy_pct}", param="cloudy_pct")
         if self.composite not in COMPOSITES:
-            raise ParameterInvalid(f"composite must be one of {', '.join(COMPOSITES)}, not {self.composite!r}",
-                                   param="composite")
+            raise SpecError(f"composite must be one of {', '.join(COMPOSITES)}, not {self.composite!r}",
+                            param="composite")
         if self.resampling not in RESAMPLINGS:
-            raise ParameterInvalid(f"resampling must be one of {', '.join(RESAMPLINGS)}, not {self.resampling!r}",
-                                   param="resampling")
-        if self.frames is not None and (not isinstance(self.frames, int) or self.frames < 1):
-            raise ParameterInvalid(f"frames must be a positive integer, not {self.frames!r}", param="frames")
+            raise SpecError(f"resampling must be one of {', '.join(RESAMPLINGS)}, not {self.resampling!r}",
+                            param="resampling")
+        if self.frames is not None and (isinstance(self.frames, bool) or not isinstance(self.frames, int)
+                                        or self.frames < 1):
+            raise SpecError(f"frames must be a positive integer, not {self.frames!r}", param="frames")
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.extra).get(key, default)
 
+    def with_fetch(self, fetch: FetchSpec | None) -> SensorSpec:
+        """This sensor with ``fetch``'s non-None fields applied."""
+        if fetch is None:
+            return self
+        changes = {k: v for k, v in dataclasses.asdict(fetch).items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """A light override of the model's default sensor (rs-embed): ``scale_m``, ``cloudy_pct``,
+    ``fill_value``, ``composite``; None keeps the model's. Pass as ``get_embedding(fetch=...)``."""
+
+    scale_m: float | None = None
+    cloudy_pct: float | None = None
+    fill_value: float | None = None
+    composite: str | None = None
+
+    def validate(self) -> None:
+        if self.scale_m is not None and _number(self.scale_m, "scale_m") <= 0:
+            raise SpecError(f"scale_m must be > 0 metres, not {self.scale_m}", param="scale_m")
+        if self.cloudy_pct is not None and not 0 <= _number(self.cloudy_pct, "cloudy_pct") <= 100:
+            raise SpecError(f"cloudy_pct must be within 0..100, not {self.cloudy_pct}", param="cloudy_pct")
+        if self.composite is not None and self.composite not in COMPOSITES:
+            raise SpecError(f"composite must be one of {', '.join(COMPOSITES)}, not {self.composite!r}",
+                            param="composite")
+
+
+_NO_SCALE = ("OutputSpec.scale_m is no longer supported (as in rs-embed). Use fetch=FetchSpec(scale_m=...) or "
+             "SensorSpec(scale_m=...) to choose the read resolution.")
+
+
+def _no_kwargs(kwargs: dict[str, object], where: str) -> None:
+    if "scale_m" in kwargs:
+        raise SpecError(_NO_SCALE, param="scale_m")
+    if kwargs:
+        raise SpecError(f"Unexpected {where} keyword(s): {', '.join(sorted(kwargs))}", param="output")
+
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """``OutputSpec.pooled(pooling="mean"|"max")``: one float32 vector; ``OutputSpec.grid(scale_m=None)``:
-    an ``xarray.DataArray`` (band, y, x) with CRS and coordinates."""
+    """``OutputSpec.pooled(pooling="mean"|"max")``: one float32 vector; ``OutputSpec.grid()``: an
+    ``xarray.DataArray`` (d, y, x) with CRS and coordinates. Checked on construction (as in rs-embed).
+    ``grid_orientation``: ``north_up`` or ``native``; omniembed's grids are always north-up (row 0 is the
+    northern edge), so both give the same grid."""
 
-    mode: Literal["pooled", "grid"] = "pooled"
-    pooling: str = "mean"
-    scale_m: float | None = None
+    mode: Literal["pooled", "grid"]
+    pooling: Literal["mean", "max"] = "mean"
+    grid_orientation: Literal["north_up", "native"] = "north_up"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("pooled", "grid"):
-            raise ParameterInvalid(f"output mode must be 'pooled' or 'grid', not {self.mode!r}", param="output")
+        if self.mode not in ("grid", "pooled"):
+            raise SpecError(f"Unknown output mode: {self.mode!r} (expected 'grid' or 'pooled')", param="output")
         if self.pooling not in ("mean", "max"):
-            raise ParameterInvalid(f"pooling must be 'mean' or 'max', not {self.pooling!r}", param="pooling")
-        if self.scale_m is not None and _number(self.scale_m, "scale_m") <= 0:
-            raise ParameterInvalid(f"grid scale_m must be > 0 metres, not {self.scale_m}", param="scale_m")
+            raise SpecError(f"Unknown pooling: {self.pooling!r} (expected 'mean' or 'max')", param="pooling")
+        if self.grid_orientation not in ("north_up", "native"):
+            raise SpecError(f"Unknown grid_orientation: {self.grid_orientation!r} (expected 'north_up' or 'native')",
+                            param="grid_orientation")
 
-    @classmethod
-    def pooled(cls, pooling: str = "mean") -> OutputSpec:
-        return cls("pooled", pooling=pooling)
+    @staticmethod
+    def pooled(pooling: Literal["mean", "max"] = "mean", **kwargs: object) -> OutputSpec:
+        _no_kwargs(kwargs, "OutputSpec.pooled()")
+        return OutputSpec(mode="pooled", pooling=pooling)
 
-    @classmethod
-    def grid(cls, scale_m: float | None = None) -> OutputSpec:
-        return cls("grid", scale_m=scale_m)
+    @staticmethod
+    def grid(*, grid_orientation: Literal["north_up", "native"] = "north_up", **kwargs: object) -> OutputSpec:
+        _no_kwargs(kwargs, "OutputSpec.grid()")
+        return OutputSpec(mode="grid", grid_orientation=grid_orientation)
+
+    def validate(self) -> None:
+        """Checked on construction; kept for symmetry with the other specs."""
+        OutputSpec.__post_init__(self)
+
+
+INPUT_PREP_MODES = ("resize", "tile", "auto")
 
 
 @dataclass(frozen=True)
 class InputPrepSpec:
-    """How a region meets a model's fixed input size.
+    """How a region meets a model's fixed input size (rs-embed's fields, then omniembed's).
 
-    ``resize`` (default) squeezes the region to the input size; ``tile`` cuts it into input-sized tiles
-    overlapping by ``overlap`` pixels (reflection-padded at the edges; overlaps are cropped when grids are
-    stitched); ``auto`` tiles when the region is more than ``auto_factor`` times the input on a side.
-    ``tile_size`` None: the model's input size. ``max_tiles`` bounds the work of one region."""
+    ``mode``: ``tile`` (the dataclass default, as in rs-embed: ``InputPrepSpec(tile_size=...)`` tiles),
+    ``resize`` (squeeze the region to one input; the default of ``get_embedding(input_prep=None)``), or
+    ``auto`` (tile when the region is more than ``auto_factor`` times the input on a side and at most
+    ``max_tiles`` tiles are needed, else resize). ``tile_size``: None or the model's input size.
+    ``tile_stride``: pixels between tile origins (None: one cell of overlap on each side); the overlap is
+    cropped symmetrically when grids are stitched (rounded to whole cells), never averaged.
+    ``max_tiles``: above it ``tile`` warns and ``auto`` resizes; ``max_tiles_hard``: above it ``tile`` is
+    refused (at least ``max_tiles``). ``pad_edges`` and ``tile_snap_frac`` are accepted for rs-embed code:
+    omniembed always reflection-pads edge tiles and fits the region to whole cells.
 
-    mode: str = "resize"
+    omniembed's: ``overlap`` (pixels on each side; overrides ``tile_stride``), ``batch_size`` (tiles per
+    encoder batch), ``auto_factor``.
+    """
+
+    mode: str = "tile"
     tile_size: int | None = None
-    overlap: int | None = None
-    """Overlap in pixels (None: one grid cell of the model)."""
+    tile_stride: int | None = None
     max_tiles: int = 64
+    max_tiles_hard: int = 1024
+    pad_edges: bool = True
+    tile_snap_frac: float = 0.1
+    overlap: int | None = None
     batch_size: int = 8
     auto_factor: float = 1.5
 
-    def __post_init__(self) -> None:
-        if self.mode not in ("resize", "tile", "auto"):
-            raise ParameterInvalid(f"input_prep must be 'resize', 'tile' or 'auto', not {self.mode!r}",
-                                   param="input_prep")
-        for name in ("tile_size", "overlap"):
+    @staticmethod
+    def resize() -> InputPrepSpec:
+        return InputPrepSpec(mode="resize")
+
+    @staticmethod
+    def tile(*, tile_size: int | None = None, tile_stride: int | None = None, max_tiles: int = 64,
+             max_tiles_hard: int = 1024, pad_edges: bool = True, tile_snap_frac: float = 0.1) -> InputPrepSpec:
+        return InputPrepSpec("tile", tile_size, tile_stride, max_tiles, max_tiles_hard, pad_edges, tile_snap_frac)
+
+    @staticmethod
+    def auto(*, tile_size: int | None = None, tile_stride: int | None = None, max_tiles: int = 64,
+             max_tiles_hard: int = 1024, pad_edges: bool = True, tile_snap_frac: float = 0.1) -> InputPrepSpec:
+        return InputPrepSpec("auto", tile_size, tile_stride, max_tiles, max_tiles_hard, pad_edges, tile_snap_frac)
+
+    @property
+    def hard_limit(self) -> int:
+        """``max_tiles_hard``, at least ``max_tiles``."""
+        return max(self.max_tiles_hard, self.max_tiles)
+
+    def validate(self) -> None:
+        if self.mode not in INPUT_PREP_MODES:
+            raise SpecError(f"input_prep must be 'resize', 'tile' or 'auto', not {self.mode!r}", param="input_prep")
+        for name in ("tile_size", "tile_stride", "overlap"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0 or (name == "tile_size"
-                                                                                              and v < 1)):
-                raise ParameterInvalid(f"{name} must be a non-negative integer of pixels, not {v!r}", param=name)
-        for name in ("max_tiles", "batch_size"):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "overlap"
+                                                                                          else 1)):
+                raise SpecError(f"{name} must be a {'non-negative' if name == 'overlap' else 'positive'} integer "
+                                f"of pixels, not {v!r}", param=name)
+        for name in ("max_tiles", "max_tiles_hard", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ParameterInvalid(f"{name} must be a positive integer, not {v!r}", param=name)
+                raise SpecError(f"{name} must be a positive integer, not {v!r}", param=name)
+        if not 0 <= _number(self.tile_snap_frac, "tile_snap_frac") <= 0.5:
+            raise SpecError("tile_snap_frac must be within [0, 0.5]", param="tile_snap_frac")
         if _number(self.auto_factor, "auto_factor") < 1:
-            raise ParameterInvalid("auto_factor must be >= 1", param="auto_factor")
+            raise SpecError("auto_factor must be >= 1", param="auto_factor")
+
+    def overlap_px(self, size: int, patch: int) -> int:
+        """The overlap on each side of a ``size`` px tile whose cells are ``patch`` px."""
+        if self.overlap is not None:
+            return self.overlap
+        if self.tile_stride is not None:
+            if self.tile_stride > size:
+                warnings.warn(f"tile_stride {self.tile_stride} > tile size {size}: tiles are made to touch "
+                              "(no gaps)", UserWarning, stacklevel=3)
+            return max(0, size - self.tile_stride) // 2
+        return patch if size // patch > 2 else 0
 
     @classmethod
     def coerce(cls, value: InputPrepSpec | str | None) -> InputPrepSpec:
+        """``None``: omniembed's default (``resize``); a mode name; or a spec (validated)."""
         if value is None:
-            return cls()
+            return cls(mode="resize")
         if isinstance(value, InputPrepSpec):
+            value.validate()
             return value
         if isinstance(value, str):
-            return cls(mode=value.strip().lower())
-        raise ParameterInvalid(f"input_prep must be 'resize', 'tile', 'auto' or an InputPrepSpec, not {value!r}",
-                               param="input_prep")
+            spec = cls(mode=value.strip().lower())
+            spec.validate()
+            return spec
+        raise SpecError(f"input_prep must be 'resize', 'tile', 'auto' or an InputPrepSpec, not {value!r}",
+                        param="input_prep")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "tile_size": self.tile_size, "overlap": self.overlap, "max_tiles": self.max_tiles}
+        return {"mode": self.mode, "tile_size": self.tile_size, "tile_stride": self.tile_stride,
+                "overlap": self.overlap, "max_tiles": self.max_tiles, "max_tiles_hard": self.max_tiles_hard}

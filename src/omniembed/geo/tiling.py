@@ -8,6 +8,7 @@ regions are run in shared batches by the caller and assembled with ``Plan.assemb
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from omniembed.errors import ParameterInvalid
 from omniembed.geo.specs import InputPrepSpec
 
-__all__ = ["Plan", "choose_mode", "plan_resize", "plan_tiles", "resize"]
+__all__ = ["Plan", "choose_mode", "plan_resize", "plan_tiles", "resize", "tile_layout"]
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -32,10 +33,29 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     return result
 
 
-def choose_mode(prep: InputPrepSpec, rows: int, cols: int, size: int) -> str:
+def tile_layout(prep: InputPrepSpec, rows: int, cols: int, size: int, patch: int) -> tuple[int, int, int, int]:
+    """(overlap px, crop cells, core cells, tile count) of tiling a ``rows`` x ``cols`` region into ``size`` tiles."""
+    cells_per_tile = size // patch
+    overlap = prep.overlap_px(size, patch)
+    crop = math.ceil(overlap / patch) if overlap else 0
+    core = cells_per_tile - 2 * crop
+    if core < 1:
+        raise ParameterInvalid(f"overlap {overlap} px leaves no tile core with {size} px tiles; use a smaller "
+                               "overlap or a larger tile_stride", param="input_prep")
+    ny, nx = max(1, round(rows / patch)), max(1, round(cols / patch))
+    return overlap, crop, core, math.ceil(ny / core) * math.ceil(nx / core)
+
+
+def choose_mode(prep: InputPrepSpec, rows: int, cols: int, size: int, patch: int | None = None) -> str:
+    """``tile`` or ``resize``. ``auto`` tiles when the region is more than ``auto_factor`` times the input on a
+    side and needs at most ``max_tiles`` tiles (else it resizes, as rs-embed's auto does)."""
     if prep.mode != "auto":
         return prep.mode
-    return "tile" if max(rows, cols) > prep.auto_factor * size else "resize"
+    if max(rows, cols) <= prep.auto_factor * size:
+        return "resize"
+    if patch is not None and tile_layout(prep, rows, cols, size, patch)[3] > prep.max_tiles:
+        return "resize"
+    return "tile"
 
 
 @dataclass
@@ -92,24 +112,23 @@ def _fit(img: np.ndarray, patch: int) -> tuple[np.ndarray, tuple[int, int], bool
 
 def plan_tiles(img: np.ndarray, size: int, patch: int, prep: InputPrepSpec) -> Plan:
     """Cut (frames, bands, rows, cols) into ``size`` tiles overlapping by ``overlap`` px (a whole number of
-    cells; default one cell), reflection-padded by the overlap on every side."""
+    cells; default one cell), reflection-padded by the overlap on every side. Above ``max_tiles`` tiles it
+    warns, above ``max_tiles_hard`` it refuses (rs-embed's limits)."""
     if prep.tile_size is not None and prep.tile_size != size:
         raise ParameterInvalid(f"tile_size must equal the model's input size ({size} px) for this model",
                                param="input_prep")
-    cells_per_tile = size // patch
-    overlap = (patch if cells_per_tile > 2 else 0) if prep.overlap is None else prep.overlap
-    crop = math.ceil(overlap / patch) if overlap else 0
-    core = cells_per_tile - 2 * crop
-    if core < 1:
-        raise ParameterInvalid(f"overlap {overlap} px leaves no tile core with {size} px tiles; use a smaller "
-                               "overlap", param="input_prep")
+    _, crop, core, count = tile_layout(prep, img.shape[-2], img.shape[-1], size, patch)
+    if count > prep.hard_limit:
+        raise ParameterInvalid(
+            f"the region needs {count} tiles of {size} px (more than max_tiles_hard={prep.hard_limit}); use a "
+            "smaller region, a coarser scale_m, input_prep='resize', or InputPrepSpec.tile(max_tiles_hard=...)",
+            param="input_prep")
+    if count > prep.max_tiles:
+        warnings.warn(f"the region needs {count} tiles of {size} px (more than max_tiles={prep.max_tiles}): "
+                      "this may be slow; raise max_tiles to silence this, or use input_prep='resize'",
+                      UserWarning, stacklevel=2)
     img, (ny, nx), padded = _fit(img, patch)
     ty, tx = math.ceil(ny / core), math.ceil(nx / core)
-    if ty * tx > prep.max_tiles:
-        raise ParameterInvalid(
-            f"the region needs {ty * tx} tiles of {size} px (more than max_tiles={prep.max_tiles}); use a smaller "
-            "region, a coarser scale_m, input_prep='resize', or InputPrepSpec(mode='tile', max_tiles=...)",
-            param="input_prep")
     o = crop * patch
     extra_y, extra_x = ty * core * patch - img.shape[-2], tx * core * patch - img.shape[-1]
     big = np.pad(img, ((0, 0), (0, 0), (o, o + extra_y), (o, o + extra_x)), mode="reflect") if o or extra_y or \

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from omniembed.errors import InputTooLarge, InputUnreadable, ParameterInvalid
-from omniembed.geo.specs import BBox, PointBuffer, SensorSpec, SpatialSpec, TemporalSpec
+from omniembed.geo.specs import BBox, PointBuffer, SensorSpec, SpatialSpec, TimeWindow
 from omniembed.settings import Settings
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Backend(Protocol):
     @property
     def name(self) -> str: ...
 
-    def read(self, spatial: SpatialSpec, temporal: TemporalSpec | None, sensor: SensorSpec,
+    def read(self, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec,
              settings: Settings) -> Raster: ...
 
 
@@ -175,7 +175,7 @@ def file_date(tags: dict[str, str], name: str) -> tuple[date | None, bool]:
     return None, False
 
 
-def in_window(day: date | None, annual: bool, temporal: TemporalSpec | None) -> bool:
+def in_window(day: date | None, annual: bool, temporal: TimeWindow | None) -> bool:
     if temporal is None or day is None:
         return True
     if annual:

@@ -47,7 +47,7 @@ from omniembed.errors import (
     RuntimeUnavailable,
 )
 from omniembed.geo.backends.base import Grid, Raster, _band_key, utm_crs
-from omniembed.geo.specs import PointBuffer, SensorSpec, SpatialSpec, TemporalSpec
+from omniembed.geo.specs import PointBuffer, SensorSpec, SpatialSpec, TimeWindow
 from omniembed.settings import Settings
 
 __all__ = ["GeeBackend", "build_request", "ee_bands", "gee_band", "plan_tiles", "resolve_project", "to_ee"]
@@ -108,7 +108,7 @@ def ee_bands(collection: str, bands: Sequence[str | int]) -> tuple[list[str | in
     return selectors, names
 
 
-def build_request(spatial: SpatialSpec, temporal: TemporalSpec | None, sensor: SensorSpec,
+def build_request(spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec,
                   scale_m: float = 10.0, max_pixels: int = 64_000_000) -> dict[str, Any]:
     """Everything Earth Engine is asked for, as JSON-ready data (no ``ee`` import)."""
     from pyproj import Transformer
@@ -342,7 +342,7 @@ class GeeBackend:
             valid = np.moveaxis(arr[..., len(names):] > 0, -1, 0)
         out[:, r:r + h, c:c + w] = np.where(valid, values, np.float32(np.nan))
 
-    def read(self, spatial: SpatialSpec, temporal: TemporalSpec | None, sensor: SensorSpec,
+    def read(self, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec,
              settings: Settings) -> Raster:
         from affine import Affine
 

@@ -25,7 +25,7 @@ from omniembed.geo.backends.base import (
     select_bands,
     target_grid,
 )
-from omniembed.geo.specs import SensorSpec, SpatialSpec, TemporalSpec
+from omniembed.geo.specs import SensorSpec, SpatialSpec, TimeWindow
 from omniembed.settings import Settings
 
 __all__ = ["LocalBackend", "TensorBackend", "read_datasets"]
@@ -44,7 +44,7 @@ def _intersects(dataset: Any, spatial: SpatialSpec) -> bool:
     return lon0 < a1 and a0 < lon1 and lat0 < b1 and b0 < lat1
 
 
-def read_datasets(opened: Sequence[tuple[Any, str]], spatial: SpatialSpec, temporal: TemporalSpec | None,
+def read_datasets(opened: Sequence[tuple[Any, str]], spatial: SpatialSpec, temporal: TimeWindow | None,
                   sensor: SensorSpec, settings: Settings, where: str,
                   dates: Sequence[date | None] | None = None) -> Raster:
     """Read open rasterio datasets (each with a label) for a region; shared by every file-based backend."""
@@ -95,7 +95,7 @@ class LocalBackend:
         raise ParameterInvalid(f"local collection {collection!r} is not a file or folder; pass "
                                "SensorSpec(collection=PATH) with a GeoTIFF or a folder of them", param="sensor")
 
-    def read(self, spatial: SpatialSpec, temporal: TemporalSpec | None, sensor: SensorSpec,
+    def read(self, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec,
              settings: Settings) -> Raster:
         import rasterio
 
@@ -125,7 +125,7 @@ class TensorBackend:
     dates: tuple[date | None, ...] = ()
     name: str = "tensor"
 
-    def read(self, spatial: SpatialSpec, temporal: TemporalSpec | None, sensor: SensorSpec,
+    def read(self, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec,
              settings: Settings) -> Raster:
         from affine import Affine
         from rasterio.io import MemoryFile

@@ -19,7 +19,7 @@ import numpy as np
 
 from omniembed.errors import InputUnreadable, OmniEmbedError, ParameterInvalid, RuntimeUnavailable
 from omniembed.geo.backends.base import Raster, _band_key, composite, read_into, select_bands, target_grid
-from omniembed.geo.specs import SensorSpec, SpatialSpec, TemporalSpec
+from omniembed.geo.specs import SensorSpec, SpatialSpec, TimeWindow
 from omniembed.settings import Settings
 
 __all__ = ["StacBackend", "search_items"]
@@ -46,7 +46,7 @@ def _item_date(item: Any) -> date | None:
     return dt.date() if dt is not None else None
 
 
-def _keep(item: Any, spatial: SpatialSpec, temporal: TemporalSpec | None, sensor: SensorSpec) -> bool:
+def _keep(item: Any, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec) -> bool:
     a0, b0, a1, b1 = spatial.lonlat_bounds()
     if item.bbox is not None:
         x0, y0, x1, y1 = item.bbox[:4] if len(item.bbox) == 4 else (item.bbox[0], item.bbox[1], item.bbox[3],
@@ -60,7 +60,7 @@ def _keep(item: Any, spatial: SpatialSpec, temporal: TemporalSpec | None, sensor
     return not (sensor.cloudy_pct is not None and cloud is not None and float(cloud) > sensor.cloudy_pct)
 
 
-def search_items(url: str, collection: str | None, spatial: SpatialSpec, temporal: TemporalSpec | None,
+def search_items(url: str, collection: str | None, spatial: SpatialSpec, temporal: TimeWindow | None,
                  sensor: SensorSpec, settings: Settings, limit: int = 50) -> list[Any]:
     """Items of a STAC API (searched) or a static catalog (walked), filtered client-side as well."""
     import pystac
@@ -123,7 +123,7 @@ def _data_asset(item: Any) -> Any:
 class StacBackend:
     name: str = "stac"
 
-    def read(self, spatial: SpatialSpec, temporal: TemporalSpec | None, sensor: SensorSpec,
+    def read(self, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec,
              settings: Settings) -> Raster:
         try:
             import pystac  # noqa: F401

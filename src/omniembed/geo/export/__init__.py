@@ -1,155 +1,280 @@
-"""``export_batch``: many regions x models to files, with a JSON manifest, atomic writes and resume.
+"""``export_batch``: many regions x models to files, keyword-only with rs-embed 0.3's ``target=ExportTarget(...)``
+and ``config=ExportConfig(...)``, with atomic writes and resume.
 
-Each (region, model) item is embedded once and saved atomically as ``.items/<model>/<id>.npz``: that
-file's existence is what "done" means, so an export killed half way and run again embeds only the
-missing items (``.items/runs.jsonl`` logs which run embedded which item). When every item is done the
-format's files are (re)assembled from the items: ``npz`` (+ manifest), ``netcdf``, ``zarr``,
-``geotiff`` (grids), ``geoparquet`` (pooled vectors with the region polygon, readable by geopandas).
+Each (region, model) item is embedded once and saved atomically as ``<items>/<model>/<id>.npz``: that file's
+existence is what "done" means, so an export killed half way and run again with ``resume=True`` embeds only
+the missing items (``<items>/runs.jsonl`` logs which run embedded which item). When every item is done the
+target's files are (re)assembled from the items:
+
+- ``ExportTarget.folder(out_dir)`` (omniembed): ``manifest.json`` and the format's GIS files: ``npz``,
+  ``netcdf``, ``zarr``, ``geotiff`` (grids), ``geoparquet`` (pooled vectors with the region polygon);
+  items in ``out_dir/.items``. Returns the manifest.
+- ``ExportTarget.per_item(out_dir, names=)`` (rs-embed): ``out_dir/<name>.npz|.nc`` per region holding every
+  model (``embedding__<model>``) and a ``<name>.json`` manifest; items in ``out_dir/.items``. Returns one
+  manifest per region.
+- ``ExportTarget.combined(out_file)`` (rs-embed): one ``.npz|.nc`` with ``embeddings__<model>`` for all
+  regions (NaN rows for failed ones) and a ``.json`` manifest; items in ``.<file name>.items`` beside it.
+  Returns the manifest.
+
+``load_export`` reads all three back.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.errors import OmniEmbedError
+from omniembed.geo.errors import ModelRequestInvalid
 from omniembed.geo.export.writers import FORMATS, atomic_path, load_item, save_item, write_final
-from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from omniembed.geo.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+from omniembed.geo.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
 
 if TYPE_CHECKING:
     from omniembed.api import Engine
 
-__all__ = ["FORMATS", "export_batch", "load_item"]
+__all__ = ["FORMATS", "LAYOUT_FORMATS", "BatchExporter", "export_batch", "load_item"]
 
 MANIFEST = "manifest.json"
+LAYOUT_FORMATS = {ExportLayout.FOLDER: FORMATS, ExportLayout.PER_ITEM: ("npz", "netcdf"),
+                  ExportLayout.COMBINED: ("npz", "netcdf")}
+EXT = {"npz": ".npz", "netcdf": ".nc", "zarr": ".zarr", "geotiff": ".tif", "geoparquet": ".parquet"}
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+@dataclass(frozen=True)
+class _Model:
+    name: str
+    sensor: SensorSpec | None
+    fetch: FetchSpec | None
+    modality: str | None
+    model_config: dict[str, Any] | None
+
+
+def _models(models: Any, sensor: SensorSpec | None, fetch: FetchSpec | None, modality: str | None) -> list[_Model]:
+    items = [models] if isinstance(models, (str, ExportModelRequest)) else models
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ModelRequestInvalid("models must be a non-empty list of model names or ExportModelRequest",
+                                  param="models")
+    out: list[_Model] = []
+    for m in items:
+        if isinstance(m, str):
+            out.append(_Model(m, sensor, fetch, modality, None))
+        elif isinstance(m, ExportModelRequest):
+            own = m.sensor is not None or m.fetch is not None
+            out.append(_Model(m.name, m.sensor if own else sensor, m.fetch if own else fetch,
+                              m.modality if m.modality is not None else modality, m.model_config))
+        else:
+            raise ModelRequestInvalid(f"models holds a {type(m).__name__}; give names or ExportModelRequest",
+                                      param="models")
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        raise ModelRequestInvalid(f"a model is named twice in models: {names}", param="models")
+    return out
+
+
+def _target(target: Any, n: int, fmt: str) -> tuple[ExportLayout, Path, list[str], Path]:
+    """(layout, output path: folder or file, region names, items folder)."""
+    if not isinstance(target, ExportTarget):
+        raise ModelRequestInvalid("target must be an ExportTarget (ExportTarget.per_item(out_dir), "
+                                  "ExportTarget.combined(out_file) or ExportTarget.folder(out_dir))", param="target")
+    if target.layout == ExportLayout.COMBINED:
+        if not target.out_file:
+            raise ModelRequestInvalid("ExportTarget.COMBINED requires out_file", param="target")
+        out = Path(target.out_file).expanduser()
+        if not str(out).endswith(EXT[fmt]):
+            out = out.with_name(out.name + EXT[fmt])
+        return target.layout, out, [f"p{k:05d}" for k in range(n)], out.with_name(f".{out.name}.items")
+    if not target.out_dir:
+        raise ModelRequestInvalid(f"ExportTarget.{target.layout.name} requires out_dir", param="target")
+    prefix = "p" if target.layout == ExportLayout.PER_ITEM else "roi"
+    names = [str(x) for x in target.names] if target.names is not None else [f"{prefix}{k:05d}" for k in range(n)]
+    if len(names) != n:
+        raise ModelRequestInvalid("target.names must have the same length as spatials", param="names")
+    ids = [_safe(x) for x in names]
+    if len(set(ids)) != len(ids):
+        raise ModelRequestInvalid("target.names must be unique", param="names")
+    out = Path(target.out_dir).expanduser()
+    return target.layout, out, ids, out / ".items"
+
+
 def export_batch(
-    spatials: Sequence[BBox | PointBuffer],
-    temporal: TemporalSpec | None,
-    models: str | Sequence[str],
-    out_dir: str | Path,
-    format: str = "npz",
     *,
-    output: OutputSpec | None = None,
-    sensor: SensorSpec | None = None,
+    spatials: list[SpatialSpec],
+    temporal: TemporalSpec | None,
+    models: list[str | ExportModelRequest],
+    target: ExportTarget,
+    config: ExportConfig | None = None,
     backend: Any = "auto",
     device: str = "auto",
-    input_prep: InputPrepSpec | str = "resize",
-    ids: Sequence[str] | None = None,
-    names: Sequence[str] | None = None,
-    per_model_sensors: dict[str, SensorSpec] | None = None,
-    resume: bool = True,
-    continue_on_error: bool = True,
-    chunk_size: int = 8,
+    output: OutputSpec | None = None,
+    sensor: SensorSpec | None = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    input_prep: InputPrepSpec | str | None = None,
     engine: Engine | None = None,
     progress: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
-    """Embed every region with every model into ``out_dir``; returns the manifest (also ``manifest.json``).
+) -> list[dict[str, Any]] | dict[str, Any]:
+    """Embed every region with every model into ``target`` (see the module docstring for the layouts).
 
-    Items already done (by an earlier, possibly interrupted, run into the same folder) are skipped
-    (``resume=False`` starts afresh); items that fail are recorded in the manifest with their error and
-    retried by the next run (``continue_on_error=False``: the first failure is raised). ``names`` (as in
-    rs-embed) is an alias of ``ids``; ``per_model_sensors`` overrides ``sensor`` per model name."""
-    import shutil
+    As in rs-embed: ``models`` are names or ``ExportModelRequest`` (per-model sensor / fetch / modality);
+    ``config`` holds format, resume, error policy and chunking; ``input_prep`` here or in ``config``, not
+    both. Failed items are recorded in the manifests with their error when ``config.continue_on_error``
+    (else the first failure is raised) and retried by the next ``resume=True`` run. omniembed's:
+    ``engine``, ``progress`` (called with 1 per item embedded)."""
+    from omniembed.geo.api import _check_output, spatial_list, window
 
-    from omniembed.geo.api import get_embeddings_batch
-
-    if names is not None:
-        if ids is not None:
-            raise ParameterInvalid("pass ids= or names=, not both", param="names")
-        ids = names
-
-    fmt = format.strip().lower()
-    if fmt not in FORMATS:
-        raise ParameterInvalid(f"format must be one of {', '.join(FORMATS)}, not {format!r}", param="format")
-    output = output or OutputSpec.pooled()
+    config = config if config is not None else ExportConfig()
+    if not isinstance(spatials, list) or not spatials:
+        raise ModelRequestInvalid("spatials must be a non-empty list[SpatialSpec] (BBox / PointBuffer)",
+                                  param="spatials")
+    if input_prep is not None and config.input_prep is not None:
+        raise ModelRequestInvalid("input_prep was passed both as export_batch(input_prep=...) and as "
+                                  "ExportConfig(input_prep=...); pass it once", param="input_prep")
+    model_list = _models(models, sensor, fetch, modality)
+    fmt = str(config.format).strip().lower()
+    layout = target.layout if isinstance(target, ExportTarget) else None
+    allowed = LAYOUT_FORMATS.get(layout, FORMATS) if layout is not None else FORMATS
+    if fmt not in allowed:
+        more = " (zarr, geotiff and geoparquet: ExportTarget.folder)" if layout != ExportLayout.FOLDER else ""
+        raise ModelRequestInvalid(f"Unsupported export format: {config.format!r}. Supported: {allowed}{more}",
+                                  param="format")
+    layout, out, ids, items_dir = _target(target, len(spatials), fmt)
+    spatial_list(spatials)
+    output = _check_output(output)
+    when = window(temporal)
     if fmt == "geotiff" and output.mode != "grid":
-        raise ParameterInvalid("geotiff holds grids: use output=OutputSpec.grid(), or format npz/netcdf/zarr/"
-                               "geoparquet for pooled vectors", param="format")
+        raise ModelRequestInvalid("geotiff holds grids: use output=OutputSpec.grid(), or format npz/netcdf/zarr/"
+                                  "geoparquet for pooled vectors", param="format")
     if fmt == "geoparquet" and output.mode != "pooled":
-        raise ParameterInvalid("geoparquet holds pooled vectors: use output=OutputSpec.pooled()", param="format")
-    model_list = [models] if isinstance(models, str) else list(models)
-    if not model_list:
-        raise ParameterInvalid("models must name at least one model", param="models")
-    spatial_list = list(spatials)
-    if not spatial_list:
-        raise ParameterInvalid("spatials must be a non-empty list of BBox / PointBuffer", param="spatials")
-    id_list = [_safe(str(i)) for i in ids] if ids is not None else [f"roi{k:05d}" for k in range(len(spatial_list))]
-    if len(id_list) != len(spatial_list) or len(set(id_list)) != len(id_list):
-        raise ParameterInvalid("ids must be unique, one per spatial", param="ids")
-    out = Path(out_dir).expanduser()
-    items_dir = out / ".items"
-    if not resume:
+        raise ModelRequestInvalid("geoparquet holds pooled vectors: use output=OutputSpec.pooled()", param="format")
+    prep = InputPrepSpec.coerce(input_prep if input_prep is not None else config.input_prep)
+    if config.infer_batch_size is not None:
+        prep = replace(prep, batch_size=config.effective_infer_batch_size)
+    if not config.resume:
         shutil.rmtree(items_dir, ignore_errors=True)
     items_dir.mkdir(parents=True, exist_ok=True)
-    model_sensors = dict(per_model_sensors or {})
-    unknown = set(model_sensors) - set(model_list)
-    if unknown:
-        raise ParameterInvalid(f"per_model_sensors names models not exported: {', '.join(sorted(unknown))}",
-                               param="per_model_sensors")
+    rel = os.path.relpath(items_dir, out if layout != ExportLayout.COMBINED else out.parent)
+    records = _embed_all(spatials, temporal, when, model_list, ids, items_dir, rel, output, prep, config, backend,
+                         device, engine, progress)
+    if layout == ExportLayout.FOLDER:
+        return _write_folder(out, fmt, records, model_list, output, prep, when)
+    from omniembed.geo.export.layouts import write_combined, write_per_item
+
+    base = out if layout == ExportLayout.PER_ITEM else out.parent
+    load = lambda r: load_item(base / r["item_file"])  # noqa: E731
+    meta = {"backend": str(backend) if isinstance(backend, str) else type(backend).__name__, "device": device,
+            "output": output.mode, "format": fmt, "temporal": when.to_dict(), "input_prep": prep.to_dict()}
+    if layout == ExportLayout.PER_ITEM:
+        return write_per_item(out, fmt, ids, records, [m.name for m in model_list], load, config, meta)
+    return write_combined(out, fmt, ids, records, [m.name for m in model_list], load, config, meta)
+
+
+def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when: Any, model_list: list[_Model],
+               ids: list[str], items_dir: Path, rel: str, output: OutputSpec, prep: InputPrepSpec,
+               config: ExportConfig, backend: Any, device: str, engine: Engine | None,
+               progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
+    """Embed the missing items, save each atomically; one record per (model, region), models in order."""
+    import warnings
+
+    from omniembed.geo.api import DEFAULT_TEMPORAL, get_embeddings_batch
+
+    raise_first = not config.continue_on_error or config.fail_on_bad_input
     run_id = uuid.uuid4().hex[:12]
-    log = (items_dir / "runs.jsonl").open("a", encoding="utf-8")
     records: list[dict[str, Any]] = []
-    try:
+    with (items_dir / "runs.jsonl").open("a", encoding="utf-8") as log:
         for model in model_list:
-            mdir = f".items/{_safe(model)}"
-            pending = [k for k in range(len(spatial_list)) if not (out / mdir / f"{id_list[k]}.npz").is_file()]
+            mdir = items_dir / _safe(model.name)
+            pending = [k for k in range(len(spatials)) if not (mdir / f"{ids[k]}.npz").is_file()]
             errors: dict[int, OmniEmbedError] = {}
-            for start in range(0, len(pending), chunk_size):
-                chunk = pending[start:start + chunk_size]
-                results = get_embeddings_batch(model, spatials=[spatial_list[k] for k in chunk], temporal=temporal,
-                                               sensor=model_sensors.get(model, sensor), output=output,
-                                               backend=backend, device=device, input_prep=input_prep,
-                                               engine=engine, errors="return")
-                for k, emb in zip(chunk, results, strict=True):
-                    if isinstance(emb, OmniEmbedError):
-                        if not continue_on_error:
-                            raise emb.at_index(k)
-                        errors[k] = emb.at_index(k)
-                        continue
-                    meta = emb.meta.to_dict()
-                    save_item(out / mdir / f"{id_list[k]}.npz", emb.data, meta)
-                    log.write(json.dumps({"run": run_id, "id": id_list[k], "model": model, "time": time.time()}) + "\n")
-                    log.flush()
-                    os.fsync(log.fileno())
-                    if progress:
-                        progress(1)
-            for k, spatial in enumerate(spatial_list):
-                rec: dict[str, Any] = {"id": id_list[k], "model": model, "spatial": spatial.to_dict(),
-                                       "lonlat_bounds": list(spatial.lonlat_bounds()), "output": output.mode,
-                                       "start": temporal.start.isoformat() if temporal else None,
-                                       "end": temporal.end.isoformat() if temporal else None,
-                                       "item_file": f"{mdir}/{id_list[k]}.npz"}
-                if k in errors:
-                    rec |= {"status": "error", "error": errors[k].to_dict()}
-                else:
-                    rec["status"] = "done"
+            for attempt in range(max(0, int(config.max_retries)) + 1):
+                if attempt:
+                    time.sleep(float(config.retry_backoff_s) * 2 ** (attempt - 1))
+                    pending, errors = sorted(errors), {}
+                for start in range(0, len(pending), config.effective_chunk_size):
+                    chunk = pending[start:start + config.effective_chunk_size]
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message="temporal=None")  # export_batch warned once
+                        results = get_embeddings_batch(
+                            model.name, spatials=[spatials[k] for k in chunk],
+                            temporal=temporal if temporal is not None else DEFAULT_TEMPORAL, sensor=model.sensor,
+                            fetch=model.fetch, modality=model.modality, output=output, backend=backend,
+                            device=device, input_prep=prep, engine=engine, errors="return",
+                            **(model.model_config or {}))
+                    for k, emb in zip(chunk, results, strict=True):
+                        if isinstance(emb, OmniEmbedError):
+                            if raise_first and attempt == config.max_retries:
+                                raise emb.at_index(k)
+                            errors[k] = emb.at_index(k)
+                            continue
+                        save_item(mdir / f"{ids[k]}.npz", emb.data, emb.meta.to_dict())
+                        log.write(json.dumps({"run": run_id, "id": ids[k], "model": model.name,
+                                              "time": time.time()}) + "\n")
+                        log.flush()
+                        os.fsync(log.fileno())
+                        if progress:
+                            progress(1)
+                if not errors:
+                    break
+            for k, spatial in enumerate(spatials):
+                rec: dict[str, Any] = {"id": ids[k], "point_index": k, "model": model.name,
+                                       "spatial": spatial.to_dict(), "lonlat_bounds": list(spatial.lonlat_bounds()),
+                                       "output": output.mode, "start": when.start.isoformat(),
+                                       "end": when.end.isoformat(),
+                                       "item_file": f"{rel}/{_safe(model.name)}/{ids[k]}.npz"}
+                rec |= {"status": "error", "error": errors[k].to_dict()} if k in errors else {"status": "done"}
                 records.append(rec)
-    finally:
-        log.close()
+    return records
+
+
+def _write_folder(out: Path, fmt: str, records: list[dict[str, Any]], model_list: list[_Model], output: OutputSpec,
+                  prep: InputPrepSpec, when: Any) -> dict[str, Any]:
     done = [r for r in records if r["status"] == "done"]
     files = write_final(fmt, out, done, lambda r: load_item(out / r["item_file"]))
     manifest = {
+        "layout": "folder",
         "format": fmt,
-        "models": model_list,
-        "output": {"mode": output.mode, "pooling": output.pooling, "scale_m": output.scale_m},
-        "temporal": temporal.to_dict() if temporal else None,
-        "input_prep": InputPrepSpec.coerce(input_prep).to_dict(),
+        "models": [m.name for m in model_list],
+        "output": {"mode": output.mode, "pooling": output.pooling, "grid_orientation": output.grid_orientation},
+        "temporal": when.to_dict(),
+        "input_prep": prep.to_dict(),
         "files": files,
         "counts": {"total": len(records), "done": len(done), "error": len(records) - len(done)},
         "items": records,
-        "run": run_id,
     }
     with atomic_path(out / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+class BatchExporter:
+    """rs-embed's class form of ``export_batch``: the same arguments (``models`` may also be ``ModelConfig``),
+    then ``.run()``. ``resolved_backend``, ``provider_factory`` and ``progress_factory`` are accepted and not
+    used (the engine resolves backends and models itself)."""
+
+    def __init__(self, *, spatials: list[SpatialSpec], temporal: TemporalSpec | None, models: Sequence[Any],
+                 target: ExportTarget, output: OutputSpec | None = None, config: ExportConfig | None = None,
+                 backend: Any = "auto", device: str = "auto", resolved_backend: Any = None,
+                 provider_factory: Any = None, progress_factory: Any = None, sensor: SensorSpec | None = None,
+                 engine: Engine | None = None) -> None:
+        from omniembed.geo.types import ModelConfig
+
+        self.kwargs: dict[str, Any] = {
+            "spatials": spatials, "temporal": temporal, "target": target, "output": output, "config": config,
+            "backend": backend, "device": device, "sensor": sensor, "engine": engine,
+            "models": [ExportModelRequest(m.name, sensor=m.sensor, model_config=m.model_config)
+                       if isinstance(m, ModelConfig) else m for m in models],
+        }
+
+    def run(self) -> list[dict[str, Any]] | dict[str, Any]:
+        return export_batch(**self.kwargs)

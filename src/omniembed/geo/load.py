@@ -1,0 +1,225 @@
+"""``load_export``: read an export back as rs-embed's ``ExportResult`` (one ``ModelResult`` per model, rows in
+region order, NaN rows for regions that failed), whichever layout wrote it: a combined file (``.npz`` /
+``.nc`` / its ``.json``), a per-item folder, or omniembed's folder (``manifest.json`` + ``.items``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omniembed.geo.export.layouts import MANIFEST_KEY
+
+__all__ = ["ExportResult", "ModelResult", "load_export"]
+
+
+@dataclass
+class ModelResult:
+    """One model over all regions: ``embeddings`` (n_items, D) pooled or (n_items, D, H, W) grids (NaN where a
+    region failed; None when all failed), ``inputs`` (None: omniembed saves no inputs), ``meta`` per region."""
+
+    name: str
+    status: str
+    embeddings: np.ndarray | None
+    inputs: np.ndarray | None
+    meta: list[dict[str, Any]]
+    error: str | None = None
+    grids: list[Any] = field(default_factory=list)
+    """omniembed: each region's grid as a georeferenced ``xarray.DataArray`` (None for failed or pooled)."""
+
+
+@dataclass
+class ExportResult:
+    """A loaded export: ``layout``, ``spatials`` (dicts), ``temporal``, ``n_items``, ``status``, ``models`` (by
+    name) and the raw ``manifest``."""
+
+    layout: str
+    spatials: list[dict[str, Any]]
+    temporal: dict[str, Any] | None
+    n_items: int
+    status: str
+    models: dict[str, ModelResult]
+    manifest: dict[str, Any]
+
+    def embedding(self, model: str) -> np.ndarray:
+        if model not in self.models:
+            raise KeyError(f"Model {model!r} not found in export. Available models: {sorted(self.models)}")
+        result = self.models[model]
+        if result.embeddings is None:
+            raise ValueError(f"Model {model!r} has no embeddings (status={result.status!r}). Error: {result.error}")
+        return result.embeddings
+
+    @property
+    def ok_models(self) -> list[str]:
+        return [n for n, r in self.models.items() if r.status == "ok"]
+
+    @property
+    def failed_models(self) -> list[str]:
+        return [n for n, r in self.models.items() if r.status == "failed"]
+
+
+def _status(ok: int, total: int) -> str:
+    return "ok" if ok == total else ("failed" if ok == 0 else "partial")
+
+
+def _stack(values: list[np.ndarray | None]) -> np.ndarray | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    shape = tuple(max(v.shape[i] for v in present) for i in range(present[0].ndim))
+    out = np.full((len(values), *shape), np.nan, dtype=np.float32)
+    for i, v in enumerate(values):
+        if v is not None:
+            out[i][tuple(slice(0, s) for s in v.shape)] = v
+    return out
+
+
+def _grid(arrays: Any, model: str, values: np.ndarray, index: int | None = None) -> Any:
+    key = f"grid_transform__{model}"
+    if key not in arrays:
+        return None
+    import xarray as xr
+
+    pick = (lambda a: a[index]) if index is not None else (lambda a: a)
+    transform = tuple(np.asarray(pick(arrays[key]), dtype=float).tolist())
+    crs = str(np.asarray(pick(arrays[f"grid_crs__{model}"])))
+    if index is not None:
+        h, w = (int(v) for v in arrays[f"grid_shape__{model}"][index])
+        values = values[:, :h, :w]
+        xs = transform[2] + transform[0] * (np.arange(w) + 0.5)
+        ys = transform[5] + transform[4] * (np.arange(h) + 0.5)
+        ds: list[Any] = list(range(values.shape[0]))
+    else:
+        xs, ys = arrays[f"grid_x__{model}"], arrays[f"grid_y__{model}"]
+        ds = [str(b) for b in arrays[f"grid_d__{model}"]]
+    return xr.DataArray(values, dims=("d", "y", "x"), coords={"d": ds, "y": ys, "x": xs},
+                        attrs={"crs": crs, "transform": transform})
+
+
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(arrays, manifest) of a combined or per-item file."""
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k != MANIFEST_KEY}
+            manifest = json.loads(bytes(z[MANIFEST_KEY]).decode()) if MANIFEST_KEY in z.files else {}
+        return arrays, manifest
+    import xarray as xr
+
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        manifest = json.loads(ds.attrs.get("manifest", "{}"))
+        arrays = {str(k): np.asarray(v.values) for k, v in ds.data_vars.items() if not str(k).startswith("spatial_ref")}
+        for k in list(arrays):
+            if k.startswith("embedding__") and f"x__{k.split('__', 1)[1]}" in ds.coords:  # a per-item CF grid
+                model = k.split("__", 1)[1]
+                da = ds[k]
+                arrays |= {f"grid_transform__{model}": np.asarray(da.attrs.get("transform", [np.nan] * 6)),
+                           f"grid_crs__{model}": np.asarray(da.attrs.get("crs", "")),
+                           f"grid_x__{model}": np.asarray(ds[f"x__{model}"].values),
+                           f"grid_y__{model}": np.asarray(ds[f"y__{model}"].values),
+                           f"grid_d__{model}": np.asarray([str(b) for b in ds[f"d__{model}"].values])}
+    return arrays, manifest
+
+
+def _combined(path: Path) -> ExportResult:
+    if path.suffix == ".json":
+        manifest = json.loads(path.read_text())
+        path = Path(manifest.get("npz_path") or manifest.get("nc_path") or path.with_suffix(".npz"))
+    arrays, manifest = _read(path)
+    n = int(manifest.get("n_items", 0))
+    models: dict[str, ModelResult] = {}
+    for entry in manifest.get("models", []):
+        name = entry["model"]
+        emb = arrays.get(f"embeddings__{name}")
+        metas = manifest.get("embedding_meta", {}).get(name, [{}] * n)
+        grids = [_grid(arrays, name, emb[i], i) if emb is not None and entry.get("errors", {}).get(str(i)) is None
+                 else None for i in range(n)] if f"grid_transform__{name}" in arrays else []
+        errors = entry.get("errors") or {}
+        models[name] = ModelResult(name, entry["status"], emb, None, metas,
+                                   "; ".join(errors.values()) if entry["status"] == "failed" else None, grids)
+    return ExportResult("combined", manifest.get("spatials", []), manifest.get("temporal"), n,
+                        manifest.get("status", "ok"), models, manifest)
+
+
+def _per_item(folder: Path) -> ExportResult:
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".npz", ".nc") and p.is_file())
+    points = []
+    for p in files:
+        arrays, manifest = _read(p)
+        if "point_index" in manifest:
+            points.append((manifest["point_index"], arrays, manifest))
+    if not points:
+        raise ValueError(f"{folder} holds no export files (per-item .npz/.nc or manifest.json)")
+    points.sort(key=lambda t: t[0])
+    names = list(dict.fromkeys(e["model"] for _, _, m in points for e in m.get("models", [])))
+    models = {}
+    for name in names:
+        values: list[np.ndarray | None] = []
+        metas: list[dict[str, Any]] = []
+        grids: list[Any] = []
+        errors: list[str] = []
+        for _, arrays, manifest in points:
+            v = arrays.get(f"embedding__{name}")
+            values.append(None if v is None else np.asarray(v, np.float32))
+            metas.append(manifest.get("embedding_meta", {}).get(name, {}))
+            grids.append(_grid(arrays, name, np.asarray(v, np.float32)) if v is not None else None)
+            errors += [e.get("error", "") for e in manifest.get("models", []) if e["model"] == name and "error" in e]
+        ok = sum(v is not None for v in values)
+        status = _status(ok, len(values))
+        models[name] = ModelResult(name, status, _stack(values), None, metas,
+                                   "; ".join(errors) if status == "failed" else None,
+                                   grids if any(g is not None for g in grids) else [])
+    manifests = [m for _, _, m in points]
+    states = {m.status for m in models.values()}
+    return ExportResult("per_item", [m.get("spatial") or {} for m in manifests], manifests[0].get("temporal"),
+                        len(points), states.pop() if len(states) == 1 else "partial", models,
+                        {"items": manifests})
+
+
+def _folder(folder: Path) -> ExportResult:
+    from omniembed.geo.export.writers import load_item
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    items = manifest["items"]
+    ids = list(dict.fromkeys(r["id"] for r in items))
+    models = {}
+    for name in manifest["models"]:
+        recs = {r["id"]: r for r in items if r["model"] == name}
+        values: list[np.ndarray | None] = []
+        metas: list[dict[str, Any]] = []
+        grids: list[Any] = []
+        for i in ids:
+            r = recs.get(i)
+            if r is None or r["status"] != "done":
+                values.append(None)
+                metas.append({})
+                grids.append(None)
+                continue
+            data, meta = load_item(folder / r["item_file"])
+            values.append(np.asarray(getattr(data, "values", data), np.float32))
+            metas.append(meta)
+            grids.append(data if hasattr(data, "dims") else None)
+        ok = sum(v is not None for v in values)
+        status = _status(ok, len(ids))
+        errs = [r["error"]["message"] for r in recs.values() if r["status"] != "done"]
+        models[name] = ModelResult(name, status, _stack(values), None, metas,
+                                   "; ".join(errs) if status == "failed" else None,
+                                   grids if any(g is not None for g in grids) else [])
+    first = {r["id"]: r["spatial"] for r in items}
+    states = {m.status for m in models.values()}
+    return ExportResult("folder", [first[i] for i in ids], manifest.get("temporal"), len(ids),
+                        states.pop() if len(states) == 1 else "partial", models, manifest)
+
+
+def load_export(path: str | os.PathLike[str]) -> ExportResult:
+    """Load an export written by ``export_batch``: a file (combined: ``.npz``, ``.nc`` or its ``.json``) or a
+    folder (per-item files, or omniembed's folder with ``manifest.json``)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"Export path does not exist: {str(p)!r}")
+    if p.is_dir():
+        return _folder(p) if (p / "manifest.json").is_file() else _per_item(p)
+    return _combined(p)
