@@ -279,7 +279,7 @@ instead of an output, and the encode time (ms)."""
 
 
 def _encode_isolated(
-    preparer: Preparer, encoder: Encoder, rows: list[tuple[int, Prepared]], chunk: list[int]
+    preparer: Preparer, encoder: Encoder, rows: list[tuple[int, Prepared]], chunk: list[int], named: bool = False
 ) -> list[EncodedPart]:
     """Encode ``chunk`` in one call; if that call fails, encode each half on its own (recursively), so a row
     that breaks the encoder fails alone and every other row is still encoded. A failing row is returned
@@ -289,15 +289,15 @@ def _encode_isolated(
     started = time.perf_counter()
     try:
         feeds = preparer.collate([rows[r][1] for r in chunk])
-        output = encoder(feeds)
+        output = encoder.outputs(feeds) if named else encoder(feeds)  # type: ignore[attr-defined]
     except OmniEmbedError:
         raise
     except Exception as exc:  # isolate the culprit row
         if len(chunk) == 1:
             return [(chunk, None, None, exc, 0.0)]
         half = len(chunk) // 2
-        return _encode_isolated(preparer, encoder, rows, chunk[:half]) + _encode_isolated(
-            preparer, encoder, rows, chunk[half:]
+        return _encode_isolated(preparer, encoder, rows, chunk[:half], named) + _encode_isolated(
+            preparer, encoder, rows, chunk[half:], named
         )
     return [(chunk, output, feeds.get("attention_mask"), None, (time.perf_counter() - started) * 1000)]
 
@@ -330,7 +330,7 @@ def _encode(
         progress(sum(1 for r in results if r is not None))
 
     contract = preparer.contract(options)
-    vectors: dict[int, np.ndarray] = {}
+    vectors: dict[int, Any] = {}  # a row's vector; with finish, its raw output (by name for several outputs)
     timings: dict[int, Timings] = {}
     remaining: dict[int, int] = {}
     for i, _ in rows:
@@ -340,11 +340,13 @@ def _encode(
     if getattr(preparer, "counts_tokens", False):
         tokens = getattr(preparer, "max_batch_tokens", None) or getattr(encoder, "batch_tokens", BATCH_TOKENS)
     finish = getattr(preparer, "finish", None)
+    # A preparer that finishes items itself gets every output of a graph that has several, by name.
+    named = finish is not None and len(getattr(encoder, "output_names", ())) > 1
     per_call = min(options.batch_size, getattr(preparer, "max_batch_rows", None) or options.batch_size)
     failed: set[int] = set()
     for batch in _batches(order, [rows[r][1].length for r in order], per_call, tokens):
         batch = [r for r in batch if rows[r][0] not in failed]  # an item's other rows fail with it
-        for chunk, output, mask, failure, encode_ms in _encode_isolated(preparer, encoder, rows, batch):
+        for chunk, output, mask, failure, encode_ms in _encode_isolated(preparer, encoder, rows, batch, named):
             if failure is not None:
                 i = rows[chunk[0]][0]
                 error = (
@@ -362,7 +364,7 @@ def _encode(
                 continue
             t1 = time.perf_counter()
             if finish is not None:  # the preparer makes the embeddings from the raw outputs
-                pooled = np.asarray(output, dtype=np.float32)
+                pooled: Any = output if named else np.asarray(output, dtype=np.float32)
             else:
                 if output.ndim == 2 and options.pooling is not None and options.pooling != model.spec.pooling:
                     raise ParameterInvalid(
@@ -380,7 +382,7 @@ def _encode(
                 i = rows[r][0]
                 if i in failed:
                     continue
-                vectors[r] = pooled[k]
+                vectors[r] = {n: v[k] for n, v in pooled.items()} if named else pooled[k]
                 timings[i] = batch_timing
                 remaining[i] -= 1
                 done += remaining[i] == 0
@@ -396,7 +398,7 @@ def _encode(
         if finish is not None:
             outputs = [vectors[r] for r in row_ids]
             meta = EmbeddingMeta(
-                model=model.spec.name, model_version=model.version, modality=modality, dim=int(outputs[0].shape[0]),
+                model=model.spec.name, model_version=model.version, modality=modality, dim=model.spec.dim,
                 pooling=pooling, normalized=False, preprocessing=contract, input=pieces[0].info,
                 runtime=model.runtime, device=model.device, precision=model.precision, timings=timings[i],
             )

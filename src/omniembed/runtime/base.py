@@ -8,7 +8,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,6 +27,7 @@ __all__ = [
     "cached_artifact",
     "cpu_flags",
     "export_inputs",
+    "named_outputs",
     "first_line",
     "resolve_runtime",
 ]
@@ -36,7 +37,8 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 class Encoder(Protocol):
-    """Maps named numpy inputs (a batch) to the network's numpy output."""
+    """Maps named numpy inputs (a batch) to the network's numpy output (its first, for graphs with several;
+    ``outputs`` gives them all by name, where ``output_names`` has more than one)."""
 
     runtime: str
     device: str
@@ -44,10 +46,18 @@ class Encoder(Protocol):
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray: ...
 
 
+def named_outputs(names: Sequence[str], out: Any) -> dict[str, np.ndarray]:
+    """A module's or session's outputs (one array, or a tuple/list in ``names`` order) as float32 numpy by name."""
+    values = list(out) if isinstance(out, (list, tuple)) else [out]
+    return {n: np.asarray(v.float().cpu().numpy() if hasattr(v, "float") else v, dtype=np.float32)
+            for n, v in zip(names, values, strict=True)}
+
+
 class PassThroughEncoder:
     """For precomputed products (the raster read is the embedding): returns the feed ``name`` as it is."""
 
     runtime = "precomputed"
+    output_names = ("grid",)
 
     def __init__(self, name: str, device: str = "cpu") -> None:
         self.name = name
@@ -71,6 +81,13 @@ class GraphSpec:
     """Per input, its dynamic axes by name, e.g. ``{"input_ids": {0: "batch", 1: "seq"}}``."""
     example: Callable[[], dict[str, np.ndarray]]
     """A small batch of real-looking inputs, used to trace the ONNX export."""
+    extra_outputs: tuple[str, ...] = ()
+    """Further outputs after ``output_name`` (the module then returns a tuple in this order), e.g. a pooled
+    head beside a grid. ``Encoder.__call__`` returns the first; ``Encoder.outputs`` returns all by name."""
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return (self.output_name, *self.extra_outputs)
 
 
 @functools.cache

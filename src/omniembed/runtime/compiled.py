@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from omniembed.errors import RuntimeUnavailable
-from omniembed.runtime.base import GraphSpec, cached_artifact, cpu_flags, export_inputs, first_line
+from omniembed.runtime.base import GraphSpec, cached_artifact, cpu_flags, export_inputs, first_line, named_outputs
 from omniembed.settings import Settings
 
 __all__ = ["CompiledEncoder", "compiled_package", "platform_tag"]
@@ -145,7 +145,8 @@ class CompiledEncoder:
     batch_tokens = 1024
     """Its best encoder batch in padded tokens for text (minilm: +2% over 512; ONNX fp32 prefers 512)."""
 
-    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int) -> None:
+    def __init__(self, path: Path, input_names: tuple[str, ...], threads: int,
+                 output_names: tuple[str, ...] = ("output",)) -> None:
         import torch
 
         if torch.get_num_threads() != threads:
@@ -153,20 +154,23 @@ class CompiledEncoder:
         self.fn = torch._inductor.aoti_load_package(str(path))
         self.path = path
         self.input_names = input_names
+        self.output_names = output_names
         self.device = "cpu"
 
     @classmethod
     def from_graph(cls, graph: GraphSpec, precision: str, settings: Settings) -> CompiledEncoder:
         path = compiled_package(graph, precision, settings)
-        return cls(path, graph.input_names, settings.threads())
+        return cls(path, graph.input_names, settings.threads(), graph.output_names)
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the graph, by name."""
         import torch
 
         tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.input_names]
         with torch.inference_mode():
             out = self.fn(*tensors)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        result: np.ndarray = out.numpy()
-        return result
+        return named_outputs(self.output_names, out if len(self.output_names) > 1 else
+                             (out[0] if isinstance(out, (list, tuple)) else out))
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.outputs(feeds)[self.output_names[0]]

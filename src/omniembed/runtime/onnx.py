@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from omniembed.errors import RuntimeUnavailable
-from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs, first_line
+from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs, first_line, named_outputs
 from omniembed.settings import Settings
 
 __all__ = ["OnnxEncoder", "export_graph", "quiet_exporters", "step"]
@@ -88,7 +88,7 @@ def export_graph(graph: GraphSpec, folder: Path) -> None:
                 args,
                 str(folder / GRAPH_FILE),
                 input_names=list(graph.input_names),
-                output_names=[graph.output_name],
+                output_names=list(graph.output_names),
                 dynamic_shapes=shapes,
                 dynamo=True,
                 opset_version=OPSET,
@@ -133,6 +133,7 @@ class OnnxEncoder:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         self.input_names = tuple(i.name for i in self.session.get_inputs())
+        self.output_names = tuple(o.name for o in self.session.get_outputs())
         self.path = path
         self.device = device
 
@@ -140,7 +141,11 @@ class OnnxEncoder:
     def from_graph(cls, graph: GraphSpec, device: str, settings: Settings) -> OnnxEncoder:
         return cls(cached_graph(graph, settings), device, settings.threads())
 
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the graph, by name."""
+        return named_outputs(self.output_names, self.session.run(None, {n: feeds[n] for n in self.input_names}))
+
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
-        out = self.session.run(None, {n: feeds[n] for n in self.input_names})[0]
+        out = self.session.run(self.output_names[:1], {n: feeds[n] for n in self.input_names})[0]
         result: np.ndarray = np.asarray(out, dtype=np.float32)
         return result

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from omniembed.runtime.base import named_outputs
+
 if TYPE_CHECKING:
     from omniembed.runtime.base import GraphSpec
 
@@ -55,10 +57,17 @@ class TorchEncoder:
         store_weights_bf16(self.module)
         self.bf16 = True
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.graph.output_names
+
+    def outputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the graph, by name."""
         tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names]
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.module(*tensors)
-        result: np.ndarray = out.float().cpu().numpy()
-        return result
+        return named_outputs(self.output_names, out)
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.outputs(feeds)[self.output_names[0]]
