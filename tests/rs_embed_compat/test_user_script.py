@@ -138,9 +138,10 @@ def test_seed_example_runs_with_only_the_import_and_backend_changed(user_env: di
                                                                       tmp_path: Path) -> None:
     out = run_script(SEED_EXAMPLE, user_env, tmp_path)
     vec = np.asarray(out["vec"])
-    assert out["model"] == "remoteclip" and out["dims"] == [64] and np.isfinite(vec).all()
+    # pooled: CLIP's projected image embedding, as rs-embed gives it (the tiny checkpoint's projection is 32-d)
+    assert out["model"] == "remoteclip" and out["dims"] == [32] and np.isfinite(vec).all()
     batch = [np.asarray(v) for v in out["batch"]]
-    assert len(batch) == 2 and all(v.shape == (64,) and np.isfinite(v).all() for v in batch)
+    assert len(batch) == 2 and all(v.shape == (32,) and np.isfinite(v).all() for v in batch)
     np.testing.assert_allclose(batch[0], vec, rtol=1e-5, atol=1e-6)  # same point, same embedding
     assert {"model", "dim", "backend", "temporal", "input_prep", "output"} <= set(out["keys"])
     assert out["temporal"] == {"start": "2022-06-01", "end": "2022-09-01"}
@@ -150,8 +151,8 @@ def test_export_batch_with_export_target_and_config(user_env: dict[str, str], tm
     out = run_script(EXPORT_SCRIPT, user_env, tmp_path)
     assert [Path(p).name for p in out["per_item"]] == ["shanghai.npz", "hangzhou.npz"]
     assert out["status"] == ["ok", "ok"] and Path(out["combined"]).name == "all.nc"
-    assert out["loaded"][:2] == [2, 64] and out["ok_models"] == ["remoteclip"]
+    assert out["loaded"][:2] == [2, 64] and out["ok_models"] == ["remoteclip"]  # grids: the 64-d patch tokens
     root = Path(user_env["OUT"])
     with np.load(root / "per_item" / "shanghai.npz") as z:
-        assert z["embedding__remoteclip"].shape == (64,)
+        assert z["embedding__remoteclip"].shape == (32,)
     assert (root / "per_item" / "shanghai.json").is_file() and (root / "all.json").is_file()
