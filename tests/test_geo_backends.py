@@ -55,6 +55,8 @@ def test_time_filter_from_file_dates_and_composites(geo_dir: Path) -> None:
     np.testing.assert_allclose(both.image, (orig + orig[:, :, ::-1]) / 2)
     first = LocalBackend().read(box, None, SensorSpec(folder, composite="first"), S)
     np.testing.assert_array_equal(first.image, orig[:, :, ::-1])  # earliest date first
+    mosaic = LocalBackend().read(box, None, SensorSpec(folder, composite="mosaic"), S)
+    np.testing.assert_array_equal(mosaic.image, orig)  # latest valid pixel on top, as rs-embed and Earth Engine
     frames = LocalBackend().read(box, None, SensorSpec(folder, composite="frames"), S)
     assert frames.data.shape == (2, 4, 300, 300) and [d.year for d in frames.dates if d] == [2021, 2022]
     with pytest.raises(InputUnreadable, match="no raster"):

@@ -204,8 +204,8 @@ def read_into(dataset: Any, grid: Grid, band_numbers: Sequence[int], sensor: Sen
 
 
 def composite(stack: list[np.ndarray], dates: list[date | None], sensor: SensorSpec) -> tuple[np.ndarray, tuple]:
-    """Combine per-file reads (each bands x rows x cols, NaN = none): median, mean, first valid, or one
-    mosaicked frame per date (``frames``). Returns (frames, bands, rows, cols) and the frames' dates."""
+    """Combine per-file reads (each bands x rows x cols, NaN = none): median, mean, first valid (earliest on
+    top), mosaic (latest valid on top), or one mosaicked frame per date (``frames``). Returns (frames, bands, rows, cols) and the frames' dates."""
     order = sorted(range(len(stack)), key=lambda i: (dates[i] is None, dates[i] or date.min))
     arrays = [stack[i] for i in order]
     days = [dates[i] for i in order]
@@ -230,8 +230,9 @@ def composite(stack: list[np.ndarray], dates: list[date | None], sensor: SensorS
                 out = np.nanmedian(cube, axis=0)
             elif sensor.composite == "mean":
                 out = np.nanmean(cube, axis=0)
-            else:
-                out = cube[0].copy()
-                for layer in cube[1:]:
+            else:  # first: the earliest valid pixel on top; mosaic (rs-embed, Earth Engine): the latest
+                layers = cube[::-1] if sensor.composite == "mosaic" else cube
+                out = layers[0].copy()
+                for layer in layers[1:]:
                     out = np.where(np.isnan(out), layer, out)
     return out[None].astype(np.float32), (days[-1],)
