@@ -125,3 +125,21 @@ def test_default_runtime_on_cpu_is_onnx_and_torch_when_asked(eng: Engine, geo_di
     asked = get_embedding("remoteclip", runtime="torch", precision="fp32", engine=eng, **where)
     assert asked.meta.runtime == "torch"
     np.testing.assert_allclose(default.data, asked.data, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_precision_uses_the_verified_bf16_where_the_cpu_has_it(eng: Engine, geo_dir: Path) -> None:
+    """remoteclip and prithvi declare auto bf16 (measured min cosine to fp32 >= 0.9995 in
+    bench/geo_throughput.py); where the CPU has native bf16 it runs compiled on torch, else ONNX fp32."""
+    from omniembed.runtime.precision import cpu_supports_bf16
+
+    where = _where("remoteclip", geo_dir)
+    fp32 = get_embedding("remoteclip", output=OutputSpec.grid(), precision="fp32", engine=eng, **where)
+    auto = get_embedding("remoteclip", output=OutputSpec.grid(), precision="auto", engine=eng, **where)
+    if cpu_supports_bf16():
+        assert (auto.meta.runtime, auto.meta.precision) == ("torch", "bf16")
+    else:
+        assert (auto.meta.runtime, auto.meta.precision) == ("onnx", "fp32")
+    a = np.asarray(auto.data.values).reshape(auto.data.shape[0], -1).T
+    b = np.asarray(fp32.data.values).reshape(fp32.data.shape[0], -1).T
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() >= 0.9995, cos.min()

@@ -38,7 +38,7 @@ __all__ = ["CompiledEncoder", "compiled_package", "platform_tag"]
 log = logging.getLogger(__name__)
 PACKAGE_FILE = "model.pt2"
 PRECISIONS = ("bf16",)
-RECIPE = "c2"
+RECIPE = "c3"
 """Bumped whenever ``compile_graph`` changes what it builds, so that older cached packages are not reused."""
 
 
@@ -70,9 +70,11 @@ def _bf16_module(module: Any) -> Any:
             super().__init__()
             self.inner = module
 
-        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        def forward(self, *tensors: torch.Tensor) -> Any:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                out: torch.Tensor = self.inner(*tensors)
+                out = self.inner(*tensors)
+            if isinstance(out, (tuple, list)):  # a graph with extra outputs (a pooled head beside a grid)
+                return tuple(o.float() for o in out)
             return out.float()
 
     return Bf16().eval()
