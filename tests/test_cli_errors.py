@@ -183,7 +183,7 @@ def test_serve_listens_on_the_socket_it_checked(tmp_path: Path, cache_dir: Path)
 
 def test_bad_port_and_host_are_parameter_errors() -> None:
     result = runner.invoke(app, ["serve", "--port", "70000"])
-    assert result.exit_code == 2 and "port must be between 1 and 65535" in result.stderr
+    assert result.exit_code == 2 and "port must be between 0 (any free port) and 65535" in result.stderr
     result = runner.invoke(app, ["serve", "--host", "203.0.113.7", "--port", "8123"])  # not an address of ours
     assert result.exit_code == 2 and "cannot listen on 203.0.113.7:8123" in result.stderr
     no_traceback(result)

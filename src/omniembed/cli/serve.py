@@ -44,7 +44,8 @@ def serve(
     from omniembed.service import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = f"http://{settings.host}:{settings.port}"
+    port = sock.getsockname()[1]  # the port bound (--port 0: a free one)
+    base = f"http://{settings.host}:{port}"
     err.print(
         f"omniembed serving on {base}  (OpenAI {base}/v1/embeddings · TwelveLabs {base}/v1.3/embed · "
         f"feature-extraction-server {base}/api/tasks/... · docs {base}/docs)",
@@ -54,7 +55,7 @@ def serve(
         config = uvicorn.Config(
             create_app(settings),
             host=settings.host,
-            port=settings.port,
+            port=port,
             log_level=log_level,
             timeout_graceful_shutdown=int(settings.shutdown_grace_sec) or None,
         )
