@@ -205,7 +205,8 @@ def read_into(dataset: Any, grid: Grid, band_numbers: Sequence[int], sensor: Sen
 
 def composite(stack: list[np.ndarray], dates: list[date | None], sensor: SensorSpec) -> tuple[np.ndarray, tuple]:
     """Combine per-file reads (each bands x rows x cols, NaN = none): median, mean, first valid (earliest on
-    top), mosaic (latest valid on top), or one mosaicked frame per date (``frames``). Returns (frames, bands, rows, cols) and the frames' dates."""
+    top), mosaic (latest valid on top), or one mosaicked frame per date (``frames``). Returns (frames, bands,
+    rows, cols) and the frames' dates."""
     order = sorted(range(len(stack)), key=lambda i: (dates[i] is None, dates[i] or date.min))
     arrays = [stack[i] for i in order]
     days = [dates[i] for i in order]
