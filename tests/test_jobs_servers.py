@@ -105,9 +105,10 @@ def test_two_servers_run_each_job_once_even_across_a_kill(
         assert {i for i, n in runs.items() if n == 2} == abandoned  # only a's running jobs ran again
         assert set(runs.values()) <= {1, 2}
         assert all(rows[i]["owner"] == b_id for i in abandoned)
-        resumed = min(rows[i]["started_at"] for i in abandoned)
-        lapsed = max(snapshot[i]["lease_until"] for i in abandoned)
-        assert resumed >= lapsed - 0.05  # resumed only once the lease had lapsed, never while a was alive
+        # each job resumed only once its own lease had lapsed, never while a was alive (leases differ per job:
+        # each was claimed or renewed at its own time, so b may resume one before another's lease lapses)
+        early = {i: snapshot[i]["lease_until"] - rows[i]["started_at"] for i in abandoned}
+        assert all(d <= 0.05 for d in early.values()), early
         assert time.monotonic() - killed_at < 60
 
         # results are readable through the surviving server, and right
