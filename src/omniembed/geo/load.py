@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from omniembed.geo.export.layouts import MANIFEST_KEY
+from omniembed.geo.export.layouts import MANIFEST_KEY, stack_items, status_of
 
 __all__ = ["ExportResult", "ModelResult", "load_export"]
 
@@ -60,22 +60,6 @@ class ExportResult:
     @property
     def failed_models(self) -> list[str]:
         return [n for n, r in self.models.items() if r.status == "failed"]
-
-
-def _status(ok: int, total: int) -> str:
-    return "ok" if ok == total else ("failed" if ok == 0 else "partial")
-
-
-def _stack(values: list[np.ndarray | None]) -> np.ndarray | None:
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    shape = tuple(max(v.shape[i] for v in present) for i in range(present[0].ndim))
-    out = np.full((len(values), *shape), np.nan, dtype=np.float32)
-    for i, v in enumerate(values):
-        if v is not None:
-            out[i][tuple(slice(0, s) for s in v.shape)] = v
-    return out
 
 
 def _grid(arrays: Any, model: str, values: np.ndarray, index: int | None = None) -> Any:
@@ -168,8 +152,8 @@ def _per_item(folder: Path) -> ExportResult:
             grids.append(_grid(arrays, name, np.asarray(v, np.float32)) if v is not None else None)
             errors += [e.get("error", "") for e in manifest.get("models", []) if e["model"] == name and "error" in e]
         ok = sum(v is not None for v in values)
-        status = _status(ok, len(values))
-        models[name] = ModelResult(name, status, _stack(values), None, metas,
+        status = status_of(ok, len(values))
+        models[name] = ModelResult(name, status, stack_items(values), None, metas,
                                    "; ".join(errors) if status == "failed" else None,
                                    grids if any(g is not None for g in grids) else [])
     manifests = [m for _, _, m in points]
@@ -203,9 +187,9 @@ def _folder(folder: Path) -> ExportResult:
             metas.append(meta)
             grids.append(data if hasattr(data, "dims") else None)
         ok = sum(v is not None for v in values)
-        status = _status(ok, len(ids))
+        status = status_of(ok, len(ids))
         errs = [r["error"]["message"] for r in recs.values() if r["status"] != "done"]
-        models[name] = ModelResult(name, status, _stack(values), None, metas,
+        models[name] = ModelResult(name, status, stack_items(values), None, metas,
                                    "; ".join(errs) if status == "failed" else None,
                                    grids if any(g is not None for g in grids) else [])
     first = {r["id"]: r["spatial"] for r in items}

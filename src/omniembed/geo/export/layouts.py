@@ -28,7 +28,8 @@ MANIFEST_KEY = "__manifest__"
 Load = Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]]
 
 
-def _status(ok: int, total: int) -> str:
+def status_of(ok: int, total: int) -> str:
+    """rs-embed's status of a set of items: ``ok`` (all), ``failed`` (none) or ``partial``."""
     return "ok" if ok == total else ("failed" if ok == 0 else "partial")
 
 
@@ -108,7 +109,7 @@ def write_per_item(out: Path, fmt: str, ids: list[str], records: list[dict[str, 
                 entry["error_code"] = r["error"]["code"]
             entries.append(entry)
         ok = len(items)
-        manifest: dict[str, Any] = {"point_index": k, "id": name, "status": _status(ok, len(models)),
+        manifest: dict[str, Any] = {"point_index": k, "id": name, "status": status_of(ok, len(models)),
                                     "models": entries, "summary": {"total_models": len(models), "ok_models": ok,
                                                                    "failed_models": len(models) - ok},
                                     "spatial": recs[0]["spatial"] if recs else None,
@@ -133,9 +134,12 @@ def write_per_item(out: Path, fmt: str, ids: list[str], records: list[dict[str, 
     return manifests
 
 
-def _stack(values: list[np.ndarray | None]) -> np.ndarray:
-    """Items (vectors or D x H x W grids; None for failed) as one array, NaN-padded / NaN-filled."""
+def stack_items(values: list[np.ndarray | None]) -> np.ndarray | None:
+    """Items (vectors or D x H x W grids; None for failed) as one array, NaN-padded / NaN-filled; None when no
+    item is present."""
     present = [v for v in values if v is not None]
+    if not present:
+        return None
     shape = tuple(max(v.shape[i] for v in present) for i in range(present[0].ndim))
     out = np.full((len(values), *shape), np.nan, dtype=np.float32)
     for i, v in enumerate(values):
@@ -170,12 +174,14 @@ def write_combined(out: Path, fmt: str, ids: list[str], records: list[dict[str, 
             values[k] = np.asarray(getattr(data, "values", data), dtype=np.float32)
             grids[k] = data if hasattr(data, "dims") else None
         ok = n - len(failed)
-        entry: dict[str, Any] = {"model": model, "status": _status(ok, n), "ok": ok, "failed": len(failed)}
+        entry: dict[str, Any] = {"model": model, "status": status_of(ok, n), "ok": ok, "failed": len(failed)}
         if failed:
             entry["errors"] = {str(k): v for k, v in sorted(failed.items())}
         entries.append(entry)
         if ok and config.save_embeddings:
-            arrays[f"embeddings__{model}"] = _stack(values)
+            stacked = stack_items(values)
+            assert stacked is not None  # ok > 0: at least one item is present
+            arrays[f"embeddings__{model}"] = stacked
             if any(g is not None for g in grids):
                 nan6 = [np.nan] * 6
                 arrays[f"grid_transform__{model}"] = np.asarray(
