@@ -36,7 +36,7 @@ test: install lint
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (not tests): omniembed side by side with each reference, same inputs and threads.
-# bench/report.py runs machine, text, image, audio and server benchmarks and writes docs/benchmarks.md.
+# bench/report.py runs machine, text, image, audio, server and geo benchmarks and writes docs/benchmarks.md.
 bench: install
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)  # audio clips
 	$(BIN)/python bench/report.py
