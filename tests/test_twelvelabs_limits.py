@@ -111,3 +111,14 @@ def test_messages_name_twelvelabs_parameters(client: TwelveLabs) -> None:
     with pytest.raises(ApiError) as bad_mode:
         client.embed.create(model_name="minilm", text="x", request_options=_truncate("middle"))
     assert "text_truncate" in bad_mode.value.body["message"]
+
+
+def test_in_process_client_applies_the_same_limit(engine: omniembed.Engine, tokenizer: Any) -> None:
+    """omniembed.Client without a base_url runs the same semantics in-process: the 77-token Marengo limit too."""
+    client = omniembed.Client(settings=engine.settings)
+    with pytest.raises(omniembed.ParameterInvalid, match="77 tokens"):
+        client.embed.create(model_name="Marengo-retrieval-2.7", text=LONG, text_truncate="none")
+    got = client.embed.create(model_name="Marengo-retrieval-2.7", text=LONG, text_truncate="start")
+    assert got.text_embedding is not None and got.text_embedding.segments is not None
+    expected = engine.embed("minilm", text=fit_text(tokenizer, LONG, MARENGO_MAX_TOKENS, "start").text).data
+    np.testing.assert_allclose(got.text_embedding.segments[0].float_, expected, atol=1e-5)
