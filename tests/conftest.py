@@ -10,6 +10,8 @@ import pytest
 
 import omniembed
 
+pytest_plugins = ["postgres"]  # the PostgreSQL server and the job-store URL fixtures (tests/postgres.py)
+
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

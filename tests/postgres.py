@@ -1,6 +1,7 @@
 """A real PostgreSQL server on loopback for the job-store tests (Debian's ``postgresql``; `make test` installs it).
 
-Import the fixture into a test module: ``from postgres import postgres  # noqa: F401``. The session-scoped
+A pytest plugin (tests/conftest.py loads it): its fixtures are ``store_url`` (a job store on SQLite, then on
+PostgreSQL) and ``postgres``. The session-scoped
 ``postgres`` fixture runs ``initdb`` into a temporary folder and ``pg_ctl start`` on 127.0.0.1 at a free
 port (as the ``postgres`` user when the tests run as root: PostgreSQL refuses root), and stops it at the
 end. ``postgres.database()`` creates a fresh, empty database and returns its SQLAlchemy URL. Missing
@@ -94,3 +95,12 @@ def postgres() -> Iterator[PostgresServer]:
             server.stop()
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A job store URL: a fresh SQLite file, then a fresh database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.database()

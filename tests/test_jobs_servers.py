@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import create_engine, select
 
 import omniembed
 from corpus import LONG_PARAGRAPH
 from omniembed.service.jobs import jobs
-from postgres import PostgresServer, postgres  # noqa: F401
 from service_util import Server
 
 LEASE_SEC = 3  # short, so the test waits little for an abandoned job; heartbeat every second
@@ -48,14 +46,6 @@ def _wait(url: str, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]
         if all(rows[i]["status"] in ("complete", "failed") for i in ids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.database()
 
 
 def test_two_servers_run_each_job_once_even_across_a_kill(

@@ -21,23 +21,14 @@ import pytest
 from omniembed.embedding import Modality
 from omniembed.errors import InputUnreadable, OmniEmbedError
 from omniembed.service.jobs import JobRunner, JobStore
-from postgres import PostgresServer, postgres  # noqa: F401
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.database()
 
 
 def _new(store: JobStore, n: int, model: str = "minilm") -> list[str]:
     return [store.create("text-embedding", model, False, {"inputs": [f"t{i}"], "config": {}}) for i in range(n)]
 
 
-def test_claim_lease_and_finish_by_owner_only(url: str) -> None:
-    a, b = JobStore(url, ttl_sec=60), JobStore(url, ttl_sec=60)
+def test_claim_lease_and_finish_by_owner_only(store_url: str) -> None:
+    a, b = JobStore(store_url, ttl_sec=60), JobStore(store_url, ttl_sec=60)
     ids = _new(a, 3)
     got_a = a.claim("runner-a", 2, lease_sec=30)
     assert [r["id"] for r in got_a] == ids[:2]  # oldest first
@@ -62,8 +53,8 @@ def test_claim_lease_and_finish_by_owner_only(url: str) -> None:
     assert a.counts() == {"complete": 1, "running": 1, "starting": 1}
 
 
-def test_only_expired_leases_are_requeued(url: str) -> None:
-    a, b = JobStore(url, ttl_sec=60), JobStore(url, ttl_sec=60)
+def test_only_expired_leases_are_requeued(store_url: str) -> None:
+    a, b = JobStore(store_url, ttl_sec=60), JobStore(store_url, ttl_sec=60)
     ids = _new(a, 2)
     assert len(a.claim("runner-a", 2, lease_sec=1.0)) == 2
     for _ in range(4):  # a heartbeat keeps the leases alive past their first expiry
@@ -82,11 +73,11 @@ def test_only_expired_leases_are_requeued(url: str) -> None:
     assert [(r["completions"], r["runs"]) for r in rows.values() if r] == [(1, 1), (1, 2)]
 
 
-def test_concurrent_claims_take_each_job_once(url: str) -> None:
+def test_concurrent_claims_take_each_job_once(store_url: str) -> None:
     """Six stores (six 'servers') race to claim and finish 240 jobs: each is claimed and finished once."""
-    seed = JobStore(url, ttl_sec=60)
+    seed = JobStore(store_url, ttl_sec=60)
     ids = _new(seed, 240)
-    stores = [JobStore(url, ttl_sec=60) for _ in range(6)]
+    stores = [JobStore(store_url, ttl_sec=60) for _ in range(6)]
     claimed: list[list[str]] = [[] for _ in stores]
     errors: list[BaseException] = []
     start = threading.Barrier(len(stores))
@@ -114,8 +105,8 @@ def test_concurrent_claims_take_each_job_once(url: str) -> None:
     assert all(r is not None and (r["status"], r["runs"], r["completions"]) == ("complete", 1, 1) for r in rows)
 
 
-def test_active_jobs_and_key_hash(url: str) -> None:
-    store = JobStore(url, ttl_sec=60)
+def test_active_jobs_and_key_hash(store_url: str) -> None:
+    store = JobStore(store_url, ttl_sec=60)
     mine = store.create("text-embedding", "minilm", True, {"inputs": ["x"]}, key_hash="ab" * 32)
     _new(store, 1, model="clip-vit-b32")
     assert store.get(mine)["key_hash"] == "ab" * 32
