@@ -174,6 +174,8 @@ def export_cmd(
     scale: Scale = None,
     grid: Grid = False,
     input_prep: Prep = "resize",
+    engine_kind: Annotated[str, typer.Option("--engine", help="local | ray: regions run on a Ray cluster.")] = "local",
+    address: Annotated[str | None, typer.Option(help="--engine ray: auto | ray://host:10001 (default: local).")] = None,
 ) -> None:
     """Embed many regions with one or more models into files, with a manifest; re-run to resume."""
     from rich.progress import Progress
@@ -183,6 +185,13 @@ def export_cmd(
 
     try:
         spatials, ids = read_rois(rois)
+        if engine_kind not in ("local", "ray"):
+            raise ParameterInvalid(f"--engine must be local or ray, not {engine_kind!r}", param="engine")
+        engine: Any = _engine()
+        if engine_kind == "ray":  # the same files as a local export (omniembed.ray.geo)
+            from omniembed.ray import RayEngine
+
+            engine = RayEngine.from_engine(engine, address=address)
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("embedding", total=len(spatials) * len(model))
             manifest = export_batch(spatials=spatials, temporal=_temporal(start, end), models=list(model),
@@ -190,7 +199,7 @@ def export_cmd(
                                     config=ExportConfig(format=fmt, resume=True, continue_on_error=True,
                                                         chunk_size=8, input_prep=input_prep),
                                     output=OutputSpec.grid() if grid else None, sensor=_sensor(source, band, scale),
-                                    backend=backend, engine=_engine(), progress=lambda n: bar.advance(task, n))
+                                    backend=backend, engine=engine, progress=lambda n: bar.advance(task, n))
             assert isinstance(manifest, dict)
     except OmniEmbedError as exc:
         raise _fail(exc) from None

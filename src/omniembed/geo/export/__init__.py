@@ -39,6 +39,7 @@ from omniembed.geo.types import ExportConfig, ExportLayout, ExportModelRequest, 
 
 if TYPE_CHECKING:
     from omniembed.api import Engine
+    from omniembed.ray import RayEngine
 
 __all__ = ["FORMATS", "LAYOUT_FORMATS", "BatchExporter", "export_batch", "load_item"]
 
@@ -122,7 +123,7 @@ def export_batch(
     fetch: FetchSpec | None = None,
     modality: str | None = None,
     input_prep: InputPrepSpec | str | None = None,
-    engine: Engine | None = None,
+    engine: Engine | RayEngine | str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]] | dict[str, Any]:
     """Embed every region with every model into ``target`` (see the module docstring for the layouts).
@@ -131,7 +132,8 @@ def export_batch(
     ``config`` holds format, resume, error policy and chunking; ``input_prep`` here or in ``config``, not
     both. Failed items are recorded in the manifests with their error when ``config.continue_on_error``
     (else the first failure is raised) and retried by the next ``resume=True`` run. omniembed's:
-    ``engine``, ``progress`` (called with 1 per item embedded)."""
+    ``engine`` (an ``Engine``; ``"ray"`` or ``omniembed.ray.RayEngine(...)``: regions run on a Ray cluster,
+    the files are the same), ``progress`` (called with 1 per item embedded)."""
     from omniembed.geo.api import _check_output, spatial_list, window
 
     config = config if config is not None else ExportConfig()
@@ -182,13 +184,18 @@ def export_batch(
 
 def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when: Any, model_list: list[_Model],
                ids: list[str], items_dir: Path, rel: str, output: OutputSpec, prep: InputPrepSpec,
-               config: ExportConfig, backend: Any, device: str, engine: Engine | None,
+               config: ExportConfig, backend: Any, device: str, engine: Engine | RayEngine | str | None,
                progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
     """Embed the missing items, save each atomically; one record per (model, region), models in order."""
     import warnings
 
     from omniembed.geo.api import DEFAULT_TEMPORAL, get_embeddings_batch
 
+    embed_chunk: Callable[..., list[Any]] = get_embeddings_batch
+    if engine is not None and not hasattr(engine, "embed_batch"):  # "ray" / RayEngine: chunks run on a cluster
+        from omniembed.ray.geo import chunk_embedder
+
+        embed_chunk, engine = chunk_embedder(engine), None
     raise_first = not config.continue_on_error or config.fail_on_bad_input
     run_id = uuid.uuid4().hex[:12]
     records: list[dict[str, Any]] = []
@@ -205,7 +212,7 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
                     chunk = pending[start:start + config.effective_chunk_size]
                     with warnings.catch_warnings():
                         warnings.filterwarnings("ignore", message="temporal=None")  # export_batch warned once
-                        results = get_embeddings_batch(
+                        results = embed_chunk(
                             model.name, spatials=[spatials[k] for k in chunk],
                             temporal=temporal if temporal is not None else DEFAULT_TEMPORAL, sensor=model.sensor,
                             fetch=model.fetch, modality=model.modality, output=output, backend=backend,
