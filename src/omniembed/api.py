@@ -37,7 +37,7 @@ __all__ = ["Engine", "configure", "describe_model", "embed", "embed_batch", "get
 
 ErrorMode = Literal["raise", "return"]
 log = logging.getLogger(__name__)
-TEXT, IMAGE, AUDIO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO
+TEXT, IMAGE, AUDIO, VIDEO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.VIDEO
 
 
 def _finite(value: Any) -> bool:
@@ -204,6 +204,7 @@ class Engine:
         *,
         images: Sequence[Any] | None = None,
         audios: Sequence[Any] | None = None,
+        videos: Sequence[Any] | None = None,
         truncate: str = "end",
         normalize: bool | None = None,
         pooling: str | None = None,
@@ -214,16 +215,19 @@ class Engine:
         start_offset_sec: float = 0.0,
         segment_sec: float | None = None,
         overlap_sec: float = 0.0,
+        end_offset_sec: float | None = None,
+        embedding_option: str = "visual",
         allow_paths: bool = True,
         errors: ErrorMode = "raise",
         progress: Callable[[int], None] | None = None,
     ) -> list[Any]:
-        """Embed a list of inputs of one modality (``texts``, ``images`` or ``audios``); see ``embed_batch``."""
-        given = [(m, v) for m, v in ((TEXT, texts), (IMAGE, images), (AUDIO, audios)) if v is not None]
+        """Embed a list of inputs of one modality (``texts``, ``images``, ``audios``, ``videos``); see
+        ``embed_batch``."""
+        given = [(m, v) for m, v in ((TEXT, texts), (IMAGE, images), (AUDIO, audios), (VIDEO, videos)) if v is not None]
         if not given:
-            raise ParameterNotProvided("nothing to embed: pass texts=, images= or audios=", param="texts")
+            raise ParameterNotProvided("nothing to embed: pass texts=, images=, audios= or videos=", param="texts")
         if len(given) > 1:
-            raise ParameterInvalid("pass one of texts=, images= or audios= per call", param=f"{given[1][0]}s")
+            raise ParameterInvalid("pass one of texts=, images=, audios= or videos= per call", param=f"{given[1][0]}s")
         modality, items = given[0]
         name = f"{modality}s"
         if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
@@ -243,6 +247,18 @@ class Engine:
             raise ParameterInvalid(f"segment_sec must be a number > 0, not {segment_sec!r}", param="segment_sec")
         if segment_sec is not None and overlap_sec >= segment_sec:
             raise ParameterInvalid("overlap_sec must be shorter than segment_sec", param="overlap_sec")
+        if end_offset_sec is not None and (not _finite(end_offset_sec) or end_offset_sec <= start_offset_sec):
+            raise ParameterInvalid(
+                f"end_offset_sec must be a number > start_offset_sec ({start_offset_sec!r}), not {end_offset_sec!r}",
+                param="end_offset_sec",
+            )
+        if modality is VIDEO and overlap_sec:
+            raise ParameterInvalid("video clips do not overlap: omit overlap_sec", param="overlap_sec")
+        if modality is not VIDEO and (end_offset_sec is not None or embedding_option != "visual"):
+            param = "end_offset_sec" if end_offset_sec is not None else "embedding_option"
+            raise ParameterInvalid(f"{param} applies to videos (videos=...), not to {name}", param=param)
+        if modality is VIDEO and segment_sec is None:
+            segment_sec = self.settings.video_clip_sec
         options = Options(
             truncate=check_truncate(truncate),
             normalize=normalize,
@@ -251,20 +267,28 @@ class Engine:
             start_offset_sec=float(start_offset_sec),
             segment_sec=None if segment_sec is None else float(segment_sec),
             overlap_sec=float(overlap_sec),
+            end_offset_sec=None if end_offset_sec is None else float(end_offset_sec),
             allow_paths=allow_paths,
         )
         loaded = self.load(model, runtime=runtime, device=device, precision=precision)
+        if modality is VIDEO:
+            from omniembed.video import embed_videos
+
+            return embed_videos(loaded, list(items), options, self.settings, errors=errors, progress=progress,
+                                embedding_option=embedding_option)
         return run(loaded, modality, list(items), options, errors=errors, progress=progress)
 
     def embed(
-        self, model: str, *, text: Any = None, image: Any = None, audio: Any = None, **kwargs: Any
+        self, model: str, *, text: Any = None, image: Any = None, audio: Any = None, video: Any = None,
+        **kwargs: Any,
     ) -> Embedding:
-        """Embed one input: exactly one of ``text``, ``image`` or ``audio``; see ``embed``."""
-        given = [(m, v) for m, v in (("text", text), ("image", image), ("audio", audio)) if v is not None]
+        """Embed one input: exactly one of ``text``, ``image``, ``audio`` or ``video``; see ``embed``."""
+        pairs = (("text", text), ("image", image), ("audio", audio), ("video", video))
+        given = [(m, v) for m, v in pairs if v is not None]
         if not given:
-            raise ParameterNotProvided("nothing to embed: pass text=, image= or audio=", param="text")
+            raise ParameterNotProvided("nothing to embed: pass text=, image=, audio= or video=", param="text")
         if len(given) > 1:
-            raise ParameterInvalid("pass one of text=, image= or audio= per call", param=given[1][0])
+            raise ParameterInvalid("pass one of text=, image=, audio= or video= per call", param=given[1][0])
         kind, value = given[0]
         try:
             batch: dict[str, Any] = {f"{kind}s": [value], **kwargs}
@@ -300,15 +324,22 @@ def configure(settings: Settings | None = None, **overrides: Any) -> Engine:
     return new
 
 
-def embed(model: str, *, text: Any = None, image: Any = None, audio: Any = None, **options: Any) -> Embedding:
-    """Embed one input: exactly one of ``text``, ``image`` or ``audio``.
+def embed(
+    model: str, *, text: Any = None, image: Any = None, audio: Any = None, video: Any = None, **options: Any
+) -> Embedding:
+    """Embed one input: exactly one of ``text``, ``image``, ``audio`` or ``video``.
 
     Options: ``truncate`` (text: ``end`` default, ``start``, or ``none``: too long is an error),
     ``normalize`` and ``pooling`` (default: as the model defines), ``runtime`` and ``device``
     (``auto``), ``precision`` (``auto``: the model's verified bf16 on CPUs that have it; ``fp32``, ``bf16``,
     ``int8``), and for audio ``start_offset_sec``, ``segment_sec``, ``overlap_sec``.
+
+    A video (a path, an http(s) URL, bytes or a data URL) gives one row per clip (``segment_sec``, default
+    ``settings.video_clip_sec``, from ``start_offset_sec`` to ``end_offset_sec`` or the end), the clips in
+    ``meta.segments`` and the whole video's pooled vector in ``.vector``. ``model`` embeds images (frames
+    sampled at ``settings.video_fps``), or with ``embedding_option="audio"`` sound (the audio track).
     """
-    return get_engine().embed(model, text=text, image=image, audio=audio, **options)
+    return get_engine().embed(model, text=text, image=image, audio=audio, video=video, **options)
 
 
 @overload
@@ -320,7 +351,7 @@ def embed_batch(
     model: str, texts: Sequence[Any] | None = ..., *, errors: Literal["return"], **kwargs: Any
 ) -> list[Embedding | OmniEmbedError]: ...
 def embed_batch(model: str, texts: Sequence[Any] | None = None, *, errors: ErrorMode = "raise", **kwargs: Any) -> Any:
-    """Embed many inputs of one modality (``texts``, ``images=`` or ``audios=``) in batches.
+    """Embed many inputs of one modality (``texts``, ``images=``, ``audios=`` or ``videos=``) in batches.
 
     One result per input, same order.
 

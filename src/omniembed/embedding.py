@@ -19,6 +19,7 @@ class Modality(StrEnum):
     IMAGE = "image"
     AUDIO = "audio"
     GEO = "geo"
+    VIDEO = "video"
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ class Options:
     """Segmented inputs: segment length in seconds (None: the model's default)."""
     overlap_sec: float = 0.0
     """Segmented inputs: overlap between consecutive segments, in seconds."""
+    end_offset_sec: float | None = None
+    """Video: where to stop, in seconds (None: the end)."""
     allow_paths: bool = True
     """Whether string inputs may name local files (the HTTP server turns this off)."""
 

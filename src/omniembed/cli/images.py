@@ -18,7 +18,7 @@ from omniembed.embedding import Embedding
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.inputs.image import IMAGE_SUFFIXES
 
-__all__ = ["embed_folder", "image_files", "write_images"]
+__all__ = ["embed_files", "embed_folder", "image_files", "write_images"]
 
 CHUNK = 256
 
@@ -49,30 +49,24 @@ def write_images(path: Path, rows: list[tuple[str, Embedding]]) -> None:
     write_parquet(path, columns, rows[0][1])
 
 
-def embed_folder(
-    engine: Engine, model: str, folder: Path, out_path: Path, options: dict[str, Any], err: Console
-) -> None:
-    """Embed every image under ``folder`` into ``out_path`` (.parquet); report and skip unreadable files."""
+def embed_files(
+    engine: Engine, model: str, folder: Path, files: list[Path], kind: str, options: dict[str, Any],
+    err: Console, chunk_size: int = CHUNK,
+) -> tuple[list[tuple[str, Embedding]], list[tuple[str, OmniEmbedError]]]:
+    """Embed ``files`` (``kind``: ``images`` or ``videos``, the ``embed_batch`` keyword) in chunks with a
+    progress bar: the embedded ones and the failed ones, each by its path relative to ``folder``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    check_out(out_path)
-    files, others = image_files(folder)
-    if not files:
-        raise ParameterInvalid(
-            f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})", param="input"
-        )
-    options = {k: v for k, v in options.items() if k != "truncate"}
     engine.load(model, runtime=options.get("runtime"), device=options.get("device"))
     good: list[tuple[str, Embedding]] = []
     failed: list[tuple[str, OmniEmbedError]] = []
-    columns = (TextColumn("embedding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (TextColumn(f"embedding {kind}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("embed", total=len(files))
-        for start in range(0, len(files), CHUNK):
-            chunk = files[start : start + CHUNK]
-            results = engine.embed_batch(
-                model, images=chunk, errors="return", progress=lambda n: bar.advance(task, n), **options
-            )
+        for start in range(0, len(files), chunk_size):
+            chunk = files[start : start + chunk_size]
+            inputs: dict[str, Any] = {kind: chunk, **options}
+            results = engine.embed_batch(model, errors="return", progress=lambda n: bar.advance(task, n), **inputs)
             for i, result in enumerate(results):
                 if isinstance(result, OmniEmbedError):
                     # the error's own index (in this chunk's numbering) names the file
@@ -80,6 +74,21 @@ def embed_folder(
                     failed.append((str(where.relative_to(folder)), result))
                 else:
                     good.append((str(chunk[i].relative_to(folder)), result))
+    return good, failed
+
+
+def embed_folder(
+    engine: Engine, model: str, folder: Path, out_path: Path, options: dict[str, Any], err: Console
+) -> None:
+    """Embed every image under ``folder`` into ``out_path`` (.parquet); report and skip unreadable files."""
+    check_out(out_path)
+    files, others = image_files(folder)
+    if not files:
+        raise ParameterInvalid(
+            f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})", param="input"
+        )
+    options = {k: v for k, v in options.items() if k != "truncate"}
+    good, failed = embed_files(engine, model, folder, files, "images", options, err)
     report_skipped(failed, len(files), bool(good), "image files")
     write_images(out_path, good)
     ignored = f"; {others} non-image files ignored" if others else ""
