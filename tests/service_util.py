@@ -90,3 +90,17 @@ def wait_for_job(url: str, timeout: float = 30) -> dict[str, Any]:
             return body
         time.sleep(0.05)
     raise AssertionError(f"job at {url} did not finish within {timeout} s")
+
+
+def job_rows(url: str) -> dict[str, dict[str, Any]]:
+    """Every row of the job store at ``url`` (SQLAlchemy URL) by job id, read straight from its table."""
+    from sqlalchemy import create_engine, select
+
+    from omniembed.service.jobs import jobs
+
+    db = create_engine(url)
+    try:
+        with db.connect() as conn:
+            return {r["id"]: dict(r) for r in conn.execute(select(jobs)).mappings()}
+    finally:
+        db.dispose()

@@ -8,24 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, select
 
 import omniembed
 from corpus import LONG_PARAGRAPH
-from omniembed.service.jobs import jobs
-from service_util import Server
+from service_util import Server, job_rows
 
 LEASE_SEC = 3  # short, so the test waits little for an abandoned job; heartbeat every second
 TEXTS_PER_JOB = 4
-
-
-def _rows(url: str) -> dict[str, dict[str, Any]]:
-    db = create_engine(url)
-    try:
-        with db.connect() as conn:
-            return {r["id"]: dict(r) for r in conn.execute(select(jobs)).mappings()}
-    finally:
-        db.dispose()
 
 
 def _submit(servers: list[Server], n: int, tag: str) -> list[str]:
@@ -42,7 +31,7 @@ def _submit(servers: list[Server], n: int, tag: str) -> list[str]:
 def _wait(url: str, ids: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = _rows(url)
+        rows = job_rows(url)
         if all(rows[i]["status"] in ("complete", "failed") for i in ids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.2)
@@ -59,9 +48,9 @@ def test_two_servers_run_each_job_once_even_across_a_kill(
         # 1. Server b starts while a is running jobs (the old start-up requeued all of them: 2 runs each).
         first = _submit([a], 20, "first")
         deadline = time.monotonic() + 60
-        while not any(r["status"] == "complete" for r in _rows(store_url).values()) and time.monotonic() < deadline:
+        while not any(r["status"] == "complete" for r in job_rows(store_url).values()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        done = [r for r in _rows(store_url).values() if r["status"] == "complete"]
+        done = [r for r in job_rows(store_url).values() if r["status"] == "complete"]
         assert done, "server a completed no job"
         a_id = done[0]["owner"]
         b.start()
@@ -76,14 +65,14 @@ def test_two_servers_run_each_job_once_even_across_a_kill(
         second = _submit([a, b], 14, "second")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            rows = _rows(store_url)
+            rows = job_rows(store_url)
             running_on_a = [i for i in second if rows[i]["status"] == "running" and rows[i]["owner"] == a_id]
             if running_on_a and sum(rows[i]["status"] == "complete" for i in second) >= 2:
                 break
             time.sleep(0.02)
         a.kill()
         killed_at = time.monotonic()
-        snapshot = _rows(store_url)
+        snapshot = job_rows(store_url)
         abandoned = {i for i in second if snapshot[i]["status"] == "running" and snapshot[i]["owner"] == a_id}
         assert abandoned, "the kill must land while server a runs jobs"
         assert any(snapshot[i]["status"] == "starting" for i in second), "the kill must land before the end"

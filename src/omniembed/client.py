@@ -19,7 +19,7 @@ from omniembed.api import Engine
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError
 from omniembed.service.schemas import EmbeddingResponse
-from omniembed.service.twelvelabs import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
+from omniembed.service.twelvelabs import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine, resolve_joint
 from omniembed.settings import Settings
 
 __all__ = ["Client"]
@@ -90,6 +90,7 @@ class Client:
         self.api_key = api_key
         self.timeout = timeout
         self._engine = Engine(settings) if base_url is None else None
+        self._joint: list[str | None] = []  # resolved on first use, as the server does at start
         self.embed = _Embed(self)
 
     def _local(self, request: TwelveLabsRequest) -> EmbeddingResponse:
@@ -104,7 +105,9 @@ class Client:
         async def fit(model: str, text: str, cap: int | None, truncate: str) -> Fitted | None:
             return fit_with_engine(engine, model, text, cap, truncate)
 
-        return asyncio.run(create_embedding(request, run, engine.settings, fit=fit))
+        if not self._joint:
+            self._joint.append(resolve_joint(engine))
+        return asyncio.run(create_embedding(request, run, engine.settings, fit=fit, joint=self._joint[0]))
 
     def _remote(self, request: TwelveLabsRequest) -> EmbeddingResponse:
         import httpx

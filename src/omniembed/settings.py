@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="Largest encoded image file.")
     max_audio_seconds: float = Field(default=3600.0, gt=0, description="Longest audio clip accepted.")
     max_audio_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest encoded audio file.")
+    max_video_seconds: float = Field(
+        default=7200.0, gt=0, description="Longest video accepted (declared duration, then every frame's time)."
+    )
+    max_video_pixels: int = Field(
+        default=4096 * 4096, ge=1, description="Largest video frame (width x height), checked from the header."
+    )
+    max_video_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1, description="Largest encoded video file (URLs: also fetch_max_bytes)."
+    )
+    video_fps: float = Field(default=1.0, gt=0, le=120, description="Video frames sampled per second.")
+    video_clip_sec: float = Field(default=6.0, gt=0, description="Default video clip length, in seconds.")
 
     # Earth observation: named raster sources, e.g. OMNIEMBED_GEO_SOURCES='{"s2": "/data/s2"}'.
     geo_sources: dict[str, str] = Field(
@@ -107,6 +118,11 @@ class Settings(BaseSettings):
     default_text_model: str = Field(default="minilm", description="Text model for protocol-level model names.")
     default_image_model: str = Field(default="efficientnet-lite0", description="Image model, likewise.")
     default_audio_model: str = Field(default="sfx-cnn", description="Audio model, likewise.")
+    joint_model: str = Field(
+        default="auto", description="The joint text-image model that TwelveLabs' Marengo names map text, images "
+        "and video to (one space, so a text finds images and clips): a model name or folder; auto: a CLIP-family "
+        "model whose weights are on this machine; none: the per-modality default models (separate spaces)."
+    )
     api_keys: Names = Field(default_factory=list, description="Accepted API keys; empty: no authentication.")
     cors_origins: Names = Field(default_factory=list, description="Allowed CORS origins; empty: CORS off.")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest HTTP request body.")

@@ -21,9 +21,13 @@ database through ``OMNIEMBED_JOBS_DB_URL``); each job still runs to completion e
 With API keys on, a job stores the SHA-256 of the key that created it (``key_hash``); the routes show a
 job only to that key.
 
+Tasks other than the FES ones (``TASKS``) run through a handler the app gives the runner (``handlers``):
+TwelveLabs' video embedding tasks are such jobs. A handler may report ``progress`` (0 to 1) while it runs.
+
 Schema: the table is ``omniembed_jobs_v2``, a new name for the lease and key columns (pre-1.0: the old
 ``omniembed_jobs`` table of earlier versions is neither read nor migrated; its unfinished jobs are not
-resumed). It is created if missing; on PostgreSQL under an advisory lock, so servers may start together.
+resumed). It is created if missing; on PostgreSQL under an advisory lock, so servers may start together. The
+``progress`` column, added after the table was first shipped, is added to an existing table at start.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +59,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     make_url,
     select,
     text,
@@ -65,7 +70,7 @@ from omniembed.embedding import Embedding, Modality
 from omniembed.errors import InternalError, OmniEmbedError
 from omniembed.service.errors import public_message
 
-__all__ = ["TASKS", "JobRunner", "JobStore"]
+__all__ = ["TASKS", "Handler", "JobRunner", "JobStore"]
 
 log = logging.getLogger(__name__)
 TASKS = {"text-embedding": Modality.TEXT, "image-embedding": Modality.IMAGE, "audio-embedding": Modality.AUDIO}
@@ -92,6 +97,7 @@ jobs = Table(
     Column("owner", String(32)),
     Column("lease_until", Float),
     Column("key_hash", String(64)),
+    Column("progress", Float),
     Index("ix_omniembed_jobs_v2_model_status", "model", "status"),
 )
 
@@ -133,6 +139,8 @@ class JobStore:
             if self.db.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK_KEY})
             _meta.create_all(conn)
+            if "progress" not in {c["name"] for c in inspect(conn).get_columns(jobs.name)}:
+                conn.execute(text(f"ALTER TABLE {jobs.name} ADD COLUMN progress FLOAT"))
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -221,6 +229,12 @@ class JobStore:
             done = conn.execute(update(jobs).where(expired).values(status="starting", owner=None, lease_until=None))
             return int(done.rowcount)
 
+    def set_progress(self, owner: str, job_id: str, progress: float) -> bool:
+        """Record how far a running job of ``owner``'s has come (0 to 1). False: the lease was lost."""
+        mine = (jobs.c.id == job_id) & (jobs.c.status == "running") & (jobs.c.owner == owner)
+        with self._write() as conn:
+            return int(conn.execute(update(jobs).where(mine).values(progress=progress)).rowcount) == 1
+
     def purge_expired(self) -> int:
         with self._write() as conn:
             return int(conn.execute(delete(jobs).where(jobs.c.expires_at < time.time())).rowcount)
@@ -263,18 +277,25 @@ def item_error(exc: OmniEmbedError, position: int, batched: bool) -> dict[str, A
     return error
 
 
+Handler = Callable[[dict[str, Any], Callable[[float], Awaitable[None]]], Awaitable[dict[str, Any]]]
+"""Runs a job of a task outside ``TASKS``: ``(row, report_progress)`` -> ``{"result": ...}`` or
+``{"error": {...}}`` (the stored outcome). An exception it raises is recorded as the job's internal error."""
+
+
 class JobRunner:
-    """Claims queued jobs and runs them through the batcher, ``job_concurrency`` at a time, each under a
-    lease that a heartbeat renews every ``lease_sec / 3``."""
+    """Claims queued jobs and runs them through the batcher (or their task's handler), ``job_concurrency``
+    at a time, each under a lease that a heartbeat renews every ``lease_sec / 3``."""
 
     def __init__(
-        self, store: JobStore, batcher: Any, concurrency: int, grace_sec: float, lease_sec: float | None = None
+        self, store: JobStore, batcher: Any, concurrency: int, grace_sec: float, lease_sec: float | None = None,
+        handlers: dict[str, Handler] | None = None,
     ) -> None:
         self.store = store
         self.batcher = batcher
         self.concurrency = concurrency
         self.grace_sec = grace_sec
         self.lease_sec = float(lease_sec if lease_sec is not None else batcher.engine.settings.job_lease_sec)
+        self.handlers = dict(handlers or {})
         self.runner_id = uuid.uuid4().hex
         self.wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -340,6 +361,10 @@ class JobRunner:
         job_id, batched = row["id"], bool(row["batched"])
         outcome: dict[str, Any]
         try:
+            handler = self.handlers.get(row["task"])
+            if handler is not None:
+                await self._handled(row, handler)
+                return
             payload = json.loads(row["payload"])
             results = await self.batcher.embed(
                 row["model"], TASKS[row["task"]], payload["inputs"], **job_options(payload.get("config") or {})
@@ -360,6 +385,24 @@ class JobRunner:
             if not await asyncio.to_thread(self.store.finish, self.runner_id, job_id, **outcome):
                 log.warning("job %s: lease lost before it finished; its result is dropped", job_id)
         except Exception:  # the lease lapses and the job runs again elsewhere
+            log.exception("job %s: could not record its outcome", job_id)
+
+    async def _handled(self, row: dict[str, Any], handler: Handler) -> None:
+        job_id = row["id"]
+
+        async def progress(value: float) -> None:
+            await asyncio.to_thread(self.store.set_progress, self.runner_id, job_id, float(value))
+
+        try:
+            outcome = await handler(row, progress)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome = {"error": InternalError.from_exception(exc, f"job {job_id}", logger=log).to_dict()}
+        try:
+            if not await asyncio.to_thread(self.store.finish, self.runner_id, job_id, **outcome):
+                log.warning("job %s: lease lost before it finished; its result is dropped", job_id)
+        except Exception:
             log.exception("job %s: could not record its outcome", job_id)
 
     async def stop(self) -> None:

@@ -5,8 +5,10 @@
 - ``text_truncate``: ``start``, ``end`` (default) or ``none``; anything else is ``parameter_invalid``.
 - When one modality of a multi-modality call fails, the others still answer and the failed one carries
   ``error_message``; when every requested modality fails, the first error is the answer.
-- A TwelveLabs model name (``Marengo-retrieval-2.7``, ``marengo3.0`` ...) maps to the configured default
-  model of each modality; any omniembed model name is used for every modality it supports.
+- A TwelveLabs model name (``Marengo-retrieval-2.7``, ``marengo3.0`` ...) maps text, images (and video
+  frames) to the joint text-image model (``OMNIEMBED_JOINT_MODEL``, ``resolve_joint``), so they share one
+  space as Marengo's do; without one, and for audio, to the configured default model of each modality. Any
+  omniembed model name is used for every modality it supports.
 - Text limits. A Marengo name takes at most 77 tokens, as TwelveLabs documents, whatever model serves it;
   another name takes its model's own limit. Tokens are counted with the serving model's tokenizer, special
   tokens included. A longer text is cut to the limit (``end`` keeps its beginning, ``start`` its end) or,
@@ -19,11 +21,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omniembed.embedding import Embedding, Modality
@@ -53,6 +57,9 @@ __all__ = [
     "fit_text",
     "fit_with_engine",
     "is_marengo",
+    "joint_warning",
+    "model_for",
+    "resolve_joint",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,14 +100,65 @@ def is_marengo(model_name: str) -> bool:
     return model_name.strip().lower().startswith("marengo")
 
 
-def model_for(model_name: str, modality: Modality, settings: Settings) -> str:
+def model_for(model_name: str, modality: Modality, settings: Settings, joint: str | None = None) -> str:
+    """The model that serves ``modality`` under a client's ``model_name`` (``joint``: the resolved joint
+    model, or None); video frames are served as ``Modality.IMAGE``."""
     if is_marengo(model_name):
+        if joint is not None and modality in (Modality.TEXT, Modality.IMAGE):
+            return joint
         return {
             Modality.TEXT: settings.default_text_model,
             Modality.IMAGE: settings.default_image_model,
             Modality.AUDIO: settings.default_audio_model,
         }[modality]
     return model_name
+
+
+def resolve_joint(engine: Engine) -> str | None:
+    """The joint text-image model Marengo names map to, by ``settings.joint_model``: a model name or folder
+    (``Engine.serve``), ``auto`` (a model embedding both text and images whose weights are here: CLIP first,
+    then the operator's start-up models) or ``none``. None when there is none; the server then warns. Reads
+    the disk: call it off the event loop."""
+    settings = engine.settings
+    wanted = settings.joint_model.strip()
+    if wanted.lower() in ("", "none", "off"):
+        return None
+    if wanted.lower() != "auto":
+        try:
+            spec = engine.serve(wanted)
+        except OmniEmbedError as exc:
+            log.error("OMNIEMBED_JOINT_MODEL=%s cannot be used: %s", wanted, exc.message)
+            return None
+        if not {Modality.TEXT, Modality.IMAGE} <= set(spec.modalities):
+            log.error("OMNIEMBED_JOINT_MODEL=%s embeds %s, not both text and images; it is not used", wanted,
+                      ", ".join(map(str, spec.modalities)))
+            return None
+        if not engine.weights_available(spec):
+            log.error("OMNIEMBED_JOINT_MODEL=%s: the weights of %s are not on this machine "
+                      "(`omniembed models prepare %s`); it is not used", wanted, spec.name, spec.name)
+            return None
+        return spec.name
+    started: set[str] = set()
+    for name in settings.serve_models:  # the operator's start-up models and folders (a CLIP folder, say)
+        if engine.registry.get(name) is None and not Path(name).expanduser().is_dir():
+            continue  # a hub id: never downloaded here (name it in OMNIEMBED_JOINT_MODEL to use it)
+        with contextlib.suppress(OmniEmbedError):  # the start-up load reports it
+            started.add(engine.serve(name).name)
+    joint = [s for s in engine.available_specs(max_age_sec=0) if {Modality.TEXT, Modality.IMAGE} <= set(s.modalities)]
+    joint.sort(key=lambda s: (not s.loader.startswith("omniembed.models.clip:"), s.name not in started, s.name))
+    return joint[0].name if joint else None
+
+
+def joint_warning(settings: Settings) -> str:
+    """What the server logs at start when Marengo names have no joint model to map to."""
+    s = settings
+    return (
+        f"no joint text-image model (OMNIEMBED_JOINT_MODEL={s.joint_model}): TwelveLabs' Marengo names map text "
+        f"to {s.default_text_model}, images and video to {s.default_image_model} and audio to "
+        f"{s.default_audio_model}, separate embedding spaces, so a text cannot retrieve images or video. "
+        "Cross-modal similarity needs a joint model: install CLIP (`omniembed models prepare clip-vit-b32`) or "
+        "set OMNIEMBED_JOINT_MODEL."
+    )
 
 
 # -- text limits ----------------------------------------------------------------------------------------
@@ -245,9 +303,13 @@ async def create_embedding(
     settings: Settings,
     fit: TextFitter | None = None,
     describe: Callable[[OmniEmbedError], str] | None = None,
+    joint: str | None = None,
+    served: list[str] | None = None,
 ) -> EmbeddingResponse:
     """Answer one TwelveLabs embed call. ``fit`` applies the text limits (without it, only the engine's
-    own); ``describe`` words a failed modality's ``error_message`` (default: the error's message)."""
+    own); ``describe`` words a failed modality's ``error_message`` (default: the error's message); ``joint``
+    is the joint model for Marengo names (``model_for``); the models that serve the call are appended to
+    ``served``."""
     if not req.model_name or not req.model_name.strip():
         raise ParameterNotProvided("The model_name parameter is required but was not provided.", param="model_name")
     try:
@@ -264,13 +326,15 @@ async def create_embedding(
             param="audio_start_offset_sec",
         )
     jobs: dict[str, Awaitable[Any]] = {}
+    served = served if served is not None else []
     if req.text is not None:
-        jobs["text"] = _text(req, run, model_for(req.model_name, Modality.TEXT, settings), truncate, fit)
+        served.append(model := model_for(req.model_name, Modality.TEXT, settings, joint))
+        jobs["text"] = _text(req, run, model, truncate, fit)
     if req.image_url or req.image_file is not None:
-        model = model_for(req.model_name, Modality.IMAGE, settings)
+        served.append(model := model_for(req.model_name, Modality.IMAGE, settings, joint))
         jobs["image"] = _one(run, model, Modality.IMAGE, req.image_url or req.image_file, {})
     if req.audio_url or req.audio_file is not None:
-        model = model_for(req.model_name, Modality.AUDIO, settings)
+        served.append(model := model_for(req.model_name, Modality.AUDIO, settings, joint))
         options = {"start_offset_sec": offset} if offset else {}
         jobs["audio"] = _one(run, model, Modality.AUDIO, req.audio_url or req.audio_file, options)
     if not jobs:

@@ -1,18 +1,21 @@
-"""TwelveLabs-compatible ``POST /v1.3/embed`` (multipart form), for the official ``twelvelabs`` SDK."""
+"""TwelveLabs-compatible ``POST /v1.3/embed`` (multipart form) and ``POST /v1.3/embed-v2`` (JSON), for the
+official ``twelvelabs`` SDK. Every answer names the models that served it in ``X-OmniEmbed-Model``."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError
+from omniembed.service.embed_v2 import EmbedV2Request, embed_now
 from omniembed.service.errors import public_message
 from omniembed.service.schemas import EmbeddingResponse
 from omniembed.service.state import ServiceState, get_state
 from omniembed.service.twelvelabs import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
+from omniembed.service.twelvelabs_tasks import MODEL_HEADER, TwelveLabsFace
 
 router = APIRouter(prefix="/v1.3", tags=["twelvelabs"])
 
@@ -23,9 +26,26 @@ async def _read(upload: UploadFile | None) -> tuple[bytes | None, str | None]:
     return await upload.read(), upload.filename
 
 
+def get_face(request: Request) -> TwelveLabsFace:
+    face: TwelveLabsFace = request.app.state.twelvelabs
+    return face
+
+
+def model_header(state: ServiceState, names: list[str]) -> dict[str, str]:
+    """``X-OmniEmbed-Model``: the canonical names of the models that served a call, in order."""
+    canonical = []
+    for name in names:
+        try:
+            canonical.append(state.engine.served_spec(name).name)
+        except OmniEmbedError:
+            canonical.append(name)
+    return {MODEL_HEADER: ", ".join(dict.fromkeys(canonical))}
+
+
 @router.post("/embed", responses={200: {"model": EmbeddingResponse, "description": "The embeddings."}})
 async def embed(
     state: Annotated[ServiceState, Depends(get_state)],
+    face: Annotated[TwelveLabsFace, Depends(get_face)],
     model_name: Annotated[str | None, Form()] = None,
     text: Annotated[str | None, Form()] = None,
     text_truncate: Annotated[str | None, Form()] = None,
@@ -54,5 +74,18 @@ async def embed(
         fitted: Fitted | None = await batcher.run_sync(fit_with_engine, state.engine, name, text, cap, truncate)
         return fitted
 
-    response = await create_embedding(request, run, state.settings, fit=fit, describe=public_message)
-    return JSONResponse(response.to_json())
+    served: list[str] = []
+    response = await create_embedding(request, run, state.settings, fit=fit, describe=public_message,
+                                      joint=await face.joint_model(), served=served)
+    return JSONResponse(response.to_json(), headers=model_header(state, served))
+
+
+@router.post("/embed-v2", responses={200: {"description": "The embeddings (`data`) and the input's `metadata`."}})
+async def embed_v2(
+    body: EmbedV2Request,
+    state: Annotated[ServiceState, Depends(get_state)],
+    face: Annotated[TwelveLabsFace, Depends(get_face)],
+) -> JSONResponse:
+    """Embed v2: text, image, text_image, audio, video or multi_input, answered at once."""
+    response, served = await embed_now(face, body)
+    return JSONResponse(response, headers=model_header(state, served))
