@@ -138,12 +138,18 @@ def embed(
     audio: Annotated[
         str | None, typer.Option("--audio", help="One audio file (path or URL): segments + pooled, JSON to stdout.")
     ] = None,
-    start_offset_sec: Annotated[float, typer.Option(help="Audio: start here, in seconds.")] = 0.0,
-    segment_sec: Annotated[float | None, typer.Option(help="Audio: segment length (default: the model's).")] = None,
+    video: Annotated[
+        str | None, typer.Option("--video", help="One video (path or URL): clips + pooled, JSON to stdout.")
+    ] = None,
+    start_offset_sec: Annotated[float, typer.Option(help="Audio/video: start here, in seconds.")] = 0.0,
+    end_offset_sec: Annotated[float | None, typer.Option(help="Video: stop here, in seconds (default: end).")] = None,
+    segment_sec: Annotated[
+        float | None, typer.Option(help="Audio: segment length (default: the model's); video: clip length (6).")
+    ] = None,
     overlap_sec: Annotated[float, typer.Option(help="Audio: overlap between segments, in seconds.")] = 0.0,
     input_path: Annotated[
         Path | None,
-        typer.Option("--input", "-i", help="A .txt (one text a line) or .jsonl file, or a folder of images."),
+        typer.Option("--input", "-i", help="A .txt (one text a line) or .jsonl file, or a folder of images or videos."),
     ] = None,
     out_path: Annotated[
         Path | None,
@@ -158,6 +164,13 @@ def embed(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Items per encoder call.")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="A short human-readable summary, not the vector.")] = False,
+    column: Annotated[str, typer.Option(help="--input .parquet/.jsonl: the column holding the inputs.")] = "text",
+    engine_kind: Annotated[
+        str, typer.Option("--engine", help="local | ray: --out DIR/ gets Parquet shards + manifest (resumable).")
+    ] = "local",
+    address: Annotated[str | None, typer.Option(help="--engine ray: auto | ray://host:10001 (default: local).")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="--engine ray: encoder actors (default CPUs).")] = None,
+    shard_rows: Annotated[int, typer.Option(min=1, help="--out DIR/: rows per Parquet shard.")] = 10_000,
 ) -> None:
     """Embed one text (--text), image (--image) or audio file (--audio), or a text file or image folder
     (--input ... --out out.parquet). With --out, one input is written to Parquet in the same format."""
@@ -167,13 +180,30 @@ def embed(
     show_progress()
     engine = _engine()
     try:
-        if sum(x is not None for x in (text, image, audio, input_path)) != 1:
-            raise ParameterInvalid("give exactly one of --text, --image, --audio or --input", param="text")
+        if sum(x is not None for x in (text, image, audio, video, input_path)) != 1:
+            raise ParameterInvalid("give exactly one of --text, --image, --audio or --input (or --video)", param="text")
+        sharded = out_path is not None and (engine_kind != "local" or not out_path.suffix or out_path.is_dir())
+        if input_path is not None and out_path is not None and (sharded or input_path.suffix == ".parquet"):
+            # a corpus to shards under a manifest (--out DIR/), in-process or on a Ray cluster (cli/scale.py)
+            from omniembed.cli.scale import embed_sharded
+
+            embed_sharded(engine, model, input_path, out_path, {**options, "batch_size": batch_size}, err,
+                          column=column, engine_kind=engine_kind, address=address, concurrency=concurrency,
+                          shard_rows=shard_rows)
+            return
         if out_path is not None:
             check_out(out_path)
         if input_path is not None:
             if out_path is None:
                 raise ParameterInvalid("--input needs --out FILE.parquet", param="out")
+            if input_path.is_dir() and _holds_videos(input_path):
+                from omniembed.cli.videos import embed_video_folder
+
+                clips = {"start_offset_sec": start_offset_sec, "end_offset_sec": end_offset_sec,
+                         "segment_sec": segment_sec}
+                embed_video_folder(engine, model, input_path, out_path, {**options, **clips, "batch_size": batch_size},
+                                   err)
+                return
             if input_path.is_dir():
                 from omniembed.cli.images import embed_folder
 
@@ -185,13 +215,17 @@ def embed(
             options.pop("truncate")
             segments = {"start_offset_sec": start_offset_sec, "segment_sec": segment_sec, "overlap_sec": overlap_sec}
             result = engine.embed(model, audio=audio, **options, **segments)
+        elif video is not None:
+            options.pop("truncate")
+            clips = {"start_offset_sec": start_offset_sec, "end_offset_sec": end_offset_sec, "segment_sec": segment_sec}
+            result = engine.embed(model, video=video, **options, **clips)
         elif image is not None:
             options.pop("truncate")
             result = engine.embed(model, image=image, **options)
         else:
             result = engine.embed(model, text=text, **options)
         if out_path is not None:
-            _write_one(out_path, result, text=text, image=image, audio=audio)
+            _write_one(out_path, result, text=text, image=image, audio=audio, video=video)
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     if summary:
@@ -201,9 +235,25 @@ def embed(
         sys.stdout.write("\n")
 
 
-def _write_one(out_path: Path, result: Embedding, *, text: str | None, image: str | None, audio: str | None) -> None:
+def _holds_videos(folder: Path) -> bool:
+    """A folder of videos (and no images) is embedded as videos; any other folder as images."""
+    from omniembed.cli.images import image_files
+    from omniembed.cli.videos import video_files
+
+    return bool(video_files(folder)) and not image_files(folder)[0]
+
+
+def _write_one(
+    out_path: Path, result: Embedding, *, text: str | None, image: str | None, audio: str | None,
+    video: str | None = None,
+) -> None:
     """``--out`` for one input: the format ``--input`` writes for its kind (audio: one row per segment)."""
-    if audio is not None:
+    if video is not None:
+        from omniembed.cli.videos import write_videos
+
+        write_videos(out_path, [(video, result)])
+        rows = len(result.meta.segments) + 1
+    elif audio is not None:
         _write_audio(out_path, audio, result)
         rows = len(result.meta.segments)
     elif image is not None:

@@ -47,6 +47,11 @@ class ModelCache(Generic[T]):
         with self._lock:
             return list(self._items)
 
+    def items(self) -> list[tuple[Hashable, T]]:
+        """The loaded ``(key, model)`` pairs, least recently used first; neither loads nor reorders."""
+        with self._lock:
+            return list(self._items.items())
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

@@ -32,8 +32,9 @@ from omniembed.service.errors import (
 )
 from omniembed.service.jobs import JobRunner, JobStore
 from omniembed.service.metrics import Metrics
-from omniembed.service.routes import openai, ops, tasks, twelvelabs
+from omniembed.service.routes import openai, ops, playground, tasks, twelvelabs, twelvelabs_tasks
 from omniembed.service.state import ServiceState
+from omniembed.service.twelvelabs_tasks import TwelveLabsFace
 from omniembed.settings import Settings
 
 __all__ = ["create_app"]
@@ -126,7 +127,7 @@ class Gate:
             key = _accepted_key(headers, keys) if keys else None
             if key is not None:  # routes that keep per-key state (FES jobs) read the key the gate accepted
                 scope.setdefault("state", {})["api_key"] = key
-            if keys and path not in OPEN_PATHS and key is None:
+            if keys and path not in OPEN_PATHS and not playground.is_public(path) and key is None:
                 error = ApiKeyInvalid(
                     "missing or invalid API key: send 'Authorization: Bearer KEY' or 'x-api-key: KEY'"
                 )
@@ -172,7 +173,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         state.batcher = Batcher(state.engine, state.metrics)
+        twelvelabs_face = TwelveLabsFace(state)  # resolves its joint model in the background; its routes wait
+        _app.state.twelvelabs = twelvelabs_face
+        resolving = asyncio.get_running_loop().create_task(twelvelabs_face.start())
         state.runner = JobRunner(state.store, state.batcher, settings.job_concurrency, settings.shutdown_grace_sec,
+                                 handlers=twelvelabs_face.handlers(),
                                  lease_sec=settings.job_lease_sec)
         await state.runner.start()
         preload = asyncio.get_running_loop().create_task(_preload(state))
@@ -180,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             preload.cancel()
+            resolving.cancel()
             await state.runner.stop()
             await state.batcher.close()
 
@@ -191,7 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.omniembed = state
     install_handlers(app)
-    for router in (openai.router, twelvelabs.router, tasks.router, ops.router):
+    for router in (openai.router, twelvelabs.router, twelvelabs_tasks.router, tasks.router, ops.router,
+                   playground.router):
         app.include_router(router)
     generate = app.openapi
 
