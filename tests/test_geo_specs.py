@@ -116,3 +116,12 @@ def test_importing_geo_loads_no_ml_or_raster_library() -> None:
             "'pyproj', 'pystac', 'shapely', 'zarr') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("spec", [TemporalSpec.year(2022), TemporalSpec.range("2022-06-01", "2022-09-01")])
+def test_temporal_spec_pickles(spec: TemporalSpec) -> None:
+    """Specs travel to Ray workers and subprocesses by pickle, as rs-embed's dataclasses do."""
+    import pickle
+
+    back = pickle.loads(pickle.dumps(spec))
+    assert back == spec and (back.mode, back.year, back.start, back.end) == (spec.mode, spec.year, spec.start, spec.end)

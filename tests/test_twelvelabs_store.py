@@ -90,3 +90,49 @@ def test_tasks_are_visible_only_to_the_key_that_created_them(tmp_path: Path) -> 
         assert [t["_id"] for t in client.get("/v1.3/embed/tasks", headers=a).json()["data"]] == [task]
         assert client.get("/v1.3/embed/tasks", headers=b).json()["data"] == []
         assert client.get("/v1.3/embed/tasks").status_code == 401
+
+
+def test_a_video_task_does_not_hold_up_the_request_queues(engine: Any, minilm_dir: Path) -> None:
+    """A task's long video embedding runs on the batcher's media thread: a text request queued meanwhile is
+    answered while the video is still being embedded (before the fix both shared the one inference thread,
+    and the text waited for the whole video)."""
+    import contextlib
+    import threading
+    from types import SimpleNamespace
+
+    import omniembed
+    from omniembed.embedding import Modality
+    from omniembed.service.batcher import Batcher
+    from omniembed.service.metrics import Metrics
+    from omniembed.service.twelvelabs_tasks import _engine
+
+    started, release = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    class SlowVideo:  # stands in for a long video: holds its thread until released
+        def embed_batch(self, model: str, **kwargs: Any) -> list[Any]:
+            threads.append(threading.current_thread().name)
+            started.set()
+            release.wait(60)
+            return [omniembed.ParameterInvalid("released")]
+
+    async def scenario() -> tuple[Any, bool]:
+        batcher = Batcher(engine, Metrics())
+        try:
+            state = SimpleNamespace(engine=SlowVideo(), require_batcher=lambda: batcher)
+            video = asyncio.create_task(_engine(state, "efficientnet-lite0", videos=[b"..."]))  # type: ignore[arg-type]
+            assert await asyncio.to_thread(started.wait, 30)
+            texts = await asyncio.wait_for(batcher.embed("minilm", Modality.TEXT, ["a text"]), 50)
+            still_running = not video.done()
+            release.set()
+            with contextlib.suppress(omniembed.ParameterInvalid):
+                await video
+            return texts[0], still_running
+        finally:
+            release.set()
+            await batcher.close()
+
+    answer, still_running = asyncio.run(scenario())
+    assert isinstance(answer, omniembed.Embedding) and answer.meta.model == "minilm"
+    assert still_running
+    assert threads and threads[0].startswith("omniembed-media")

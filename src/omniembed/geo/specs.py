@@ -216,6 +216,9 @@ class TemporalSpec:
     def _key(self) -> tuple[Any, ...]:
         return (self.mode, self._year, self.start, self.end)
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (Ray, multiprocessing) despite the refusing __setattr__
+        return (TemporalSpec, self._key())
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TemporalSpec) and self._key() == other._key()
 

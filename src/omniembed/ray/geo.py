@@ -41,11 +41,6 @@ def _embed_part(settings: dict[str, Any], specs: Sequence[ModelSpec], model: str
 
     from omniembed.geo.api import get_embeddings_batch
 
-    temporal = kwargs.get("temporal")
-    if isinstance(temporal, tuple):  # TemporalSpec does not pickle (its __setattr__ refuses every field)
-        from omniembed.geo.specs import TemporalSpec
-
-        kwargs = {**kwargs, "temporal": TemporalSpec(*temporal)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="temporal=None")
         return get_embeddings_batch(model, engine=_worker_engine(settings, specs), **kwargs)
@@ -74,9 +69,6 @@ def chunk_embedder(engine: Any) -> Callable[..., list[Any]]:
     settings_ref = ray.put(conf.settings)
 
     def run(model: str, *, spatials: list[Any], engine: Any = None, **kwargs: Any) -> list[Any]:
-        temporal = kwargs.get("temporal")
-        if temporal is not None:
-            kwargs["temporal"] = (temporal.mode, temporal.year, temporal.start, temporal.end)
         parts = max(1, min(slots, len(spatials)))
         size = -(-len(spatials) // parts)
         pending = [task.remote(settings_ref, conf.specs, model, {**kwargs, "spatials": spatials[s:s + size]})

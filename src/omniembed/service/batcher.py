@@ -9,6 +9,7 @@ concurrent clients cost about what one batched call costs. A full queue answers 
 once instead of piling up memory; a request larger than a queue can ever hold answers ``input_too_large``
 (413, with the limit), since retrying it could never succeed. A queue idle for ``queue_idle_sec`` is
 removed with its worker, so option values that clients vary (offsets, truncation) do not pile up queues.
+Long media (a TwelveLabs video task) runs on a second thread, ``run_media``, so it never holds the queues up.
 
 Requests from different clients share encoder calls, never errors: the pipeline isolates a bad item, and
 each item's error is given back with its index in its own request.
@@ -127,6 +128,8 @@ class Batcher:
         self.engine = engine
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-inference")
+        # long media (a video or audio task runs for minutes): its own thread, so the queues keep answering
+        self.media_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-media")
         self._queues: dict[tuple[Any, ...], _ModelQueue] = {}
 
     def _queue(self, model: str, modality: Modality, options: dict[str, Any]) -> _ModelQueue:
@@ -179,6 +182,11 @@ class Batcher:
         """Run blocking work (e.g. a model load) on the inference thread."""
         return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def run_media(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """Run one long media embedding (a TwelveLabs video or audio task) on the media thread: one at a time,
+        beside the inference thread, so requests queued for the models are not held up behind it."""
+        return asyncio.get_running_loop().run_in_executor(self.media_executor, fn, *args)
+
     async def close(self) -> None:
         for q in self._queues.values():
             q.task.cancel()
@@ -186,3 +194,4 @@ class Batcher:
                 await q.task
         self._queues.clear()
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.media_executor.shutdown(wait=True, cancel_futures=True)

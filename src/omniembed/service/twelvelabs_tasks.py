@@ -235,9 +235,10 @@ def _segments(e: Embedding, option: str, scopes: list[str], whole: str) -> list[
 
 
 async def _engine(state: ServiceState, model: str, **kwargs: Any) -> Embedding:
-    """One input through ``Engine.embed_batch`` on the inference thread; its error is raised."""
+    """One video or audio input through ``Engine.embed_batch`` on the batcher's media thread (not the inference
+    thread, which the request queues need); its error is raised."""
     call = functools.partial(state.engine.embed_batch, model, errors="return", allow_paths=False, **kwargs)
-    result = (await state.require_batcher().run_sync(call))[0]
+    result = (await state.require_batcher().run_media(call))[0]
     if isinstance(result, OmniEmbedError):
         raise result.at_index(None)
     assert isinstance(result, Embedding)
