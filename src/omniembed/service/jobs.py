@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import threading
@@ -70,7 +71,7 @@ from omniembed.embedding import Embedding, Modality
 from omniembed.errors import InternalError, OmniEmbedError
 from omniembed.service.errors import public_message
 
-__all__ = ["TASKS", "Handler", "JobRunner", "JobStore"]
+__all__ = ["TASKS", "Handler", "JobRunner", "JobStore", "key_hash"]
 
 log = logging.getLogger(__name__)
 TASKS = {"text-embedding": Modality.TEXT, "image-embedding": Modality.IMAGE, "audio-embedding": Modality.AUDIO}
@@ -277,6 +278,15 @@ def item_error(exc: OmniEmbedError, position: int, batched: bool) -> dict[str, A
     return error
 
 
+def key_hash(request: Any, settings: Any) -> str | None:
+    """SHA-256 of the API key the gate accepted for ``request`` (``request.state.api_key``, set by the gate in
+    service/app.py), or None with API keys off: what a job stores to show it only to that key."""
+    key = getattr(request.state, "api_key", None)
+    if not settings.api_keys or key is None:
+        return None
+    return hashlib.sha256(str(key).encode()).hexdigest()
+
+
 Handler = Callable[[dict[str, Any], Callable[[float], Awaitable[None]]], Awaitable[dict[str, Any]]]
 """Runs a job of a task outside ``TASKS``: ``(row, report_progress)`` -> ``{"result": ...}`` or
 ``{"error": {...}}`` (the stored outcome). An exception it raises is recorded as the job's internal error."""
@@ -363,18 +373,18 @@ class JobRunner:
         try:
             handler = self.handlers.get(row["task"])
             if handler is not None:
-                await self._handled(row, handler)
-                return
-            payload = json.loads(row["payload"])
-            results = await self.batcher.embed(
-                row["model"], TASKS[row["task"]], payload["inputs"], **job_options(payload.get("config") or {})
-            )
-            failed = next(((i, r) for i, r in enumerate(results) if isinstance(r, OmniEmbedError)), None)
-            if failed is not None:
-                outcome = {"error": item_error(failed[1], failed[0], batched)}
+                outcome = await handler(row, functools.partial(self._progress, job_id))
             else:
-                out = [embedding_payload(r) for r in results]
-                outcome = {"result": out if batched else out[0]}
+                payload = json.loads(row["payload"])
+                results = await self.batcher.embed(
+                    row["model"], TASKS[row["task"]], payload["inputs"], **job_options(payload.get("config") or {})
+                )
+                failed = next(((i, r) for i, r in enumerate(results) if isinstance(r, OmniEmbedError)), None)
+                if failed is not None:
+                    outcome = {"error": item_error(failed[1], failed[0], batched)}
+                else:
+                    out = [embedding_payload(r) for r in results]
+                    outcome = {"result": out if batched else out[0]}
         except OmniEmbedError as exc:  # a whole-job problem (model, options): no item position
             outcome = {"error": item_error(exc, 0, batched=False)}
         except asyncio.CancelledError:
@@ -387,23 +397,9 @@ class JobRunner:
         except Exception:  # the lease lapses and the job runs again elsewhere
             log.exception("job %s: could not record its outcome", job_id)
 
-    async def _handled(self, row: dict[str, Any], handler: Handler) -> None:
-        job_id = row["id"]
-
-        async def progress(value: float) -> None:
-            await asyncio.to_thread(self.store.set_progress, self.runner_id, job_id, float(value))
-
-        try:
-            outcome = await handler(row, progress)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            outcome = {"error": InternalError.from_exception(exc, f"job {job_id}", logger=log).to_dict()}
-        try:
-            if not await asyncio.to_thread(self.store.finish, self.runner_id, job_id, **outcome):
-                log.warning("job %s: lease lost before it finished; its result is dropped", job_id)
-        except Exception:
-            log.exception("job %s: could not record its outcome", job_id)
+    async def _progress(self, job_id: str, value: float) -> None:
+        """A handler's progress report (0 to 1) for its running job."""
+        await asyncio.to_thread(self.store.set_progress, self.runner_id, job_id, float(value))
 
     async def stop(self) -> None:
         """Stop claiming; give running jobs ``grace_sec`` to finish, then put the rest back in the queue."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import shutil
@@ -39,7 +38,7 @@ from sqlalchemy import func, select
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.service.errors import public_message
-from omniembed.service.jobs import Handler, jobs
+from omniembed.service.jobs import Handler, jobs, key_hash
 from omniembed.service.twelvelabs import joint_warning, model_for, resolve_joint
 
 if TYPE_CHECKING:
@@ -136,7 +135,7 @@ class TwelveLabsFace:
     async def create_task(self, task: str, plan: MediaPlan, request: Request) -> str:
         job_id: str = await asyncio.to_thread(
             self.state.store.create, task, next(iter(plan.models.values())), False, asdict(plan),
-            key_hash(request, self.state),
+            key_hash(request, self.state.settings),
         )
         if self.state.runner is not None:
             self.state.runner.wake.set()
@@ -171,7 +170,7 @@ class TwelveLabsFace:
     async def get_task(self, task: str, task_id: str, request: Request) -> dict[str, Any] | None:
         row = await asyncio.to_thread(self.state.store.get, task_id)
         if row is None or row["task"] != task or (
-            self.state.settings.api_keys and row["key_hash"] != key_hash(request, self.state)
+            self.state.settings.api_keys and row["key_hash"] != key_hash(request, self.state.settings)
         ):
             return None
         return row
@@ -180,17 +179,9 @@ class TwelveLabsFace:
                          started_at: float | None, ended_at: float | None) -> tuple[list[dict[str, Any]], int]:
         statuses = None if status is None else tuple(k for k, v in STATUS.items() if v == status)
         return await asyncio.to_thread(
-            _page, self.state, task, key_hash(request, self.state), statuses, started_at, ended_at,
+            _page, self.state, task, key_hash(request, self.state.settings), statuses, started_at, ended_at,
             (page - 1) * limit, limit,
         )
-
-
-def key_hash(request: Request, state: ServiceState) -> str | None:
-    """SHA-256 of the API key the gate accepted, or None with API keys off."""
-    key = getattr(request.state, "api_key", None)
-    if not state.settings.api_keys or key is None:
-        return None
-    return hashlib.sha256(str(key).encode()).hexdigest()
 
 
 def _page(state: ServiceState, task: str, key: str | None, statuses: tuple[str, ...] | None, after: float | None,

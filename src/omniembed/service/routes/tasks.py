@@ -18,7 +18,6 @@ is visible only to the key that created it: another key gets the same 404 as an 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from typing import Any, Literal
 
@@ -29,7 +28,7 @@ from omniembed.embedding import Embedding, Modality
 from omniembed.errors import ModelNotFound, OmniEmbedError, ParameterInvalid, ParameterNotProvided
 from omniembed.registry import ModelSpec
 from omniembed.service.errors import NotFound
-from omniembed.service.jobs import TASKS, embedding_payload, job_options
+from omniembed.service.jobs import TASKS, embedding_payload, job_options, key_hash
 from omniembed.service.schemas import JobResult, JobStatus
 from omniembed.service.state import ServiceState, get_state
 
@@ -77,14 +76,6 @@ async def _runnable(state: ServiceState) -> list[ModelSpec]:
     return [s for s in specs if any(m in TASKS.values() for m in s.modalities)]
 
 
-def _key_hash(request: Request, state: ServiceState) -> str | None:
-    """SHA-256 of the caller's API key (the one the gate accepted), or None with API keys off."""
-    key = getattr(request.state, "api_key", None)  # set by the gate (service/app.py) when it accepted a key
-    if not state.settings.api_keys or key is None:
-        return None
-    return hashlib.sha256(str(key).encode()).hexdigest()
-
-
 def _inputs(body: dict[str, Any], modality: Modality, batched: bool, limit: int) -> tuple[list[Any], dict[str, Any]]:
     key = str(modality)
     if key not in body:
@@ -112,7 +103,7 @@ async def _create(state: ServiceState, request: Request, task: str, model: str, 
     items, config = _inputs(body, modality, batched, state.settings.max_items_per_request)
     payload = {"inputs": items, "config": config}
     job_id = await asyncio.to_thread(
-        state.store.create, task, canonical, batched, payload, _key_hash(request, state)
+        state.store.create, task, canonical, batched, payload, key_hash(request, state.settings)
     )
     if state.runner is not None:
         state.runner.wake.set()
@@ -122,7 +113,7 @@ async def _create(state: ServiceState, request: Request, task: str, model: str, 
 async def _result(state: ServiceState, request: Request, task: str, job: str, batched: bool) -> JobResult:
     _modality(task)
     row = await asyncio.to_thread(state.store.get, job)
-    hidden = row is not None and state.settings.api_keys and row["key_hash"] != _key_hash(request, state)
+    hidden = row is not None and state.settings.api_keys and row["key_hash"] != key_hash(request, state.settings)
     if row is None or hidden or row["task"] != task:
         raise NotFound(f"no job {job!r} for task {task!r}{' (batched)' if batched else ''}; it may have expired")
     if row["status"] == "complete":
@@ -205,7 +196,7 @@ async def model_status(model: str, request: Request, state: ServiceState = Depen
     starting = not state.ready and spec.name not in state.loaded and any(
         name in spec.names() for name in state.settings.serve_models
     )
-    key = _key_hash(request, state)
+    key = key_hash(request, state.settings)
     rows = await asyncio.to_thread(state.store.active, spec.name)
     jobs = [JobStatus(id=r["id"], status=r["status"]) for r in rows
             if not state.settings.api_keys or r["key_hash"] == key]
