@@ -204,6 +204,8 @@ class _Visual:
         self.errors, self.progress = errors, progress
         self.image = model.preparers[Modality.IMAGE]
         self.ready = _Ready(self.image)
+        # the frames' own call: single images, no clip options
+        self.frame_options = dataclasses.replace(options, segment_sec=None, start_offset_sec=0.0, end_offset_sec=None)
         self.segment_sec = options.segment_sec or settings.video_clip_sec
         self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=max(2, 2 * options.batch_size // _GROUP))
         self.stop = threading.Event()
@@ -293,14 +295,10 @@ class _Visual:
                     videos[event[1]].ended = True
                 elif kind == "error":
                     self._fail(results, videos, event[1], event[2])
-                if len(pending) >= self.options.batch_size or (done and pending):
-                    size = self.options.batch_size
+                size = self.options.batch_size
+                while len(pending) >= size or (done and pending):  # every full batch (decoding runs ahead)
                     batch, pending = pending[:size], pending[size:]
                     self._encode(batch, videos, results)
-                    if done:
-                        while pending:
-                            batch, pending = pending[:size], pending[size:]
-                            self._encode(batch, videos, results)
                 self._finish_ready(videos, results)
         finally:
             self.stop.set()  # after an error raised here, the decoding thread ends at its next queue put
@@ -321,9 +319,7 @@ class _Visual:
         live = [(i, k, p) for i, k, p in batch if i in videos]
         if not live:
             return
-        frame_options = dataclasses.replace(self.options, segment_sec=None, start_offset_sec=0.0,
-                                            end_offset_sec=None)
-        out = run(self.model, Modality.IMAGE, [p for _, _, p in live], frame_options, errors="return",
+        out = run(self.model, Modality.IMAGE, [p for _, _, p in live], self.frame_options, errors="return",
                   preparer=self.ready)
         for (i, k, _), emb in zip(live, out, strict=True):
             video = videos.get(i)
