@@ -7,6 +7,7 @@ files that cannot be read are reported by name and skipped with their count, nev
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,15 @@ __all__ = ["embed_files", "embed_folder", "image_files", "write_images"]
 CHUNK = 256
 
 
-def image_files(folder: Path) -> tuple[list[Path], int]:
-    """Image files under ``folder`` (by suffix, sorted, hidden entries skipped) and how many others there are."""
+def image_files(folder: Path, suffixes: Collection[str] = IMAGE_SUFFIXES) -> tuple[list[Path], int]:
+    """Image files (or files of other ``suffixes``) under ``folder`` (sorted, hidden entries skipped) and how
+    many other files there are."""
     images: list[Path] = []
     others = 0
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
-        if path.suffix.lower() in IMAGE_SUFFIXES:
+        if path.suffix.lower() in suffixes:
             images.append(path)
         else:
             others += 1

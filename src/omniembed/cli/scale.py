@@ -287,6 +287,7 @@ def _run_ray(engine: Engine, model: str, corpus: Corpus, pending: list[int], sha
     import pyarrow as pa
 
     from omniembed.ray import connect, embed_dataset
+    from omniembed.ray.stages import existing_errors
 
     ray = connect(address)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the CLI's own bar shows progress
@@ -320,12 +321,8 @@ def _run_ray(engine: Engine, model: str, corpus: Corpus, pending: list[int], sha
     for batch_out in result.iter_batches(batch_format="pyarrow", batch_size=None):
         out = cast("pa.Table", batch_out)
         vectors = out.column("embedding").to_numpy(zero_copy_only=False)  # one array per row, None where bad
-        for i, vec, bad in zip(out.column("_row").to_pylist(), vectors, out.column("error").to_pylist(), strict=True):
+        for i, vec, error in zip(out.column("_row").to_pylist(), vectors, existing_errors(out), strict=True):
             k = i // shard_rows
-            error = None
-            if bad is not None:
-                error = OmniEmbedError(bad["message"])
-                error.code = bad["code"]
             buffers[k][i] = (vec, error)
             if len(buffers[k]) == sizes[k]:
                 yield _finish(k, buffers.pop(k), dim)

@@ -27,13 +27,9 @@ CHUNK = 8
 
 def video_files(folder: Path) -> list[Path]:
     """Video files under ``folder`` (by suffix, sorted, hidden entries skipped)."""
-    return [
-        path
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
-        and path.suffix.lower() in VIDEO_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    ]
+    from omniembed.cli.images import image_files
+
+    return image_files(folder, VIDEO_SUFFIXES)[0]
 
 
 def write_videos(path: Path, rows: list[tuple[str, Embedding]]) -> None:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from omniembed.api import Engine
     from omniembed.registry import ModelSpec
 
-__all__ = ["DECODED", "Embedder", "build_engine", "decode_batch", "error_column", "error_type", "to_table"]
+__all__ = ["DECODED", "Embedder", "build_engine", "decode_batch", "error_column", "error_type", "existing_errors",
+           "to_table"]
 
 DECODED, SHAPE, RATE = "_omniembed_decoded", "_omniembed_shape", "_omniembed_rate"
 """Columns the decode stage adds for the encoder stage (raw samples/pixels, their shape, the sample rate)."""
@@ -113,7 +114,7 @@ def error_column(errors: Sequence[OmniEmbedError | None]) -> pa.Array:
     return pa.array(rows, error_type())
 
 
-def _existing_errors(table: pa.Table) -> list[OmniEmbedError | None]:
+def existing_errors(table: pa.Table) -> list[OmniEmbedError | None]:
     """Errors set by an earlier stage (the decode stage), as error objects; None where the row is fine."""
     if "error" not in table.column_names:
         return [None] * table.num_rows
@@ -141,7 +142,7 @@ def decode_batch(batch: Any, *, column: str, modality: str, settings: dict[str, 
 
     table = to_table(batch)
     conf = Settings(**(settings or {}))
-    errors = _existing_errors(table)
+    errors = existing_errors(table)
     raw: list[bytes | None] = []
     shapes: list[list[int] | None] = []
     rates: list[int | None] = []
@@ -213,7 +214,7 @@ class Embedder:
         import pyarrow as pa
 
         table = to_table(batch)
-        errors = _existing_errors(table)
+        errors = existing_errors(table)
         decoded = DECODED in table.column_names
         items = _decoded_items(table, self.modality) if decoded else _values(table.column(self.column))
         todo = [i for i, e in enumerate(errors) if e is None]
