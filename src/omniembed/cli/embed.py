@@ -42,8 +42,8 @@ class Record:
         return f"line {self.line}" if self.id == str(self.line) else f"line {self.line} (id={self.id})"
 
 
-def _read_inputs(path: Path) -> list[Record]:
-    """The records of a .txt (one text a line) or .jsonl (strings or {"text", "id"}) file.
+def read_records(path: Path, column: str = "text") -> list[Record]:
+    """The records of a .txt (one text a line) or .jsonl (strings or {column, "id"}) file.
 
     Blank lines are skipped; a JSONL line that does not parse is kept as an error in its place.
     """
@@ -66,7 +66,7 @@ def _read_inputs(path: Path) -> list[Record]:
                 records.append(Record(number, str(number), problem))
                 continue
             if isinstance(obj, dict):
-                records.append(Record(number, str(obj.get("id", number)), obj.get("text")))
+                records.append(Record(number, str(obj.get("id", number)), obj.get(column)))
             else:
                 records.append(Record(number, str(number), obj))
     return records
@@ -105,7 +105,7 @@ def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, op
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     check_out(out_path)
-    records = _read_inputs(input_path)
+    records = read_records(input_path)
     if not records:
         raise ParameterInvalid(f"input file {input_path} holds no texts", param="input")
     texts = [None if isinstance(r.value, OmniEmbedError) else r.value for r in records]

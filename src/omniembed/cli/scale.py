@@ -106,25 +106,13 @@ def _read_parquet(path: Path, column: str, prefix: str, corpus: Corpus) -> None:
 
 
 def _read_lines(path: Path, column: str, prefix: str, corpus: Corpus) -> None:
-    jsonl = path.suffix.lower() in {".jsonl", ".ndjson"}
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            row_id, value = str(number), cast(Any, line)
-            if jsonl:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    corpus.failed[len(corpus.ids)] = ParameterInvalid(f"not JSON ({exc.msg})", param="input")
-                    obj = None
-                if isinstance(obj, dict):
-                    row_id, value = str(obj.get("id", number)), obj.get(column)
-                else:
-                    value = obj
-            corpus.ids.append(prefix + row_id)
-            corpus.values.append(value)
+    from omniembed.cli.embed import read_records
+
+    for record in read_records(path, column):
+        if isinstance(record.value, OmniEmbedError):  # a JSONL line that does not parse: an error row
+            corpus.failed[len(corpus.ids)] = record.value.at_index(None)
+        corpus.ids.append(prefix + record.id)
+        corpus.values.append(None if isinstance(record.value, OmniEmbedError) else record.value)
 
 
 # -- shards and the manifest ------------------------------------------------------------------------
