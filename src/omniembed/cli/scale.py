@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,6 @@ __all__ = ["MANIFEST", "Corpus", "embed_sharded", "read_corpus"]
 
 MANIFEST = "_manifest.json"  # "_": pyarrow and Ray skip it when reading the folder as a dataset
 VERSION = "omniembed-shards/1"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass
@@ -117,12 +114,10 @@ def _read_lines(path: Path, column: str, prefix: str, corpus: Corpus) -> None:
 
 # -- shards and the manifest ------------------------------------------------------------------------
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    """``write`` to a temporary file beside ``path`` (an ordinary file: the umask applies), then one rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer process: the driver
     try:
         write(tmp)
-        tmp.chmod(0o666 & ~_UMASK)  # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
