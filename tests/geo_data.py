@@ -12,7 +12,8 @@ import pytest
 
 from omniembed.api import Engine
 from omniembed.embedding import Modality
-from omniembed.registry import ModelSpec, Registry, WeightsSource, default_registry
+from omniembed.models import default_registry
+from omniembed.registry import ModelSpec, Registry, WeightsSource
 from omniembed.settings import Settings
 
 DATA_SCRIPT = Path(__file__).parent / "data" / "make_geo_data.py"

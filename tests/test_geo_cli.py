@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from geo_data import shared_geo_dir
-from omniembed.geo.cli import app, pca_rgb
+from omniembed.cli.geo import app
+from omniembed.geo.files import pca_rgb
 
 runner = CliRunner()
 

@@ -21,7 +21,7 @@ from omniembed.api import Engine
 from omniembed.embedding import Modality
 from omniembed.geo import BBox, OutputSpec, SensorSpec, TemporalSpec, TensorBackend, get_embedding, region_inputs
 from omniembed.pipeline import normalize, pool
-from omniembed.registry import default_registry
+from omniembed.models import default_registry
 
 torch = pytest.importorskip("torch")
 X0, Y0 = 355590.0, 3454240.0

@@ -328,7 +328,7 @@ def test_large_geographic_grid_has_overviews_and_lonlat_axes(tmp_path: Path) -> 
     import rioxarray  # noqa: F401
     import xarray as xr
 
-    from omniembed.geo.export.writers import _write_grid_file
+    from omniembed.geo.export.writers import write_grid_file
 
     n, step = 600, 0.001
     transform = (step, 0.0, 10.0, 0.0, -step, 50.0)
@@ -339,7 +339,7 @@ def test_large_geographic_grid_has_overviews_and_lonlat_axes(tmp_path: Path) -> 
     da = xr.DataArray(values, dims=("band", "y", "x"), coords={"band": [0, 1], "y": 50 - centres, "x": 10 + centres},
                       attrs={"crs": "EPSG:4326", "transform": transform})
     for fmt, ext in GRID_FORMATS.items():
-        _write_grid_file(fmt, tmp_path / f"g.{ext}", da)
+        write_grid_file(fmt, tmp_path / f"g.{ext}", da)
     with rasterio.open(tmp_path / "g.tif") as src:
         assert src.overviews(1) == [2, 4] and src.crs.to_epsg() == 4326
         np.testing.assert_allclose(tuple(src.transform)[:6], transform, atol=1e-12)

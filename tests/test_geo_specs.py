@@ -111,7 +111,7 @@ def test_importing_geo_loads_no_ml_or_raster_library() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, omniembed.geo, omniembed.geo.export, omniembed.geo.cli, omniembed.geo.backends.stac, "
+    code = ("import sys, omniembed.geo, omniembed.geo.export, omniembed.cli.geo, omniembed.geo.backends.stac, "
             "omniembed.geo.backends.gee; print(sorted(m for m in ('torch', 'transformers', 'rasterio', 'xarray', "
             "'pyproj', 'pystac', 'shapely', 'zarr') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -222,7 +222,7 @@ def _data_url_pixels(url: str) -> np.ndarray:
 
 def test_earth_observation_panel(server: Server, browser: Any, geo_dir: Path, tmp_path: Path) -> None:
     from omniembed.geo import OutputSpec, PointBuffer, TemporalSpec, get_embedding
-    from omniembed.geo.cli import pca_rgb
+    from omniembed.geo.files import pca_rgb
 
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(f"{server.url}/")

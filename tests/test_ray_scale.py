@@ -326,12 +326,12 @@ def test_geo_export_on_the_cluster_equals_the_local_export(ray_cluster: Any, geo
 
 def test_geo_cli_export_engine_ray_writes_the_local_files(ray_cluster: Any, geo_setup: tuple[Path, Engine],
                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import omniembed.ray.geo
-    from omniembed.geo.cli import app as geo_app
+    import omniembed.geo.export
+    from omniembed.cli.geo import app as geo_app
 
     made: list[Any] = []
-    original = omniembed.ray.geo.chunk_embedder
-    monkeypatch.setattr(omniembed.ray.geo, "chunk_embedder", lambda engine: made.append(engine) or original(engine))
+    original = omniembed.geo.export.chunk_embedder
+    monkeypatch.setattr(omniembed.geo.export, "chunk_embedder", lambda engine: made.append(engine) or original(engine))
 
     geo_dir = geo_setup[0]
     rois = {"type": "FeatureCollection", "features": [

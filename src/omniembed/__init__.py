@@ -29,9 +29,8 @@ from omniembed.errors import (
 )
 from omniembed.registry import ModelSpec, Registry, WeightsSource
 from omniembed.settings import Settings
+from omniembed.version import __version__
 from omniembed.weights import fingerprint as weights_fingerprint
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BackendAuthFailed",

@@ -26,8 +26,9 @@ from omniembed.errors import (
     WeightsNotFound,
 )
 from omniembed.inputs.text import check_truncate
+from omniembed.models import default_registry, spec_for_folder
 from omniembed.pipeline import LoadedModel, Options, run
-from omniembed.registry import ModelSpec, Registry, WeightsSource, default_registry, spec_for_folder
+from omniembed.registry import ModelSpec, Registry, WeightsSource
 from omniembed.runtime import ModelCache, resolve_runtime
 from omniembed.runtime.precision import apply_precision, resolve_precision
 from omniembed.settings import Settings

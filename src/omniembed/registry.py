@@ -20,50 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from omniembed.embedding import Modality
-from omniembed.errors import ModelNotFound, ParameterInvalid
+from omniembed.errors import ModelNotFound
 
-__all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "Registry", "WeightsSource", "default_registry", "spec_for_folder"]
+__all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "Registry", "WeightsSource"]
 
 ENTRY_POINT_GROUP = "omniembed.models"
 log = logging.getLogger(__name__)
 
-
-
-def _builtin_modules() -> list[Any]:
-    """The model modules shipped in ``omniembed.models`` (each may define ``SPECS`` and folder handling).
-
-    Model modules keep ML imports inside functions, so importing them stays cheap.
-    """
-    import pkgutil
-
-    import omniembed.models as package
-
-    infos = sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name)
-    return [importlib.import_module(f"{package.__name__}.{m.name}") for m in infos if not m.name.startswith("_")]
-
-
-def _builtin_specs() -> list[ModelSpec]:
-    """Specs of the model modules shipped in ``omniembed.models``: every module that defines ``SPECS``."""
-    return [spec for module in _builtin_modules() for spec in getattr(module, "SPECS", ())]
-
-
-def spec_for_folder(folder: Path, name: str | None = None) -> ModelSpec:
-    """A spec for a model folder given directly (a path, or a hub snapshot), chosen by the ``model_type`` in
-    its config.json: the model module whose ``FOLDER_MODEL_TYPES`` names it builds the spec (reading only
-    the folder's configuration); a module naming ``"*"`` takes every other folder (text encoders)."""
-    import json
-
-    config = folder / "config.json"
-    model_type = ""
-    if config.is_file():
-        try:
-            model_type = str(json.loads(config.read_text(encoding="utf-8")).get("model_type", ""))
-        except (ValueError, AttributeError) as exc:
-            raise ParameterInvalid(f"{config} is not valid JSON: {exc}", param="model") from None
-    handlers = {t: m for m in _builtin_modules() for t in getattr(m, "FOLDER_MODEL_TYPES", ())}
-    module = handlers.get(model_type) or handlers["*"]
-    spec: ModelSpec = module.spec_for_folder(folder, name)
-    return spec
 
 
 @dataclass(frozen=True)
@@ -290,16 +253,3 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
-
-
-_default: Registry | None = None
-_default_lock = threading.Lock()
-
-
-def default_registry() -> Registry:
-    """The process-wide registry: built-in models plus installed plugins, built on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Registry(_builtin_specs(), load_plugins=True)
-        return _default

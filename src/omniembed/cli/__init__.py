@@ -3,10 +3,10 @@
 Results go to stdout (JSON) or to the ``--out`` file; progress, tables and errors go to stderr, so the
 output can be piped. Settings come from ``OMNIEMBED_*`` variables, read when a command starts.
 
-One module per command (``models``, ``embed`` with ``images`` for folders, ``serve``; the geo sub-app is
-``omniembed.geo.cli``), their shared helpers in ``common``, and the Typer application that puts them
-together in ``application``. ``app`` and ``main`` are imported on first use, so a command module's helpers (e.g.
-``common``) can be imported without building the whole application.
+One module per command (``models``, ``embed`` with ``images`` and ``videos`` for folders and ``scale`` for
+sharded output, ``serve``, and the ``geo`` sub-app), their shared helpers in ``common``, and the Typer
+application that puts them together in ``application``. ``app`` and ``main`` are imported on first use,
+so a command module's helpers (e.g. ``common``) can be imported without building the whole application.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 
 from omniembed.cli.embed import embed
+from omniembed.cli.geo import app as geo_app
 from omniembed.cli.models import models_app
 from omniembed.cli.serve import serve
-from omniembed.geo.cli import app as geo_app
 
 __all__ = ["app", "main"]
 

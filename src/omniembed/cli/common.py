@@ -19,12 +19,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from omniembed.api import Engine
 from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.settings import Settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from omniembed.api import Engine
     from omniembed.embedding import Embedding
 
 __all__ = ["check_out", "embedding_column", "err", "fail", "listen_socket", "new_engine", "report_skipped",
@@ -35,9 +36,6 @@ err = Console(stderr=True, soft_wrap=True)
 
 def new_engine() -> Engine:
     """An engine with the settings read now (``OMNIEMBED_*``)."""
-    from omniembed.api import Engine
-    from omniembed.settings import Settings
-
     return Engine(Settings())
 
 

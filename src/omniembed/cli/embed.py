@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,54 +21,14 @@ from omniembed.cli.common import (
 )
 from omniembed.cli.common import fail as _fail
 from omniembed.cli.common import new_engine as _engine
+from omniembed.cli.images import embed_folder, image_files, write_images
+from omniembed.cli.records import read_records
+from omniembed.cli.scale import embed_sharded
+from omniembed.cli.videos import embed_video_folder, video_files, write_videos
 from omniembed.embedding import Embedding
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 
 out = Console(soft_wrap=True)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One input of a text file: its line number, its id (the line number unless a JSONL object gives one)
-    and its text, or the error that makes the line unusable."""
-
-    line: int
-    id: str
-    value: Any
-
-    def where(self) -> str:
-        """The record's position in the CLI's terms: ``line 12``, plus the id where it is not the line."""
-        return f"line {self.line}" if self.id == str(self.line) else f"line {self.line} (id={self.id})"
-
-
-def read_records(path: Path, column: str = "text") -> list[Record]:
-    """The records of a .txt (one text a line) or .jsonl (strings or {column, "id"}) file.
-
-    Blank lines are skipped; a JSONL line that does not parse is kept as an error in its place.
-    """
-    if not path.is_file():
-        raise ParameterInvalid(f"input file {path} does not exist", param="input")
-    jsonl = path.suffix.lower() in {".jsonl", ".ndjson"}
-    records: list[Record] = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if not jsonl:
-                records.append(Record(number, str(number), line))
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problem = ParameterInvalid(f"not JSON ({exc.msg})", param="input", index=len(records))
-                records.append(Record(number, str(number), problem))
-                continue
-            if isinstance(obj, dict):
-                records.append(Record(number, str(obj.get("id", number)), obj.get(column)))
-            else:
-                records.append(Record(number, str(number), obj))
-    return records
 
 
 def _write_texts(path: Path, rows: list[tuple[str, str, Embedding]]) -> None:
@@ -185,8 +144,6 @@ def embed(
         sharded = out_path is not None and (engine_kind != "local" or not out_path.suffix or out_path.is_dir())
         if input_path is not None and out_path is not None and (sharded or input_path.suffix == ".parquet"):
             # a corpus to shards under a manifest (--out DIR/), in-process or on a Ray cluster (cli/scale.py)
-            from omniembed.cli.scale import embed_sharded
-
             embed_sharded(engine, model, input_path, out_path, {**options, "batch_size": batch_size}, err,
                           column=column, engine_kind=engine_kind, address=address, concurrency=concurrency,
                           shard_rows=shard_rows)
@@ -197,16 +154,12 @@ def embed(
             if out_path is None:
                 raise ParameterInvalid("--input needs --out FILE.parquet", param="out")
             if input_path.is_dir() and _holds_videos(input_path):
-                from omniembed.cli.videos import embed_video_folder
-
                 clips = {"start_offset_sec": start_offset_sec, "end_offset_sec": end_offset_sec,
                          "segment_sec": segment_sec}
                 embed_video_folder(engine, model, input_path, out_path, {**options, **clips, "batch_size": batch_size},
                                    err)
                 return
             if input_path.is_dir():
-                from omniembed.cli.images import embed_folder
-
                 embed_folder(engine, model, input_path, out_path, {**options, "batch_size": batch_size}, err)
                 return
             _embed_file(engine, model, input_path, out_path, {**options, "batch_size": batch_size})
@@ -237,9 +190,6 @@ def embed(
 
 def _holds_videos(folder: Path) -> bool:
     """A folder of videos (and no images) is embedded as videos; any other folder as images."""
-    from omniembed.cli.images import image_files
-    from omniembed.cli.videos import video_files
-
     return bool(video_files(folder)) and not image_files(folder)[0]
 
 
@@ -249,16 +199,12 @@ def _write_one(
 ) -> None:
     """``--out`` for one input: the format ``--input`` writes for its kind (audio: one row per segment)."""
     if video is not None:
-        from omniembed.cli.videos import write_videos
-
         write_videos(out_path, [(video, result)])
         rows = len(result.meta.segments) + 1
     elif audio is not None:
         _write_audio(out_path, audio, result)
         rows = len(result.meta.segments)
     elif image is not None:
-        from omniembed.cli.images import write_images
-
         write_images(out_path, [(image, result)])
         rows = 1
     else:

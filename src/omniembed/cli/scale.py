@@ -27,12 +27,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import Console
 
+from omniembed.api import Engine
+from omniembed.cli.images import image_files
+from omniembed.cli.records import read_records
 from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.ray import _modality, connect, embed_dataset
+from omniembed.ray.stages import error_column, existing_errors
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from omniembed.api import Engine
 
 __all__ = ["MANIFEST", "Corpus", "embed_sharded", "read_corpus"]
 
@@ -67,8 +70,6 @@ def read_corpus(pattern: Path, column: str, modality: str) -> Corpus:
     """The rows of a folder of images, a .parquet file (``column``; ids from an ``id`` column, else the row
     number), or .txt / .jsonl files (JSONL: strings or objects with ``column`` and an optional ``id``)."""
     if pattern.is_dir():
-        from omniembed.cli.images import image_files
-
         files, _ = image_files(pattern)
         return Corpus([str(p.relative_to(pattern)) for p in files], [str(p.resolve()) for p in files], "image",
                       [str(pattern)])
@@ -103,8 +104,6 @@ def _read_parquet(path: Path, column: str, prefix: str, corpus: Corpus) -> None:
 
 
 def _read_lines(path: Path, column: str, prefix: str, corpus: Corpus) -> None:
-    from omniembed.cli.embed import read_records
-
     for record in read_records(path, column):
         if isinstance(record.value, OmniEmbedError):  # a JSONL line that does not parse: an error row
             corpus.failed[len(corpus.ids)] = record.value.at_index(None)
@@ -133,8 +132,6 @@ def write_shard(path: Path, ids: list[str], vectors: list[Any], errors: list[Omn
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from omniembed.ray.stages import error_column
 
     flat = np.zeros((len(ids), dim), np.float32)
     for i, v in enumerate(vectors):
@@ -195,8 +192,6 @@ def embed_sharded(engine: Engine, model: str, input_path: Path, out: Path, optio
                   *, column: str = "text", engine_kind: str = "local", address: str | None = None,
                   concurrency: int | None = None, shard_rows: int = 10_000) -> dict[str, Any]:
     """Embed ``input_path`` into shards under ``out`` (see the module docstring); returns the manifest."""
-    from omniembed.ray import _modality
-
     if engine_kind not in ("local", "ray"):
         raise ParameterInvalid(f"--engine must be local or ray, not {engine_kind!r}", param="engine")
     if out.suffix.lower() == ".parquet" or (out.exists() and not out.is_dir()):
@@ -268,9 +263,6 @@ def _run_ray(engine: Engine, model: str, corpus: Corpus, pending: list[int], sha
              options: dict[str, Any], advance: Callable[[int], None], *, address: str | None,
              concurrency: int | None) -> Iterator[ShardResult]:
     import pyarrow as pa
-
-    from omniembed.ray import connect, embed_dataset
-    from omniembed.ray.stages import existing_errors
 
     ray = connect(address)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the CLI's own bar shows progress

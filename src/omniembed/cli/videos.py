@@ -16,6 +16,7 @@ from rich.console import Console
 
 from omniembed.api import Engine
 from omniembed.cli.common import check_out, report_skipped, write_parquet
+from omniembed.cli.images import embed_files, image_files
 from omniembed.embedding import Embedding
 from omniembed.errors import ParameterInvalid
 from omniembed.inputs.video import VIDEO_SUFFIXES
@@ -27,8 +28,6 @@ CHUNK = 8
 
 def video_files(folder: Path) -> list[Path]:
     """Video files under ``folder`` (by suffix, sorted, hidden entries skipped)."""
-    from omniembed.cli.images import image_files
-
     return image_files(folder, VIDEO_SUFFIXES)[0]
 
 
@@ -69,8 +68,6 @@ def embed_video_folder(
     engine: Engine, model: str, folder: Path, out_path: Path, options: dict[str, Any], err: Console
 ) -> None:
     """Embed every video under ``folder`` into ``out_path`` (.parquet); report and skip unreadable files."""
-    from omniembed.cli.images import embed_files
-
     check_out(out_path)
     files = video_files(folder)
     if not files:

@@ -11,7 +11,6 @@ Every name of ``rs_embed.__all__`` is here (``inspect_provider_patch``/``inspect
 "Coming from rs-embed". Importing this package imports no ML or raster library; they load on first use.
 """
 
-from omniembed import __version__
 from omniembed.geo.api import (
     GeoEmbedding,
     describe_model,
@@ -54,6 +53,7 @@ from omniembed.geo.types import (
     UserData,
 )
 from omniembed.geo.user_data import get_embedding_from_data, get_embeddings_batch_from_data, list_models_for_data
+from omniembed.version import __version__
 
 Embedding = GeoEmbedding
 """rs-embed's ``Embedding`` (``data``, ``meta``): what every function here returns."""

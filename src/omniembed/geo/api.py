@@ -15,10 +15,11 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
+from omniembed.api import Engine, get_engine
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterNotProvided
 from omniembed.geo.backends import LocalBackend, TensorBackend, get_backend
@@ -36,13 +37,10 @@ from omniembed.geo.specs import (
     TemporalSpec,
     TimeWindow,
 )
-from omniembed.inputs.raster import RasterInput
+from omniembed.inputs.raster import RasterInput, rgb_unit
 from omniembed.pipeline import LoadedModel, Options, run
 from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
-
-if TYPE_CHECKING:
-    from omniembed.api import Engine
 
 __all__ = [
     "GeoEmbedding", "describe_model", "get_embedding", "get_embeddings_batch", "inspect_model_input", "list_models",
@@ -51,8 +49,6 @@ __all__ = [
 
 
 def _engine(engine: Engine | None) -> Engine:
-    from omniembed.api import get_engine
-
     return engine if engine is not None else get_engine()
 
 
@@ -232,8 +228,6 @@ def _resolve_backend(backend: Any, sensor: SensorSpec | None, fetch: FetchSpec |
 def _raster_of(spec: ModelSpec, loaded: LoadedModel | None) -> RasterInput:
     if Modality.GEO in spec.modalities:
         if loaded is None:  # the contract without loading: bands, scale and size from the spec
-            from omniembed.inputs.raster import rgb_unit
-
             return RasterInput(tuple(spec.option("bands", ())), int(spec.option("input_size") or 224), 1, rgb_unit,
                                "", scale_m=float(spec.option("scale_m", 10.0)),
                                precomputed=bool(spec.option("precomputed")))

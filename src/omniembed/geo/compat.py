@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omniembed.geo.api import _check_spatial, _engine, window
 from omniembed.geo.backends import get_backend
 from omniembed.geo.errors import ModelRequestInvalid
 from omniembed.geo.specs import BBox, PointBuffer, SensorSpec, TemporalSpec
@@ -34,8 +35,6 @@ def inspect_provider_patch(*, spatial: BBox | PointBuffer, temporal: TemporalSpe
     """Read ``sensor``'s raster for ``spatial`` through ``backend`` and report its shape, bands and per-band
     statistics (min, max, mean, NaN fraction; outside ``value_range`` when given); ``return_array`` adds the
     (bands, rows, cols) array of the first frame."""
-    from omniembed.geo.api import _check_spatial, _engine, window
-
     _check_spatial(spatial)
     if not isinstance(sensor, SensorSpec):
         raise ModelRequestInvalid("sensor must be a SensorSpec", param="sensor")

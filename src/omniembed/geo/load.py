@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from omniembed.geo.export.layouts import MANIFEST_KEY, stack_items, status_of
+from omniembed.geo.export.writers import load_item
 
 __all__ = ["ExportResult", "ModelResult", "load_export"]
 
@@ -164,7 +165,6 @@ def _per_item(folder: Path) -> ExportResult:
 
 
 def _folder(folder: Path) -> ExportResult:
-    from omniembed.geo.export.writers import load_item
 
     manifest = json.loads((folder / "manifest.json").read_text())
     items = manifest["items"]

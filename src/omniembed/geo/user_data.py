@@ -30,6 +30,7 @@ from omniembed.geo.api import (
     _spec,
     get_embeddings_batch,
     inputs_for_model,
+    list_models,
 )
 from omniembed.geo.backends import TensorBackend
 from omniembed.geo.errors import ModelRequestInvalid
@@ -218,8 +219,6 @@ def get_embedding_from_data(
 def list_models_for_data(data: UserData, *, engine: Engine | None = None) -> list[dict[str, Any]]:
     """For every model usable on regions: whether ``data`` can feed it (``compatible``), and why not
     (``reason``), with the channels it would use. Loads no model."""
-    from omniembed.geo.api import list_models
-
     data.validate()
     eng = _engine(engine)
     return [match(data, eng.spec(name)) for name in list_models(engine=eng)]

@@ -90,7 +90,7 @@ class RayEngine:
         """The settings and the non-default model specs of a local engine (``None``: from ``Settings()``)."""
         if engine is None:
             return cls(settings=settings_dict(None), **kwargs)
-        from omniembed.registry import default_registry
+        from omniembed.models import default_registry
 
         builtin = {s.name for s in default_registry()}
         extra = tuple(s for s in engine.registry if s.name not in builtin)

@@ -41,7 +41,8 @@ def build_engine(settings: dict[str, Any] | None, specs: Sequence[ModelSpec] = (
     """An engine on a worker, from the caller's settings (as plain data) and extra model specs. Compute
     threads default to the CPUs Ray assigned to this task or actor, not the whole node."""
     from omniembed.api import Engine
-    from omniembed.registry import Registry, default_registry
+    from omniembed.models import default_registry
+    from omniembed.registry import Registry
     from omniembed.settings import Settings
 
     values = dict(settings or {})

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from omniembed.runtime.base import Encoder, GraphSpec, PassThroughEncoder, resolve_runtime
 from omniembed.runtime.cache import ModelCache
+from omniembed.runtime.onnx import OnnxEncoder
+from omniembed.runtime.torch import TorchEncoder
 from omniembed.settings import Settings
 
 __all__ = ["Encoder", "GraphSpec", "ModelCache", "PassThroughEncoder", "build_encoder", "resolve_runtime"]
@@ -18,9 +20,5 @@ def build_encoder(graph: GraphSpec, runtime: str, device: str, settings: Setting
     """An encoder for ``graph`` on a concrete runtime and device (see ``resolve_runtime``): ONNX Runtime over
     the cached export, or eager PyTorch."""
     if runtime == "onnx":
-        from omniembed.runtime.onnx import OnnxEncoder
-
         return OnnxEncoder.from_graph(graph, device, settings)
-    from omniembed.runtime.torch import TorchEncoder
-
     return TorchEncoder(graph, device, settings.threads())

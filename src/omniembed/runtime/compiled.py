@@ -31,6 +31,8 @@ import numpy as np
 
 from omniembed.errors import RuntimeUnavailable
 from omniembed.runtime.base import GraphSpec, cached_artifact, cpu_flags, export_inputs, first_line, named_outputs
+from omniembed.runtime.onnx import step
+from omniembed.runtime.torch import store_weights_bf16
 from omniembed.settings import Settings
 
 __all__ = ["CompiledEncoder", "compiled_package", "platform_tag"]
@@ -60,8 +62,6 @@ def _bf16_module(module: Any) -> Any:
     """``module`` with Linear/conv weights in bf16, whose forward runs under bf16 autocast and returns
     float32: export captures the autocast region, so the package computes what eager bf16 computes."""
     import torch
-
-    from omniembed.runtime.torch import store_weights_bf16
 
     store_weights_bf16(module)
 
@@ -126,8 +126,6 @@ def compiled_package(graph: GraphSpec, precision: str, settings: Settings) -> Pa
         )
 
     def make(folder: Path) -> None:
-        from omniembed.runtime.onnx import step
-
         try:
             with step(graph.cache_key, f"compiling for {precision} ahead of time (once; cached in {final.parent})"):
                 compile_graph(graph, precision, folder)

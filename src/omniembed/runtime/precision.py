@@ -18,6 +18,8 @@ from typing import Any
 from omniembed.errors import ParameterInvalid, RuntimeUnavailable
 from omniembed.registry import ModelSpec
 from omniembed.runtime.base import cached_artifact, cpu_flags
+from omniembed.runtime.compiled import CompiledEncoder
+from omniembed.runtime.onnx import OnnxEncoder
 from omniembed.settings import Settings
 
 __all__ = ["PRECISIONS", "apply_precision", "cpu_supports_bf16", "resolve_precision"]
@@ -74,8 +76,6 @@ def _compiled_bf16(encoder: Any, settings: Settings) -> Any:
     CPU, or it failed: then eager autocast is used and the log says why)."""
     if not settings.compile or encoder.device != "cpu" or getattr(encoder, "graph", None) is None:
         return None
-    from omniembed.runtime.compiled import CompiledEncoder
-
     try:
         return CompiledEncoder.from_graph(encoder.graph, "bf16", settings)
     except Exception as exc:
@@ -86,8 +86,6 @@ def _compiled_bf16(encoder: Any, settings: Settings) -> Any:
 
 def apply_precision(loaded: Any, precision: str, settings: Settings) -> Any:
     """Switch every encoder of a loaded model to ``precision`` (fp32 leaves it as built)."""
-    from omniembed.runtime.onnx import OnnxEncoder
-
     if precision == "fp32":
         return loaded
     for modality, encoder in list(loaded.encoders.items()):

@@ -1,4 +1,7 @@
-"""The PyTorch runtime: eager execution under ``inference_mode``, optionally under bf16 autocast."""
+"""The PyTorch runtime: eager execution under ``inference_mode``, optionally under bf16 autocast.
+
+PyTorch is imported when an encoder is first made, so naming this module (as ``runtime`` does) loads no ML
+library."""
 
 from __future__ import annotations
 
@@ -6,12 +9,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from omniembed.runtime.base import named_outputs
+from omniembed.runtime.base import GraphSpec, named_outputs
 
 if TYPE_CHECKING:
-    from omniembed.runtime.base import GraphSpec
+    import torch
 
 __all__ = ["TorchEncoder", "store_weights_bf16"]
 
@@ -19,6 +21,8 @@ __all__ = ["TorchEncoder", "store_weights_bf16"]
 def store_weights_bf16(module: torch.nn.Module) -> None:
     """Store Linear/conv weights in bf16 once: autocast would otherwise cast them on every call (the same
     rounding, repeated). Norms, softmax and the rest stay float32 under autocast."""
+    import torch
+
     for m in module.modules():
         if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
             m.to(torch.bfloat16)
@@ -36,6 +40,8 @@ class TorchEncoder:
     runtime = "torch"
 
     def __init__(self, graph: GraphSpec, device: str, threads: int, bf16: bool = False) -> None:
+        import torch
+
         if device == "cpu" and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         self.graph = graph
@@ -63,6 +69,8 @@ class TorchEncoder:
 
     def outputs(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Every output of the graph, by name."""
+        import torch
+
         tensors = [torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.input_names]
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bf16):

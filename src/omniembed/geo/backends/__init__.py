@@ -9,7 +9,9 @@ from typing import Any
 
 from omniembed.errors import ParameterInvalid, RuntimeUnavailable
 from omniembed.geo.backends.base import Backend, Grid, Raster
+from omniembed.geo.backends.gee import GeeBackend
 from omniembed.geo.backends.local import LocalBackend, TensorBackend
+from omniembed.geo.backends.stac import StacBackend
 from omniembed.geo.specs import SensorSpec
 
 __all__ = ["BACKENDS", "Backend", "Grid", "LocalBackend", "Raster", "TensorBackend", "get_backend"]
@@ -49,12 +51,8 @@ def get_backend(backend: Any, sensor: SensorSpec | None) -> Backend:
         return LocalBackend()
     if name == "stac":
         _require("rasterio", "pyproj", "pystac", "pystac_client")
-        from omniembed.geo.backends.stac import StacBackend
-
         return StacBackend()
     if name == "gee":
-        from omniembed.geo.backends.gee import GeeBackend
-
         return GeeBackend()
     if name == "tensor":
         raise ParameterInvalid("the tensor backend needs the array: pass backend=TensorBackend(array, transform, crs)",

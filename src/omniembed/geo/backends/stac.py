@@ -20,6 +20,7 @@ import numpy as np
 from omniembed.errors import InputUnreadable, OmniEmbedError, ParameterInvalid, RuntimeUnavailable
 from omniembed.geo.backends.base import Raster, _band_key, composite, read_into, select_bands, target_grid
 from omniembed.geo.specs import SensorSpec, SpatialSpec, TimeWindow
+from omniembed.inputs.fetch import FetchPolicy, check_url, fetch
 from omniembed.settings import Settings
 
 __all__ = ["StacBackend", "search_items"]
@@ -27,8 +28,6 @@ __all__ = ["StacBackend", "search_items"]
 
 def _stac_io(settings: Settings) -> Any:
     from pystac.stac_io import DefaultStacIO
-
-    from omniembed.inputs.fetch import FetchPolicy, fetch
 
     policy = FetchPolicy.from_settings(settings)
 
@@ -77,8 +76,6 @@ def search_items(url: str, collection: str | None, spatial: SpatialSpec, tempora
     items: Iterable[Any]
     if "search" in links and conforms:
         from pystac_client import Client
-
-        from omniembed.inputs.fetch import FetchPolicy, check_url
 
         check_url(url, FetchPolicy.from_settings(settings))  # searches go through pystac-client's own client
         client = Client.open(url, timeout=settings.fetch_timeout_sec)
@@ -131,8 +128,6 @@ class StacBackend:
         except ImportError:
             raise RuntimeUnavailable("the stac backend needs pystac, pystac-client and rasterio: "
                                      "pip install 'omniembed[geo]'", param="backend") from None
-        from omniembed.inputs.fetch import FetchPolicy, check_url
-
         url, _, coll = sensor.collection.partition("::")
         items = search_items(url, coll or None, spatial, temporal, sensor, settings)
         if not items:

@@ -26,19 +26,23 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from omniembed.api import Engine
 from omniembed.errors import OmniEmbedError
+from omniembed.geo.api import DEFAULT_TEMPORAL, _check_output, get_embeddings_batch, spatial_list, window
 from omniembed.geo.errors import ModelRequestInvalid
+from omniembed.geo.export.layouts import write_combined, write_per_item
+from omniembed.geo.export.ray import chunk_embedder
 from omniembed.geo.export.writers import FORMATS, atomic_path, load_item, save_item, write_final
 from omniembed.geo.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
-from omniembed.geo.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget
+from omniembed.geo.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget, ModelConfig
 
 if TYPE_CHECKING:
-    from omniembed.api import Engine
     from omniembed.ray import RayEngine
 
 __all__ = ["FORMATS", "LAYOUT_FORMATS", "BatchExporter", "export_batch", "load_item"]
@@ -134,8 +138,6 @@ def export_batch(
     (else the first failure is raised) and retried by the next ``resume=True`` run. omniembed's:
     ``engine`` (an ``Engine``; ``"ray"`` or ``omniembed.ray.RayEngine(...)``: regions run on a Ray cluster,
     the files are the same), ``progress`` (called with 1 per item embedded)."""
-    from omniembed.geo.api import _check_output, spatial_list, window
-
     config = config if config is not None else ExportConfig()
     if not isinstance(spatials, list) or not spatials:
         raise ModelRequestInvalid("spatials must be a non-empty list[SpatialSpec] (BBox / PointBuffer)",
@@ -171,7 +173,6 @@ def export_batch(
                          device, engine, progress)
     if layout == ExportLayout.FOLDER:
         return _write_folder(out, fmt, records, model_list, output, prep, when)
-    from omniembed.geo.export.layouts import write_combined, write_per_item
 
     base = out if layout == ExportLayout.PER_ITEM else out.parent
     load = lambda r: load_item(base / r["item_file"])  # noqa: E731
@@ -187,14 +188,8 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
                config: ExportConfig, backend: Any, device: str, engine: Engine | RayEngine | str | None,
                progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
     """Embed the missing items, save each atomically; one record per (model, region), models in order."""
-    import warnings
-
-    from omniembed.geo.api import DEFAULT_TEMPORAL, get_embeddings_batch
-
     embed_chunk: Callable[..., list[Any]] = get_embeddings_batch
     if engine is not None and not hasattr(engine, "embed_batch"):  # "ray" / RayEngine: chunks run on a cluster
-        from omniembed.ray.geo import chunk_embedder
-
         embed_chunk, engine = chunk_embedder(engine), None
     raise_first = not config.continue_on_error or config.fail_on_bad_input
     run_id = uuid.uuid4().hex[:12]
@@ -274,8 +269,6 @@ class BatchExporter:
                  backend: Any = "auto", device: str = "auto", resolved_backend: Any = None,
                  provider_factory: Any = None, progress_factory: Any = None, sensor: SensorSpec | None = None,
                  engine: Engine | None = None) -> None:
-        from omniembed.geo.types import ModelConfig
-
         self.kwargs: dict[str, Any] = {
             "spatials": spatials, "temporal": temporal, "target": target, "output": output, "config": config,
             "backend": backend, "device": device, "sensor": sensor, "engine": engine,

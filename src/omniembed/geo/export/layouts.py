@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from omniembed.geo.export.writers import atomic_path
+from omniembed.geo.export.writers import _grid_array, _provenance, atomic_path
 from omniembed.geo.types import ExportConfig
 
 __all__ = ["MANIFEST_KEY", "write_combined", "write_per_item"]
@@ -61,7 +61,6 @@ def _per_item_netcdf(path: Path, items: dict[str, tuple[Any, dict[str, Any]]], m
     variables, dimensions and grid mapping carry the ``__<model>`` suffix."""
     import xarray as xr
 
-    from omniembed.geo.export.writers import _grid_array, _provenance
 
     parts = []
     for model, (data, meta) in items.items():

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMATS", "atomic_path", "band_names", "load_item", "save_item", "write_final"]
+from omniembed.version import __version__
+
+__all__ = ["FORMATS", "atomic_path", "band_names", "load_item", "save_item", "write_final", "write_grid_file"]
 
 FORMATS = ("npz", "netcdf", "zarr", "geotiff", "geoparquet")
 CONVENTIONS = "CF-1.8"
@@ -91,16 +93,10 @@ def band_names(da: Any) -> list[str]:
     return names
 
 
-def _version() -> str:
-    from omniembed import __version__
-
-    return __version__
-
-
 def _provenance(models: Sequence[str], versions: Sequence[str], start: str | None, end: str | None) -> dict[str, str]:
     """Global attributes / tags: what made the file (netCDF attributes cannot be None: absent ones are left out)."""
     attrs = {"model": ", ".join(models), "model_version": ", ".join(versions), "start_date": start, "end_date": end,
-             "omniembed_version": _version(), "source": f"omniembed {_version()}"}
+             "omniembed_version": __version__, "source": f"omniembed {__version__}"}
     return {k: v for k, v in attrs.items() if v}
 
 
@@ -215,10 +211,10 @@ def _write_cog(target: Path, da: Any, attrs: Mapping[str, str]) -> None:
         dst.write(np.asarray(da.values, dtype=np.float32))
         for i, name in enumerate(band_names(da), start=1):
             dst.set_band_description(i, name)
-        dst.update_tags(**attrs, TIFFTAG_SOFTWARE=f"omniembed {_version()}")
+        dst.update_tags(**attrs, TIFFTAG_SOFTWARE=f"omniembed {__version__}")
 
 
-def _write_grid_file(fmt: str, target: Path, da: Any, attrs: Mapping[str, str] | None = None) -> None:
+def write_grid_file(fmt: str, target: Path, da: Any, attrs: Mapping[str, str] | None = None) -> None:
     """One grid DataArray (band, y, x) with ``crs``/``transform`` attrs to a GeoTIFF (COG), NetCDF or Zarr."""
     attrs = dict(attrs) if attrs is not None else _provenance([], [], None, None)
     if fmt == "geotiff":
@@ -252,7 +248,7 @@ def write_final(fmt: str, out_dir: Path, records: list[dict[str, Any]],
                     shutil.copyfile(out_dir / r["item_file"], tmp)
             else:
                 da, meta = load(r)
-                _write_grid_file(fmt, target, da, _record_attrs(r, meta))
+                write_grid_file(fmt, target, da, _record_attrs(r, meta))
             r["file"] = rel
             written.append(rel)
         return written

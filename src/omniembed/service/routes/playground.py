@@ -201,7 +201,7 @@ def _rgb_model(engine: Engine) -> str | None:
 def _geo_run(engine: Engine, body: GeoRequest) -> dict[str, Any]:
     from omniembed.geo import BBox, OutputSpec, PointBuffer, TemporalSpec
     from omniembed.geo.api import get_embedding, inspect_model_input
-    from omniembed.geo.cli import pca_rgb
+    from omniembed.geo.files import pca_rgb
 
     sources = engine.settings.geo_sources
     for param, name in (("source", body.source), ("rgb_source", body.rgb_source)):

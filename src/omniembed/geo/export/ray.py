@@ -10,15 +10,16 @@ and writes the files and manifests exactly as a local export does, resume includ
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from omniembed.api import Engine
 from omniembed.errors import ParameterInvalid
-
-if TYPE_CHECKING:
-    from omniembed.api import Engine
-    from omniembed.ray import RayEngine
-    from omniembed.registry import ModelSpec
+from omniembed.geo.api import get_embeddings_batch
+from omniembed.ray import RayEngine, connect
+from omniembed.ray.stages import build_engine
+from omniembed.registry import ModelSpec
 
 __all__ = ["chunk_embedder"]
 
@@ -27,8 +28,6 @@ _engines: dict[str, Engine] = {}
 
 
 def _worker_engine(settings: dict[str, Any], specs: Sequence[ModelSpec]) -> Engine:
-    from omniembed.ray.stages import build_engine
-
     key = json.dumps(settings, sort_keys=True, default=str) + "|" + ",".join(s.name for s in specs)
     if key not in _engines:
         _engines[key] = build_engine(settings, specs)
@@ -37,18 +36,12 @@ def _worker_engine(settings: dict[str, Any], specs: Sequence[ModelSpec]) -> Engi
 
 def _embed_part(settings: dict[str, Any], specs: Sequence[ModelSpec], model: str, kwargs: dict[str, Any]) -> list[Any]:
     """One part of a chunk, on a worker: ``get_embeddings_batch`` with ``errors="return"``."""
-    import warnings
-
-    from omniembed.geo.api import get_embeddings_batch
-
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="temporal=None")
         return get_embeddings_batch(model, engine=_worker_engine(settings, specs), **kwargs)
 
 
 def _resolve(engine: Any) -> RayEngine:
-    from omniembed.ray import RayEngine
-
     if isinstance(engine, RayEngine):
         return engine
     if isinstance(engine, str) and engine.strip().lower() == "ray":
@@ -58,8 +51,6 @@ def _resolve(engine: Any) -> RayEngine:
 
 def chunk_embedder(engine: Any) -> Callable[..., list[Any]]:
     """A function with ``get_embeddings_batch``'s keywords that runs its regions on the Ray cluster."""
-    from omniembed.ray import connect
-
     conf = _resolve(engine)
     ray = connect(conf.address)
     task = ray.remote(num_cpus=conf.num_cpus, num_gpus=conf.num_gpus or None)(_embed_part)

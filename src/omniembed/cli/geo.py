@@ -1,5 +1,6 @@
 """``omniembed geo embed | export | preview | models``: the Earth-observation commands (a Typer sub-app,
-mounted into the main CLI with ``app.add_typer(geo_app, name="geo")``).
+mounted into the main CLI with ``app.add_typer(geo_app, name="geo")``). The files they read and write
+(GeoJSON regions, grid files, PCA previews) are ``omniembed.geo.files``, which the playground shares.
 
 Results go to stdout (JSON) or files; progress and errors go to stderr.
 """
@@ -17,7 +18,13 @@ from omniembed.cli.common import err
 from omniembed.cli.common import fail as _fail
 from omniembed.cli.common import new_engine as _engine
 from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
+from omniembed.geo.api import describe_model, get_embedding, list_models
+from omniembed.geo.export import export_batch
+from omniembed.geo.files import pca_rgb, read_grid, read_rois, write_grid
 from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from omniembed.geo.types import ExportConfig, ExportTarget
+from omniembed.ray import RayEngine
+from omniembed.version import __version__
 
 app = typer.Typer(help="Earth-observation embeddings: regions and time windows to vectors or grids.",
                   no_args_is_help=True, pretty_exceptions_enable=False,
@@ -65,17 +72,6 @@ def _spatial(bbox: list[float] | None, point: list[float] | None, buffer: float 
                                param="spatial")
 
 
-def _write_grid(da: Any, path: Path, provenance: dict[str, Any]) -> None:
-    from omniembed.geo.export.writers import _write_grid_file, save_item
-
-    formats = {".tif": "geotiff", ".tiff": "geotiff", ".nc": "netcdf", ".zarr": "zarr"}
-    fmt = formats.get(path.suffix.lower())
-    if fmt is not None:
-        _write_grid_file(fmt, path, da, {k: v for k, v in provenance.items() if v is not None})
-    else:
-        save_item(path, da, {})
-
-
 @app.command()
 def embed(
     model: Annotated[str, typer.Argument(help="Model name (see `omniembed geo models`).")],
@@ -95,8 +91,6 @@ def embed(
                                              ".tif/.nc/.zarr/.npz (grid).")] = None,
 ) -> None:
     """Embed one region."""
-    from omniembed.geo.api import get_embedding
-
     try:
         spatial = _spatial(_given(bbox), _given(point), buffer)
         emb = get_embedding(model, spatial=spatial, temporal=_temporal(start, end),
@@ -110,11 +104,8 @@ def embed(
     if grid:
         summary |= {"crs": data.attrs["crs"], "transform": list(data.attrs["transform"])}
         if out is not None:
-            import omniembed
-
-            _write_grid(emb.data, out, {"model": emb.meta.model, "model_version": emb.meta.model_version,
-                                        "omniembed_version": omniembed.__version__, "start_date": start,
-                                        "end_date": end})
+            write_grid(emb.data, out, {"model": emb.meta.model, "model_version": emb.meta.model_version,
+                                       "omniembed_version": __version__, "start_date": start, "end_date": end})
     elif out is not None:
         if out.suffix.lower() == ".json":
             out.write_text(json.dumps(emb.to_dict()))
@@ -129,35 +120,6 @@ def embed(
 
 def _given(values: tuple[float | None, ...] | None) -> list[float] | None:
     return None if values is None or all(v is None for v in values) else [float(v) for v in values if v is not None]
-
-
-def read_rois(path: Path) -> tuple[list[BBox | PointBuffer], list[str]]:
-    """Regions of a GeoJSON file: each feature's bounding box (lon/lat); ids from ``id`` or properties."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ParameterInvalid(f"{path} is not a readable GeoJSON file: {exc}", param="rois") from None
-    features = doc.get("features", [doc] if doc.get("type") == "Feature" else [])
-    rois: list[BBox | PointBuffer] = []
-    ids: list[str] = []
-    for k, f in enumerate(features):
-        geom, props = f.get("geometry") or {}, f.get("properties") or {}
-        if geom.get("type") == "Point" and "buffer_m" in props:
-            lon, lat = geom["coordinates"][:2]
-            rois.append(PointBuffer(lon, lat, props["buffer_m"]))
-        else:
-            from shapely.geometry import shape
-
-            try:
-                rois.append(BBox(*shape(geom).bounds))
-            except OmniEmbedError:
-                raise
-            except Exception as exc:
-                raise ParameterInvalid(f"feature {k} of {path} has no usable geometry: {exc}", param="rois") from None
-        ids.append(str(f.get("id", props.get("id", f"roi{k:05d}"))))
-    if not rois:
-        raise ParameterInvalid(f"{path} holds no features", param="rois")
-    return rois, ids
 
 
 @app.command("export")
@@ -180,17 +142,12 @@ def export_cmd(
     """Embed many regions with one or more models into files, with a manifest; re-run to resume."""
     from rich.progress import Progress
 
-    from omniembed.geo.export import export_batch
-    from omniembed.geo.types import ExportConfig, ExportTarget
-
     try:
         spatials, ids = read_rois(rois)
         if engine_kind not in ("local", "ray"):
             raise ParameterInvalid(f"--engine must be local or ray, not {engine_kind!r}", param="engine")
         engine: Any = _engine()
-        if engine_kind == "ray":  # the same files as a local export (omniembed.ray.geo)
-            from omniembed.ray import RayEngine
-
+        if engine_kind == "ray":  # the same files as a local export (omniembed.geo.export.ray)
             engine = RayEngine.from_engine(engine, address=address)
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("embedding", total=len(spatials) * len(model))
@@ -204,38 +161,6 @@ def export_cmd(
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     print(json.dumps({"out": str(out), "files": manifest["files"], "counts": manifest["counts"]}))
-
-
-def pca_rgb(grid: np.ndarray) -> np.ndarray:
-    """(D, H, W) -> (H, W, 3) uint8: the first three principal components, 2-98 % stretched."""
-    d, h, w = grid.shape
-    flat = np.nan_to_num(grid.reshape(d, -1).T.astype(np.float64))
-    flat -= flat.mean(axis=0)
-    _, _, vt = np.linalg.svd(flat, full_matrices=False)
-    comps = flat @ vt[: min(3, d)].T
-    if comps.shape[1] < 3:
-        comps = np.pad(comps, ((0, 0), (0, 3 - comps.shape[1])))
-    lo, hi = np.percentile(comps, 2, axis=0), np.percentile(comps, 98, axis=0)
-    rgb = np.clip((comps - lo) / np.where(hi > lo, hi - lo, 1.0), 0, 1)
-    return (rgb.reshape(h, w, 3) * 255).round().astype(np.uint8)
-
-
-def read_grid(path: Path) -> np.ndarray:
-    suffix = path.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import rasterio
-
-        with rasterio.open(path) as src:
-            return np.asarray(src.read(), dtype=np.float32)
-    if suffix in (".nc", ".zarr"):
-        import xarray as xr
-
-        with xr.open_dataset(path, engine="h5netcdf" if suffix == ".nc" else "zarr") as ds:
-            return np.asarray(ds["embedding"].values, dtype=np.float32)
-    from omniembed.geo.export.writers import load_item
-
-    data, _ = load_item(path)
-    return np.asarray(data, dtype=np.float32)
 
 
 @app.command()
@@ -264,7 +189,5 @@ def preview(
 @app.command("models")
 def models_cmd() -> None:
     """Models usable on regions, with bands, resolution, dimension and output kinds (JSON)."""
-    from omniembed.geo.api import describe_model, list_models
-
     eng = _engine()
     print(json.dumps([describe_model(name, engine=eng) for name in list_models(engine=eng)], indent=2))
