@@ -6,7 +6,6 @@ Kept apart from ``cli.py`` because ``cli.py`` mounts the geo commands while it i
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import logging
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from omniembed.api import Engine
+from omniembed.atomic import atomic_path
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.settings import Settings
 
@@ -113,13 +113,10 @@ def write_parquet(path: Path, columns: dict[str, pa.Array], first: Embedding, **
     info = {"model": meta.model, "model_version": meta.model_version, "dim": first.data.shape[-1],
             "pooling": meta.pooling, "normalized": meta.normalized, "preprocessing": meta.preprocessing, **extra}
     table = pa.table(columns).replace_schema_metadata({b"omniembed": json.dumps(info).encode()})
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        pq.write_table(table, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         reason = exc.strerror or str(exc)
         raise ParameterInvalid(f"cannot write --out {path}: {reason}", param="out") from None
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from rich.console import Console
 
 from omniembed.api import Engine
+from omniembed.atomic import atomic_path
 from omniembed.cli.images import image_files
 from omniembed.cli.records import read_records
 from omniembed.errors import OmniEmbedError, ParameterInvalid
@@ -112,16 +113,6 @@ def _read_lines(path: Path, column: str, prefix: str, corpus: Corpus) -> None:
 
 
 # -- shards and the manifest ------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` to a temporary file beside ``path`` (an ordinary file: the umask applies), then one rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer process: the driver
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _shard_name(k: int) -> str:
     return f"part-{k:05d}.parquet"
 
@@ -143,7 +134,8 @@ def write_shard(path: Path, ids: list[str], vectors: list[Any], errors: list[Omn
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.float32()), dim, mask=mask),
         "error": error_column(errors),
     }).replace_schema_metadata({b"omniembed": json.dumps(info).encode()})
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 class Manifest:
@@ -174,12 +166,8 @@ class Manifest:
         bad = sum(s["errors"] for s in self.shards.values())
         counts = {"rows": rows, "embedded": rows - bad, "errors": bad}
         body = {**self.identity, "complete": complete, "counts": counts, "shards": dict(sorted(self.shards.items()))}
-        text = json.dumps(body, indent=1)
-
-        def write(tmp: Path) -> None:
-            tmp.write_text(text)
-
-        _atomic_write(self.path, write)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(body, indent=1))
 
 
 # -- the run ----------------------------------------------------------------------------------------

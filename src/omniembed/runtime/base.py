@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from omniembed.atomic import atomic_path
 from omniembed.errors import ParameterInvalid, RuntimeUnavailable
 
 if TYPE_CHECKING:
@@ -143,17 +142,10 @@ def cached_artifact(final: Path, filename: str, make: Callable[[Path], None]) ->
     """
     if (final / filename).is_file():
         return final / filename
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with atomic_path(final, directory=True, replace=False) as tmp:  # a process that finished first: use theirs
         make(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same build first: use theirs
-            if not (final / filename).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not (final / filename).is_file():
+        raise FileNotFoundError(f"{final} exists but holds no {filename}: delete it to build it again")
     return final / filename
 
 

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omniembed.api import Engine
+from omniembed.atomic import atomic_path
 from omniembed.errors import OmniEmbedError
 from omniembed.geo.api import DEFAULT_TEMPORAL, _check_output, get_embeddings_batch, spatial_list, window
 from omniembed.geo.errors import ModelRequestInvalid
 from omniembed.geo.export.layouts import write_combined, write_per_item
 from omniembed.geo.export.ray import chunk_embedder
-from omniembed.geo.export.writers import FORMATS, atomic_path, load_item, save_item, write_final
+from omniembed.geo.export.writers import FORMATS, load_item, save_item, write_final
 from omniembed.geo.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
 from omniembed.geo.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget, ModelConfig
 

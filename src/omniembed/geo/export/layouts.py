@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from omniembed.geo.export.writers import _grid_array, _provenance, atomic_path
+from omniembed.atomic import atomic_path
+from omniembed.geo.export.writers import _grid_array, _provenance
 from omniembed.geo.types import ExportConfig
 
 __all__ = ["MANIFEST_KEY", "write_combined", "write_per_item"]

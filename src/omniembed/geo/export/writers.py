@@ -15,43 +15,21 @@ Every final file carries its georeference and provenance the way GIS tools read 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from omniembed.atomic import atomic_path
 from omniembed.version import __version__
 
-__all__ = ["FORMATS", "atomic_path", "band_names", "load_item", "save_item", "write_final", "write_grid_file"]
+__all__ = ["FORMATS", "band_names", "load_item", "save_item", "write_final", "write_grid_file"]
 
 FORMATS = ("npz", "netcdf", "zarr", "geotiff", "geoparquet")
 CONVENTIONS = "CF-1.8"
 LONLAT = "EPSG:4326"
-
-
-@contextmanager
-def atomic_path(target: Path, *, directory: bool = False) -> Any:
-    """Yield a temporary path next to ``target``; on success it replaces ``target`` in one rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) if directory else \
-        target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        if directory and target.exists():
-            old = target.with_name(f".{target.name}.old.{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
 
 
 def save_item(path: Path, data: Any, meta: dict[str, Any]) -> None:
