@@ -102,9 +102,11 @@ def test_weights_errors_name_the_model_not_server_paths(settings: omniembed.Sett
     offline = settings.model_copy(update={"hub_offline": True, "model_dir": tmp_path / "models"})
     with pytest.raises(WeightsNotFound) as info:
         locate_weights(spec, offline)
-    detail = info.value.message
-    assert str(tmp_path) in detail and "omniembed models prepare ghost" in detail  # the operator's message
-    public = public_message(info.value)
+    error = info.value
+    assert str(tmp_path) in str(error) and "omniembed models prepare ghost" in error.message  # the operator's
+    assert str(tmp_path) in (error.detail or "") and str(tmp_path) not in error.message  # paths: log-only detail
+    assert (error.model, error.hint) == ("ghost", "omniembed models prepare ghost")
+    public = public_message(error)
     assert "'ghost'" in public and "omniembed models prepare ghost" in public
     assert str(tmp_path) not in public and "/" not in public.replace("nobody/ghost", "")
 

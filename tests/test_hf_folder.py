@@ -99,9 +99,10 @@ def test_folder_without_model_files(tmp_path: Path, engine: omniembed.Engine) ->
 def test_hub_id_offline_says_where_it_looked(engine: omniembed.Engine) -> None:
     with pytest.raises(WeightsNotFound) as info:
         engine.embed("someone/not-a-cached-model", text="x")
-    msg = info.value.message
+    msg = str(info.value)  # the message, and the places looked at (its log-only detail)
     assert info.value.code == "weights_not_found"
     assert "Hugging Face cache" in msg and "offline" in msg and "OMNIEMBED_MODEL_DIR" in msg
+    assert "Hugging Face cache" in (info.value.detail or "") and info.value.model == "someone/not-a-cached-model"
 
 
 def test_registered_model_found_in_model_dir(tmp_path: Path, minilm_dir: Path) -> None:

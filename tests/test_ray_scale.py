@@ -99,7 +99,11 @@ def test_texts_on_two_nodes_equal_in_process(ray_cluster: Any, settings: Setting
     check_against(reference, ids, rows)
     assert {rows["t300"]["error"]["code"], rows["t301"]["error"]["code"]} == {"parameter_invalid"}
     assert {str(s.field("embedding").type) for s in schemas} == {"fixed_size_list<item: float>[384]"}
-    assert {str(s.field("error").type) for s in schemas} == {"struct<code: string, message: string>"}
+    assert {str(s.field("error").type) for s in schemas} == {
+        "struct<code: string, message: string, param: string, index: int64, model: string, hint: string, "
+        "detail: string, incident: string>"}  # the code, the message and every field of the error
+    assert rows["t300"]["error"]["param"] == "text"  # the fields travel with the row (the index is the engine
+    # call's, not the dataset's, so the row carries none)
     assert {tuple(s.names) for s in schemas} == {("id", "text", "embedding", "error")}
 
 

@@ -125,7 +125,7 @@ class Engine:
             "the operator adds those with `omniembed serve --models`."
         )
         message = self.registry.not_found_message(model, modality, extra=extra, advice=advice)
-        raise ModelNotFound(message, param="model")
+        raise ModelNotFound(message, param="model", model=model)
 
     def served_specs(self) -> list[ModelSpec]:
         """Every registered model and every model the operator added with ``serve``, sorted by name."""
@@ -159,7 +159,7 @@ class Engine:
         return found
 
     def _not_found(self, model: str) -> OmniEmbedError:
-        return ModelNotFound(self.registry.not_found_message(model), param="model")
+        return ModelNotFound(self.registry.not_found_message(model), param="model", model=model)
 
     def load(
         self, model: str, *, runtime: str | None = None, device: str | None = None, precision: str | None = None
@@ -191,9 +191,10 @@ class Engine:
             raise
         except Exception as exc:
             raise ModelLoadFailed(
-                f"model {spec.name!r} could not be loaded from {folder}: {type(exc).__name__}: {exc}. "
-                "Check that the folder holds complete, matching weights and tokenizer files.",
-                param="model",
+                f"model {spec.name!r} could not be loaded ({type(exc).__name__}). Check that its weights folder "
+                "holds complete, matching weights and tokenizer files, or reinstall them.",
+                param="model", model=spec.name, hint=f"omniembed models prepare {spec.name}",
+                detail=f"weights folder: {folder}\n{type(exc).__name__}: {exc}",
             ) from exc
         return apply_precision(loaded, precision, self.settings)
 

@@ -11,13 +11,13 @@ Both modes return the same response objects and raise the same ``OmniEmbedError`
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import IO, Any
 
-from omniembed import errors
 from omniembed.api import Engine
 from omniembed.embedding import Embedding, Modality
-from omniembed.errors import OmniEmbedError
+from omniembed.errors import InternalError, OmniEmbedError, class_for_code
 from omniembed.service.schemas import EmbeddingResponse
 from omniembed.service.twelvelabs import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine, resolve_joint
 from omniembed.settings import Settings
@@ -25,16 +25,6 @@ from omniembed.settings import Settings
 __all__ = ["Client"]
 
 FileInput = str | Path | bytes | IO[bytes] | None
-_BY_CODE: dict[str, type[OmniEmbedError]] = {
-    cls.code: cls
-    for cls in (
-        errors.ParameterInvalid, errors.ParameterNotProvided, errors.ModelNotFound, errors.WeightsNotFound,
-        errors.ModelLoadFailed, errors.RuntimeUnavailable, errors.InputUnreadable, errors.InputTooLarge,
-    )
-}
-_BY_CODE["resource_not_exist"] = errors.ModelNotFound
-
-
 def _read(file: FileInput) -> tuple[bytes | None, str | None]:
     if file is None:
         return None, None
@@ -131,9 +121,24 @@ class Client:
             f"{self.base_url}/v1.3/embed", data=data, files=files or None, headers=headers, timeout=self.timeout
         )
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"code": "internal_error", "message": response.text[:500]}
-            raise _BY_CODE.get(body.get("code", ""), OmniEmbedError)(str(body.get("message", body)))
+            raise _error(response.status_code, response.text)
         return EmbeddingResponse.model_validate(response.json())
+
+
+def _error(status: int, text: str) -> OmniEmbedError:
+    """The error a TwelveLabs error body (``{"code", "message"}``) stands for, as the class its code names
+    (derived from the error tree: ``resource_not_exist`` is ``ModelNotFound`` there). An answer that is not
+    such a body (a proxy's page) or a code this version does not know is an ``InternalError`` that says so."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+        return InternalError(f"the server answered HTTP {status} without an omniembed error body: {text[:500]}")
+    code, message = body["code"], str(body.get("message", ""))
+    try:
+        cls = class_for_code(code, face="twelvelabs")
+    except KeyError:
+        return InternalError(f"the server answered HTTP {status} with the error code {code!r}, which this "
+                             f"version of omniembed does not know: {message}")
+    return cls(message)

@@ -175,7 +175,7 @@ class Registry:
         """The spec for a name or alias; ModelNotFound (with close matches) otherwise."""
         spec = self.get(name)
         if spec is None:
-            raise ModelNotFound(self.not_found_message(name), param="model")
+            raise ModelNotFound(self.not_found_message(name), param="model", model=name)
         return spec
 
     def suggest(

@@ -57,6 +57,7 @@ def locate_weights(spec: ModelSpec, settings: Settings, path: str | Path | None 
     """The folder holding ``spec``'s weights, or WeightsNotFound naming every place tried."""
     src = spec.weights
     tried: list[str] = []
+    install: str | None = None  # the package to install, when the weights ship in one that is missing
     candidates: list[tuple[str, Path | None]] = []
     if path is not None:
         candidates.append(("the path given", Path(path).expanduser()))
@@ -68,7 +69,8 @@ def locate_weights(spec: ModelSpec, settings: Settings, path: str | Path | None 
         pkg_dir = _package_dir(src.package, src.package_subdir)
         pip_name = src.package.replace("_", "-")
         if pkg_dir is None:
-            tried.append(f"Python package {pip_name}: not installed ({src.install or 'pip install ' + pip_name})")
+            install = src.install or f"pip install {pip_name}"
+            tried.append(f"Python package {pip_name}: not installed ({install})")
         else:
             candidates.append((f"Python package {pip_name}", pkg_dir))
     for label, candidate in candidates:
@@ -89,16 +91,20 @@ def locate_weights(spec: ModelSpec, settings: Settings, path: str | Path | None 
                 first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
                 tried.append(f"Hugging Face hub {src.hub_id}: {type(exc).__name__}: {first[:500]}")
     where = "\n  - ".join(tried) or "nowhere (the model names no source)"
+    prepare = f"omniembed models prepare {spec.name}"
     how = (
         f"Put the model's files (config.json, weights, tokenizer) in a folder and pass it as the "
         f"model name, or set OMNIEMBED_MODEL_DIR so that OMNIEMBED_MODEL_DIR/{spec.name}/ holds them"
     )
+    if install is not None:
+        how += f", or install the package that ships them (`{install}`)"
     if src.hub_id:
-        how += (f", or download {src.hub_id} into the Hugging Face cache (`omniembed models prepare {spec.name}` "
-                "on a machine with network and the same OMNIEMBED_CACHE_DIR/HF_HOME)")
+        how += (f", or download {src.hub_id} into the Hugging Face cache (`{prepare}` on a machine with network "
+                "and the same OMNIEMBED_CACHE_DIR/HF_HOME)")
     raise WeightsNotFound(
-        f"weights for model {spec.name!r} were not found. Looked in:\n  - {where}\n{how}.",
-        param="model",
+        f"weights for model {spec.name!r} were not found. {how}.",
+        param="model", model=spec.name, hint=prepare if install is None else f"{install} && {prepare}",
+        detail=f"Looked in:\n  - {where}",
     )
 
 

@@ -60,8 +60,11 @@ def show_progress() -> None:
 
 
 def fail(exc: OmniEmbedError) -> typer.Exit:
-    """Print an error as ``error [code] message`` on stderr; exit 2 for bad parameters, else 1."""
+    """Print an error as ``error [code] message`` on stderr (and its ``detail``, e.g. the places looked at,
+    below it); exit 2 for bad parameters, else 1."""
     err.print(f"[bold red]error[/] {escape(f'[{exc.code}] {exc.message}')}", highlight=False)
+    if exc.detail:
+        err.print(escape(exc.detail), highlight=False)
     return typer.Exit(2 if exc.code.startswith("parameter") else 1)
 
 

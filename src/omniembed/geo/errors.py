@@ -1,23 +1,22 @@
 """rs-embed's error names on omniembed's error tree, so ``except SpecError`` / ``except ModelError`` in
 rs-embed code catches what ``omniembed.geo`` raises, and ``except ParameterInvalid`` in omniembed code
-still does::
+still does. Their place in the whole tree, with codes and statuses, is drawn in ``omniembed.errors``::
 
     OmniEmbedError
     ├── ParameterInvalid
-    │   ├── SpecError                   parameter_invalid  (a spec's .validate(): BBox, TemporalSpec, ...)
-    │   └── ModelRequestInvalid         parameter_invalid  (also a ModelError: a request the model cannot
-    │                                                      serve as given: empty spatials, bad format, ...)
+    │   ├── SpecError                   a spec's .validate() (BBox, TemporalSpec, ...): param names the field
+    │   └── ModelRequestInvalid         also a ModelError: a request the model cannot serve as given
     ├── ModelNotFound
-    │   └── UnknownModel                model_not_found    (also a ModelError)
+    │   └── UnknownModel                also a ModelError
     ├── ModelLoadFailed
-    │   └── ModelLoadError              model_load_failed  (also a ModelError)
+    │   └── ModelLoadError              also a ModelError
     ├── WeightsNotFound
-    │   └── ModelWeightsMissing         weights_not_found  (also a ModelError)
-    └── ModelError                      rs-embed's ModelError: the base of the four above
+    │   └── ModelWeightsMissing         also a ModelError
+    └── ModelError (group)              rs-embed's ModelError: the base of the four above
 
 ``ModelError`` is a base the face's concrete errors also derive from (rs-embed raises it for unknown
-models, invalid request arguments and models that cannot run); each keeps the code of its omniembed
-parent, so the HTTP faces and the CLI report them as before.
+models, invalid request arguments and models that cannot run); each keeps the code and status of its
+omniembed parent, so the HTTP faces and the CLI report them as before.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ class SpecError(ParameterInvalid):
     ``SpecError``. Its ``param`` names the field to change."""
 
 
-class ModelError(OmniEmbedError):
+class ModelError(OmniEmbedError, group=True):
     """rs-embed's ``ModelError``: the model cannot serve the request as given. Raised as one of its
     subclasses, which also derive from the matching omniembed error."""
 
@@ -54,17 +53,23 @@ class ModelWeightsMissing(ModelError, WeightsNotFound):
     """The model's weights are not available here (``weights_not_found``)."""
 
 
+# omniembed's class -> rs-embed's, and how rs-embed words it (its messages start "Unknown model").
+_AS_MODEL_ERROR: tuple[tuple[type[OmniEmbedError], type[ModelError], str], ...] = (
+    (ModelNotFound, UnknownModel, "Unknown model: "),
+    (ModelLoadFailed, ModelLoadError, ""),
+    (WeightsNotFound, ModelWeightsMissing, ""),
+)
+
+
 def model_error(exc: OmniEmbedError) -> OmniEmbedError:
-    """``exc`` as a ``ModelError`` too (same message, param, index and code), unless it already is one or is
-    not about the model (input and backend errors stay as they are)."""
+    """``exc`` as a ``ModelError`` too (same fields and code; an unknown model's message in rs-embed's words),
+    unless it already is one or is not about the model (input and backend errors stay as they are). Chosen by
+    class only."""
     if isinstance(exc, ModelError):
         return exc
-    for base, cls in ((ModelNotFound, UnknownModel), (ModelLoadFailed, ModelLoadError),
-                      (WeightsNotFound, ModelWeightsMissing)):
+    for base, cls, words in _AS_MODEL_ERROR:
         if isinstance(exc, base):
-            message = exc.message if base is not ModelNotFound or exc.message.startswith("Unknown model") \
-                else f"Unknown model: {exc.message}"
-            out: OmniEmbedError = cls(message, param=exc.param, index=exc.index, incident=exc.incident)
+            out: OmniEmbedError = cls(words + exc.message, **exc.fields())
             out.__cause__ = exc.__cause__
             return out
     return exc

@@ -208,11 +208,11 @@ def plan_segments(
     """The first sample and the ``(start, end)`` sample spans of the segments (empty: model windows)."""
     seconds = n_samples / rate
     if not math.isfinite(start_offset_sec) or start_offset_sec < 0:
-        raise ParameterInvalid(f"start_offset_sec must be >= 0, not {start_offset_sec!r}", param="start_offset_sec")
+        raise ParameterInvalid.naming(f"{{param}} must be >= 0, not {start_offset_sec!r}", param="start_offset_sec")
     start = round(start_offset_sec * rate)
     if start >= n_samples:
-        raise ParameterInvalid(
-            f"start_offset_sec={start_offset_sec:g} is past the end of the audio ({seconds:.2f} s long)",
+        raise ParameterInvalid.naming(
+            f"{{param}}={start_offset_sec:g} is past the end of the audio ({seconds:.2f} s long)",
             param="start_offset_sec",
         )
     if segment_sec is None:

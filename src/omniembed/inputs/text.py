@@ -132,10 +132,10 @@ class TokenizerPreparer:
             seq = ids[k]
             n_full = full.get(k, len(seq))
             if len(seq) > self.max_tokens:
-                out[i] = ParameterInvalid(
+                out[i] = ParameterInvalid.naming(  # what to change: the text, or truncation (named by param)
                     f"the text is {len(seq)} tokens long; the model's limit is {self.max_tokens} tokens. "
-                    "Shorten it or use truncate='end' or 'start'.",
-                    param="text",
+                    "Shorten it or set {param} to end or start.",
+                    param="truncate",
                     index=i,
                 )
                 continue

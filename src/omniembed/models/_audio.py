@@ -78,5 +78,5 @@ def _require_webrtcvad(spec: ModelSpec) -> None:
         raise RuntimeUnavailable(
             f"{spec.name} trims long silences with webrtcvad, which is not installed here: "
             "pip install webrtcvad-wheels",
-            param="model",
+            param="model", model=spec.name, hint="pip install webrtcvad-wheels",
         ) from exc

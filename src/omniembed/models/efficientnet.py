@@ -141,7 +141,10 @@ def _checkpoint(folder: Path) -> Path:
     if not found:
         from omniembed.errors import WeightsNotFound
 
-        raise WeightsNotFound(f"no EfficientNet-Lite0 checkpoint ({marker}) in {folder}", param="model")
+        name = SPECS[0].name
+        raise WeightsNotFound(f"no EfficientNet-Lite0 checkpoint ({marker}) in the weights folder of {name!r}",
+                              param="model", model=name, hint=f"omniembed models prepare {name}",
+                              detail=f"weights folder: {folder}")
     return found[0]
 
 

@@ -12,7 +12,8 @@ omniembed engine in charge of every vector.
 fetcher) and decode images or audio (``decode_batch``), then the encoder stage, a pool of ``Embedder``
 actors that each load the model once and call ``Engine.embed_batch(errors="return")`` per batch, so the
 vectors are those of an in-process ``embed_batch``. A bad row becomes an error row (``error.code``,
-``error.message``); it never fails the job. Rows keep their other columns (give them an ``id`` column: the
+``error.message`` and the error's fields, ``error.param`` ...; ``stages.error_from_row`` makes it an error
+again); it never fails the job. Rows keep their other columns (give them an ``id`` column: the
 output's order is not the input's).
 
 The ONNX graphs and compiled models are cached in ``Settings.cache_dir`` (``OMNIEMBED_CACHE_DIR``); actors
@@ -49,7 +50,7 @@ def require_ray() -> Any:
         import ray.data
     except ImportError as exc:
         raise RuntimeUnavailable("Ray is not installed: pip install 'omniembed[ray]' (ray[data] >= 2.60)",
-                                 param="engine") from exc
+                                 param="engine", hint="pip install 'omniembed[ray]'") from exc
     return ray
 
 

@@ -2,9 +2,10 @@
 ``Embedder`` (actors: the model loaded once, ``Engine.embed_batch(errors="return")`` per batch).
 
 Both take Arrow, pandas or numpy batches and return an Arrow table: the input's other columns, plus
-``embedding`` (fixed-size list of float32, null for a bad row), ``error`` (struct of ``code`` and
-``message``, null for a good row) and, with ``segments=True``, ``segments`` (per-segment vectors and times
-of segmented inputs such as audio). A bad row never raises: it becomes an error row.
+``embedding`` (fixed-size list of float32, null for a bad row), ``error`` (struct of ``code``, ``message``
+and the error's fields ``param``, ``index``, ``model``, ``hint``, ``detail``, ``incident``; null for a good
+row; ``error_from_row`` rebuilds its class) and, with ``segments=True``, ``segments`` (per-segment vectors
+and times of segmented inputs such as audio). A bad row never raises: it becomes an error row.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omniembed.errors import OmniEmbedError
+from omniembed.errors import FIELDS, OmniEmbedError, class_for_code
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -23,17 +24,31 @@ if TYPE_CHECKING:
     from omniembed.api import Engine
     from omniembed.registry import ModelSpec
 
-__all__ = ["DECODED", "Embedder", "build_engine", "decode_batch", "error_column", "error_type", "existing_errors",
-           "to_table"]
+__all__ = ["DECODED", "Embedder", "build_engine", "decode_batch", "error_column", "error_from_row", "error_row",
+           "error_type", "existing_errors", "to_table"]
 
 DECODED, SHAPE, RATE = "_omniembed_decoded", "_omniembed_shape", "_omniembed_rate"
 """Columns the decode stage adds for the encoder stage (raw samples/pixels, their shape, the sample rate)."""
 
 
 def error_type() -> pa.DataType:
+    """The ``error`` column's struct: the code, the message and every field of the error (``FIELDS``)."""
     import pyarrow as pa
 
-    return pa.struct([("code", pa.string()), ("message", pa.string())])
+    return pa.struct([("code", pa.string()), ("message", pa.string()),
+                      *((name, pa.int64() if name == "index" else pa.string()) for name in FIELDS)])
+
+
+def error_row(error: OmniEmbedError) -> dict[str, Any]:
+    """An error as a row of the ``error`` column (``error_type``)."""
+    return {"code": error.code, "message": error.message, **error.fields()}
+
+
+def error_from_row(row: dict[str, Any]) -> OmniEmbedError:
+    """An ``error`` row back as an error: the class its code names (``class_for_code``) with its fields. Rows
+    written before the fields were added have only the code and the message."""
+    fields = {name: row.get(name) for name in FIELDS}
+    return class_for_code(row["code"])(row["message"], **fields)
 
 
 
@@ -111,7 +126,7 @@ def _values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
 def error_column(errors: Sequence[OmniEmbedError | None]) -> pa.Array:
     import pyarrow as pa
 
-    rows = [None if e is None else {"code": e.code, "message": e.message} for e in errors]
+    rows = [None if e is None else error_row(e) for e in errors]
     return pa.array(rows, error_type())
 
 
@@ -119,15 +134,7 @@ def existing_errors(table: pa.Table) -> list[OmniEmbedError | None]:
     """Errors set by an earlier stage (the decode stage), as error objects; None where the row is fine."""
     if "error" not in table.column_names:
         return [None] * table.num_rows
-    out: list[OmniEmbedError | None] = []
-    for row in table.column("error").to_pylist():
-        if row is None:
-            out.append(None)
-        else:
-            err = OmniEmbedError(row["message"])
-            err.code = row["code"]
-            out.append(err)
-    return out
+    return [None if row is None else error_from_row(row) for row in table.column("error").to_pylist()]
 
 
 def decode_batch(batch: Any, *, column: str, modality: str, settings: dict[str, Any] | None = None,

@@ -124,7 +124,8 @@ class OnnxEncoder:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
-            raise RuntimeUnavailable("runtime 'onnx' needs onnxruntime: pip install onnxruntime") from exc
+            raise RuntimeUnavailable("runtime 'onnx' needs onnxruntime: pip install onnxruntime",
+                                     hint="pip install onnxruntime") from exc
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads

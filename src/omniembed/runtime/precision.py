@@ -91,7 +91,8 @@ def apply_precision(loaded: Any, precision: str, settings: Settings) -> Any:
     for modality, encoder in list(loaded.encoders.items()):
         if precision == "bf16":
             if not hasattr(encoder, "enable_bf16"):
-                raise RuntimeUnavailable(f"bf16 needs the torch runtime ({loaded.spec.name} {modality})")
+                raise RuntimeUnavailable(f"bf16 needs the torch runtime ({loaded.spec.name} {modality})",
+                                         param="precision", model=loaded.spec.name)
             compiled = _compiled_bf16(encoder, settings)
             if compiled is not None:
                 loaded.encoders[modality] = compiled
@@ -99,11 +100,14 @@ def apply_precision(loaded: Any, precision: str, settings: Settings) -> Any:
                 encoder.enable_bf16()
         elif precision == "int8":
             if not isinstance(encoder, OnnxEncoder):
-                raise RuntimeUnavailable(f"int8 needs the onnx runtime ({loaded.spec.name} {modality})")
+                raise RuntimeUnavailable(f"int8 needs the onnx runtime ({loaded.spec.name} {modality})",
+                                         param="precision", model=loaded.spec.name)
             try:
                 path = _quantized(encoder.path, settings)
             except Exception as exc:
-                raise RuntimeUnavailable(f"int8 quantisation of {loaded.spec.name} failed: {exc}") from exc
+                raise RuntimeUnavailable(f"int8 quantisation of {loaded.spec.name} failed ({type(exc).__name__})",
+                                         param="precision", model=loaded.spec.name,
+                                         detail=f"{type(exc).__name__}: {exc}") from exc
             loaded.encoders[modality] = OnnxEncoder(path, encoder.device, settings.threads())
     loaded.precision = precision
     return loaded

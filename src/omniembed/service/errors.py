@@ -1,19 +1,22 @@
-"""HTTP mapping of omniembed errors: one status table, the error body each protocol expects, and the
-OpenAPI documentation of both.
+"""HTTP mapping of omniembed errors: the error body each protocol expects, and the OpenAPI documentation of
+both. The statuses are the error classes' own (``omniembed.errors`` declares each class's code, status and
+TwelveLabs code); nothing here is a second table of them.
 
-OpenAI clients expect ``{"error": {"message", "type", "param", "code"}}`` (under ``/v1/``); TwelveLabs
-clients ``{"code", "message"}`` (``/v1.3/``); feature-extraction-server clients ``{"detail", "code"}``
-(``/api/``); the other routes answer ``{"error": {"code", "message", ...}}``. The face is chosen by the
-request path. Validation errors are 400 (never FastAPI's 422). No stack trace and no server file path ever
-reaches a response body: an unexpected exception is logged with its traceback under an incident id that the
-client sees, and missing or broken weights are reported by model name, with the details in the log.
+OpenAI clients expect ``{"error": {"message", "type", "param", "code"}}`` (under ``/v1/``; an item's error
+names ``input[i]``, from its ``index``); TwelveLabs clients ``{"code", "message"}`` (``/v1.3/``, with
+TwelveLabs' code where it has its own); feature-extraction-server clients ``{"detail", "code"}`` (``/api/``);
+the other routes answer ``{"error": {"code", "message", ...}}``. The face is chosen by the request path.
+Validation errors are 400 (never FastAPI's 422). No stack trace and no server file path ever reaches a
+response body: an error's ``detail`` is log-only, an unexpected exception is logged with its traceback under
+an incident id that the client sees, and missing or broken weights are reported by their ``model`` and
+``hint`` fields.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,7 +26,20 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from omniembed.errors import InternalError, OmniEmbedError, ParameterInvalid
+from omniembed.errors import (
+    ApiKeyInvalid,
+    InternalError,
+    MethodNotAllowed,
+    ModelLoadFailed,
+    NotFound,
+    OmniEmbedError,
+    ParameterInvalid,
+    RequestTimeout,
+    TooManyRequests,
+    WeightsNotFound,
+    class_for_code,
+    status_map,
+)
 
 __all__ = [
     "ApiKeyInvalid",
@@ -40,117 +56,71 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-
-class TooManyRequests(OmniEmbedError):
-    """The model's queue is full: retry after a moment."""
-
-    code = "too_many_requests"
-
-
-class ApiKeyInvalid(OmniEmbedError):
-    """No or a wrong API key."""
-
-    code = "api_key_invalid"
-
-
-class RequestTimeout(OmniEmbedError):
-    """The embedding did not finish within the per-request deadline."""
-
-    code = "request_timeout"
-
-
-class NotFound(OmniEmbedError):
-    """A route or a job that does not exist."""
-
-    code = "resource_not_exist"
-
-
-class MethodNotAllowed(OmniEmbedError):
-    """The route exists, but not for this HTTP method."""
-
-    code = "method_not_allowed"
-
-
-STATUS = {
-    "parameter_invalid": 400,
-    "parameter_not_provided": 400,
-    "input_unreadable": 400,
-    "input_too_large": 413,
-    "api_key_invalid": 401,
-    "model_not_found": 404,
-    "resource_not_exist": 404,
-    "method_not_allowed": 405,
-    "too_many_requests": 429,
-    "weights_not_found": 503,
-    "runtime_unavailable": 503,
-    "backend_auth_failed": 503,
-    "model_load_failed": 500,
-    "request_timeout": 504,
-    "internal_error": 500,
-}
-# TwelveLabs names an unknown resource "resource_not_exist".
-TWELVELABS_CODES = {"model_not_found": "resource_not_exist"}
 OPEN_PATHS = frozenset({"/health", "/ready"})
 """Routes that answer without an API key (liveness and readiness probes)."""
 
 
 def status_of(exc: OmniEmbedError) -> int:
-    return STATUS.get(exc.code, 500)
+    """The HTTP status of ``exc``: its class declares it (``omniembed.errors``), so there is no default."""
+    return exc.status
 
 
 # -- what a client may read -------------------------------------------------------------------------
 
-_MODEL_NAME = re.compile(r"model '([^']+)'")
-_PIP_INSTALL = re.compile(r"\((pip install [^)]+)\)")
 _LOGGED: set[str] = set()
-_ABS_PATH = re.compile(r"(?<![\w:/.])(?:~|/)[\w.@+-]+(?:/[\w.@+-]+)+/?")
+
+
+def _operator_fix(exc: OmniEmbedError) -> str:
+    if exc.hint:
+        return f"`{exc.hint}`"
+    return f"`omniembed models prepare {exc.model or 'NAME'}`"
 
 
 def public_message(exc: OmniEmbedError) -> str:
-    """The message a remote client gets: the error's own, except that a server-side problem (missing or
-    broken weights, an unavailable runtime) names the model and the operator's fix instead of the server's
-    file paths; the full message goes to the server log."""
-    if status_of(exc) < 500 or exc.code in ("internal_error", "request_timeout"):
-        return exc.message
-    found = _MODEL_NAME.search(exc.message)
-    name = found.group(1) if found else None
-    model = f"model {name!r}" if name else "the model"
-    prepare = f"`omniembed models prepare {name}`" if name else "`omniembed models prepare NAME`"
-    if package := _PIP_INSTALL.search(exc.message):
-        prepare = f"`{package.group(1)}` and then {prepare}"
-    if exc.code == "weights_not_found":
-        public = (f"the weights of {model} are not installed on this server. The server's operator can "
-                  f"install them with {prepare} (the server log lists where they were looked for).")
-    elif exc.code == "model_load_failed":
-        public = (f"{model} could not be loaded on this server: its weight files are incomplete or do not "
-                  f"match. The server's operator can reinstall them with {prepare}; the server log has "
-                  "the details.")
+    """The message a remote client gets, formatted from the error's fields, never from its text: missing or
+    broken weights name the model (``model``) and the operator's fix (``hint``) instead of what the server
+    looked at; any other error shows its message. ``detail`` (server paths, exception text) never reaches a
+    client: a server-side problem's is logged, once per distinct problem."""
+    named = f"model {exc.model!r}" if exc.model else "the model"
+    if isinstance(exc, WeightsNotFound):
+        public = (f"the weights of {named} are not installed on this server. The server's operator can install "
+                  f"them with {_operator_fix(exc)} (the server log lists where they were looked for).")
+    elif isinstance(exc, ModelLoadFailed):
+        public = (f"{named} could not be loaded on this server: its weight files are incomplete or do not "
+                  f"match. The server's operator can reinstall them with {_operator_fix(exc)}; the server log "
+                  "has the details.")
     else:
-        public = _ABS_PATH.sub("<server path>", exc.message)
-    if public != exc.message and exc.message not in _LOGGED:
-        if len(_LOGGED) >= 256:
-            _LOGGED.clear()
-        _LOGGED.add(exc.message)  # once per distinct problem, not once per request
-        log.warning("%s\n(clients are told: %s)", exc, public)
+        public = exc.message
+    if exc.status >= 500 and (exc.detail or public != exc.message) and not isinstance(exc, InternalError):
+        key = str(exc)
+        if key not in _LOGGED:
+            if len(_LOGGED) >= 256:
+                _LOGGED.clear()
+            _LOGGED.add(key)  # once per distinct problem, not once per request
+            log.warning("%s\n(clients are told: %s)", exc, public)
     return public
 
 
 def _body(exc: OmniEmbedError, path: str, status: int) -> dict[str, Any]:
     message = public_message(exc)
     if path.startswith("/v1.3/"):
-        return {"code": TWELVELABS_CODES.get(exc.code, exc.code), "message": message}
+        return {"code": exc.twelvelabs_code or exc.code, "message": message}
     if path.startswith("/v1/"):
         kind = "invalid_request_error" if status < 500 else "server_error"
-        return {"error": {"message": message, "type": kind, "param": exc.param, "code": exc.code}}
+        param = exc.param
+        if exc.index is not None:  # an item of the request's input, in OpenAI's terms
+            message, param = f"input[{exc.index}]: {message}", "input"
+        return {"error": {"message": message, "type": kind, "param": param, "code": exc.code}}
     if path.startswith("/api/"):
         return {"detail": message, "code": exc.code}
     return {"error": {**exc.to_dict(), "message": message}}
 
 
 def error_response(exc: OmniEmbedError, path: str, status: int | None = None) -> JSONResponse:
-    """The calling protocol's error body for ``exc`` (``status``: override the table's, e.g. for 405)."""
+    """The calling protocol's error body for ``exc`` (``status``: override the class's, for an HTTP status
+    that Starlette raised and no omniembed error declares)."""
     status = status or status_of(exc)
-    headers = {"Retry-After": "1"} if exc.code == "too_many_requests" else None
+    headers = {"Retry-After": "1"} if isinstance(exc, TooManyRequests) else None
     return JSONResponse(_body(exc, path, status), status_code=status, headers=headers)
 
 
@@ -219,8 +189,7 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(NotFound(f"no such route: {request.method} {path}"), path)
         if exc.status_code == 405:
-            refused = MethodNotAllowed(f"{path} does not take {request.method} requests")
-            return error_response(refused, path, 405)
+            return error_response(MethodNotAllowed(f"{path} does not take {request.method} requests"), path)
         if exc.status_code == 400:  # FastAPI/Starlette could not read the body
             content_type = request.headers.get("content-type", "")
             if exc.detail == _PARSE_FAILED:
@@ -228,7 +197,7 @@ def install_handlers(app: FastAPI) -> None:
             else:
                 message = f"the request body is not a valid multipart form: {exc.detail}"
             return error_response(ParameterInvalid(message), path)
-        other = ParameterInvalid(str(exc.detail)) if exc.status_code < 500 else OmniEmbedError(str(exc.detail))
+        other = ParameterInvalid(str(exc.detail)) if exc.status_code < 500 else InternalError(str(exc.detail))
         return error_response(other, path, exc.status_code)
 
     @app.exception_handler(Exception)
@@ -238,18 +207,17 @@ def install_handlers(app: FastAPI) -> None:
 
 # -- OpenAPI ----------------------------------------------------------------------------------------------
 
-_DESCRIPTIONS = {
-    400: "Invalid request: `parameter_invalid`, `parameter_not_provided` or `input_unreadable`.",
-    401: "`api_key_invalid`: no or a wrong API key (only when the server has OMNIEMBED_API_KEYS).",
-    404: "`model_not_found` (TwelveLabs: `resource_not_exist`) or `resource_not_exist` (an unknown task or job).",
-    413: "`input_too_large`: the body, an item or the item count is over a limit; the message names it.",
-    429: "`too_many_requests`: the model's queue is full; retry after `Retry-After` seconds.",
-    500: "`internal_error` (the message holds an incident id that the server log has the traceback under) "
-         "or `model_load_failed`.",
-    503: "`weights_not_found` or `runtime_unavailable`: the model cannot run on this server until its "
-         "operator installs it.",
-    504: "`request_timeout`: the embedding did not finish within OMNIEMBED_REQUEST_TIMEOUT_SEC.",
-}
+def _descriptions() -> dict[int, str]:
+    """Each status's codes and what they mean, from the error classes' own docstrings."""
+    out: dict[int, list[str]] = {}
+    for code, status in status_map().items():
+        cls = class_for_code(code)
+        also = f" (TwelveLabs: `{cls.twelvelabs_code}`)" if cls.twelvelabs_code else ""
+        what = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+        out.setdefault(status, []).append(f"`{code}`{also}: {what}")
+    return {status: " ".join(parts) for status, parts in out.items()}
+
+
 BATCHED_ROUTES = ("/v1/embeddings", "/v1.3/embed", "/api/legacy/")
 """Routes that wait for the batcher: they can also answer 429 (full queue) and 504 (deadline)."""
 
@@ -296,13 +264,14 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     _, defs = models_json_schema([(m, "serialization") for m in models], ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(defs.get("$defs", {}))
+    descriptions = _descriptions()
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
             ref = {"$ref": f"#/components/schemas/{_error_model(path).__name__}"}
             for status in _statuses(path, method, operation):
-                entry = responses.setdefault(str(status), {"description": _DESCRIPTIONS[status]})
+                entry = responses.setdefault(str(status), {"description": descriptions[status]})
                 entry.setdefault("content", {"application/json": {"schema": ref}})
                 if status == 429:
                     entry["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",

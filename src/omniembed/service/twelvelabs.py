@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,25 +217,15 @@ def _encodable(text: str) -> bool:
 
 # -- errors in TwelveLabs' terms ----------------------------------------------------------------------------
 
-_OWN_TERMS = (
-    (re.compile(r"use truncate='end' or 'start'"), "set text_truncate to end or start"),
-    (re.compile(r"\btruncate="), "text_truncate="),
-    (re.compile(r"(?<!audio_)\bstart_offset_sec\b"), "audio_start_offset_sec"),
-)
 _OWN_PARAMS = {"truncate": "text_truncate", "start_offset_sec": "audio_start_offset_sec"}
+"""The engine's parameter names -> TwelveLabs' (a message that names its parameter is re-worded with it)."""
 
 
 def _own_terms(exc: OmniEmbedError) -> OmniEmbedError:
-    """``exc`` worded with TwelveLabs' parameter names (the engine's are ``truncate``, ``start_offset_sec``)."""
-    message = exc.message
-    for pattern, replacement in _OWN_TERMS:
-        message = pattern.sub(replacement, message)
-    param = _OWN_PARAMS.get(exc.param or "", exc.param)
-    if message == exc.message and param == exc.param:
-        return exc
-    out = exc.at_index(exc.index)
-    out.message, out.param = message, param
-    return out
+    """``exc`` with its ``param`` field in TwelveLabs' terms (the engine's are ``truncate``,
+    ``start_offset_sec``)."""
+    own = _OWN_PARAMS.get(exc.param or "")
+    return exc if own is None else exc.replace(param=own)
 
 
 def _too_long(fitted: Fitted, model_name: str, served: str) -> ParameterInvalid:

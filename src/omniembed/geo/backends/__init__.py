@@ -25,7 +25,7 @@ def _require(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise RuntimeUnavailable(f"Earth-observation support needs {', '.join(missing)}: pip install "
-                                 "'omniembed[geo]'", param="backend")
+                                 "'omniembed[geo]'", param="backend", hint="pip install 'omniembed[geo]'")
 
 
 def get_backend(backend: Any, sensor: SensorSpec | None) -> Backend:

@@ -351,7 +351,7 @@ class GeeBackend:
         except ImportError:
             raise RuntimeUnavailable("the gee backend needs earthengine-api: pip install 'omniembed[gee]', then "
                                      "run `earthengine authenticate`; or use backend='local' / 'stac'",
-                                     param="backend") from None
+                                     param="backend", hint="pip install 'omniembed[gee]'") from None
         request = build_request(spatial, temporal, sensor, max_pixels=settings.max_image_pixels)
         initialize(ee, resolve_project(self.project, settings))
         try:

@@ -58,8 +58,8 @@ def read_datasets(opened: Sequence[tuple[Any, str]], spatial: SpatialSpec, tempo
             chosen.append((ds, label, day))
     if not chosen:
         when = f" between {temporal.start} and {temporal.end}" if temporal else ""
-        raise InputUnreadable(f"no raster in {where} covers the region{when}; check the region, the dates "
-                              "and the collection", param="spatial")
+        raise InputUnreadable(f"no raster of the collection covers the region{when}; check the region, the "
+                              "dates and the collection", param="spatial", detail=f"collection: {where}")
     first = chosen[0][0]
     grid, aligned = target_grid(spatial, first.crs, first.transform, sensor.scale_m, settings)
     names = [d or "" for d in first.descriptions]
@@ -73,7 +73,8 @@ def read_datasets(opened: Sequence[tuple[Any, str]], spatial: SpatialSpec, tempo
         days.append(day)
     data, frame_dates = composite(stack, days, sensor)
     if np.isnan(data).all():
-        raise InputUnreadable(f"the region has no valid pixels in {where} (all nodata)", param="spatial")
+        raise InputUnreadable("the region has no valid pixels in the collection (all nodata)", param="spatial",
+                              detail=f"collection: {where}")
     return Raster(data.astype(np.float32), grid, band_names, frame_dates, tuple(c[1] for c in chosen))
 
 
@@ -91,9 +92,10 @@ class LocalBackend:
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
             if found:
                 return found
-            raise InputUnreadable(f"the folder {path} holds no GeoTIFF (.tif, .tiff, .vrt) files", param="sensor")
-        raise ParameterInvalid(f"local collection {collection!r} is not a file or folder; pass "
-                               "SensorSpec(collection=PATH) with a GeoTIFF or a folder of them", param="sensor")
+            raise InputUnreadable("the collection's folder holds no GeoTIFF (.tif, .tiff, .vrt) files",
+                                  param="sensor", detail=f"folder: {path}")
+        raise ParameterInvalid("the local collection is not a file or folder; pass SensorSpec(collection=PATH) "
+                               "with a GeoTIFF or a folder of them", param="sensor", detail=f"collection: {collection}")
 
     def read(self, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec,
              settings: Settings) -> Raster:
@@ -105,7 +107,8 @@ class LocalBackend:
                 try:
                     opened.append((rasterio.open(f), str(f)))
                 except Exception as exc:
-                    raise InputUnreadable(f"{f} is not a readable raster: {exc}", param="sensor") from None
+                    raise InputUnreadable(f"a file of the collection, {f.name!r}, is not a readable raster",
+                                          param="sensor", detail=f"{f}: {exc}") from None
             return read_datasets(opened, spatial, temporal, sensor, settings, sensor.collection)
         finally:
             for ds, _ in opened:

@@ -127,7 +127,8 @@ class StacBackend:
             import rasterio
         except ImportError:
             raise RuntimeUnavailable("the stac backend needs pystac, pystac-client and rasterio: "
-                                     "pip install 'omniembed[geo]'", param="backend") from None
+                                     "pip install 'omniembed[geo]'", param="backend",
+                                     hint="pip install 'omniembed[geo]'") from None
         url, _, coll = sensor.collection.partition("::")
         items = search_items(url, coll or None, spatial, temporal, sensor, settings)
         if not items:

@@ -37,16 +37,6 @@ def _inputs(body: OpenAIEmbeddingsRequest, limit: int) -> list[str]:
     return [str(i) for i in items]
 
 
-def _located(error: OmniEmbedError) -> OmniEmbedError:
-    """An item's error in OpenAI's terms: the message names ``input[i]`` and ``param`` is ``input``."""
-    if error.index is None:
-        return error
-    located = error.at_index(error.index)
-    located.message = f"input[{error.index}]: {error.message}"
-    located.param = "input"
-    return located
-
-
 def _check_dimensions(vector: np.ndarray, dimensions: int | None, model: str) -> None:
     """No registered model is trained for shortened (Matryoshka) vectors, so only the full size is accepted."""
     if dimensions is None or dimensions == vector.shape[-1]:
@@ -70,7 +60,7 @@ async def create_embeddings(body: OpenAIEmbeddingsRequest, state: ServiceState =
     tokens = 0
     for index, result in enumerate(results):
         if isinstance(result, OmniEmbedError):  # OpenAI answers one error per request: the first bad input's
-            raise _located(result)
+            raise result  # its index is shown as input[i] (service/errors.py formats OpenAI's body)
         assert isinstance(result, Embedding)
         vector = result.vector
         _check_dimensions(vector, body.dimensions, body.model)
@@ -118,6 +108,6 @@ async def retrieve_model(model_id: str, state: ServiceState = Depends(get_state)
         raise ModelNotFound(
             f"model {spec.name!r} cannot run on this server: its weights are not on this machine, or it does "
             "not embed text, images or audio. GET /v1/models lists the models it runs.",
-            param="model",
+            param="model", model=spec.name,
         )
     return _model_object(spec)

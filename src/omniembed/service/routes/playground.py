@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import mimetypes
 import re
 import time
 import warnings
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from datetime import date
 from importlib import resources
 from typing import Any
@@ -41,7 +42,7 @@ from omniembed.pipeline import LoadedModel
 from omniembed.registry import ModelSpec
 from omniembed.runtime.base import resolve_runtime
 from omniembed.runtime.precision import resolve_precision
-from omniembed.service.errors import NotFound
+from omniembed.service.errors import NotFound, public_message
 from omniembed.service.state import ServiceState, get_state
 
 __all__ = ["is_public", "router"]
@@ -109,7 +110,7 @@ def _runtime_of(spec: ModelSpec, state: ServiceState, loaded: dict[Hashable, Loa
         runtime, device = resolve_runtime(wanted, settings.device)
         derived = (runtime, device, precision)
     except OmniEmbedError as exc:  # the model cannot run as configured: the page shows why
-        error = exc.message
+        error = public_message(exc)
     mine = [(key, m) for key, m in loaded.items() if isinstance(key, tuple) and key[0] == spec.name]
     chosen = next((m for key, m in mine if derived is not None and key[1:] == derived), None)
     if chosen is None and mine:
@@ -198,6 +199,23 @@ def _rgb_model(engine: Engine) -> str | None:
     return None
 
 
+_ABOUT_THE_SOURCE = frozenset({"sensor", "spatial"})
+"""The ``param`` of a backend's errors about what it read: its files (``sensor``) or their coverage of the
+region (``spatial``)."""
+
+
+@contextlib.contextmanager
+def _reading(field: str, source: str) -> Iterator[None]:
+    """Reading the named ``source`` (the request's ``field``): an error about what was read names the source and
+    the request's field; the source's folder, a server path, is only ever in the error's log-only ``detail``."""
+    try:
+        yield
+    except OmniEmbedError as exc:
+        if exc.param not in _ABOUT_THE_SOURCE:
+            raise
+        raise type(exc)(f"source {source!r}: {exc.message}", **{**exc.fields(), "param": field}) from exc
+
+
 def _geo_run(engine: Engine, body: GeoRequest) -> dict[str, Any]:
     from omniembed.geo import BBox, OutputSpec, PointBuffer, TemporalSpec
     from omniembed.geo.api import get_embedding, inspect_model_input
@@ -218,15 +236,17 @@ def _geo_run(engine: Engine, body: GeoRequest) -> dict[str, Any]:
         raise ParameterInvalid("give either bbox, or point and buffer_m", param="bbox")
     temporal = TemporalSpec.range(body.start, body.end)
     started = time.perf_counter()
-    grid = np.asarray(get_embedding(body.model, spatial=spatial, temporal=temporal, output=OutputSpec.grid(),
-                                    backend=f"local:{body.source}", engine=engine).data, np.float32)
+    with _reading("source", body.source):
+        grid = np.asarray(get_embedding(body.model, spatial=spatial, temporal=temporal, output=OutputSpec.grid(),
+                                        backend=f"local:{body.source}", engine=engine).data, np.float32)
     answer: dict[str, Any] = {"model": engine.spec(body.model).name, "dimensions": int(grid.shape[0]),
                               "cells": [int(grid.shape[1]), int(grid.shape[2])], "pca_png": _png(pca_rgb(grid)),
                               "seconds": round(time.perf_counter() - started, 3), "rgb_png": None}
     reader = _rgb_model(engine)
     if body.rgb_source is not None and reader is not None:
-        read = inspect_model_input(reader, spatial=spatial, temporal=temporal, backend=f"local:{body.rgb_source}",
-                                   return_arrays=True, engine=engine)
+        with _reading("rgb_source", body.rgb_source):
+            read = inspect_model_input(reader, spatial=spatial, temporal=temporal,
+                                       backend=f"local:{body.rgb_source}", return_arrays=True, engine=engine)
         frames = np.stack(read["arrays"])  # (frames, 3, H, W): B04, B03, B02, i.e. red, green, blue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a pixel missing in every frame stays NaN
@@ -240,21 +260,7 @@ async def geo_options(state: ServiceState = Depends(get_state)) -> dict[str, Any
     return {"models": models, "sources": sorted(state.settings.geo_sources)}
 
 
-def _geo_answer(engine: Engine, body: GeoRequest) -> dict[str, Any]:
-    """``_geo_run``, with the server's folders in an error's message replaced by the source's name."""
-    try:
-        return _geo_run(engine, body)
-    except OmniEmbedError as exc:
-        message = exc.message
-        for name, where in sorted(engine.settings.geo_sources.items(), key=lambda kv: -len(kv[1])):
-            message = message.replace(where.rstrip("/"), f"source {name!r}")
-        if message != exc.message:
-            exc = exc.at_index(exc.index)
-            exc.message = message
-        raise exc from None
-
-
 @router.post("/playground/api/geo")
 async def geo_region(body: GeoRequest, state: ServiceState = Depends(get_state)) -> dict[str, Any]:
-    answer: dict[str, Any] = await state.require_batcher().run_sync(_geo_answer, state.engine, body)
+    answer: dict[str, Any] = await state.require_batcher().run_sync(_geo_run, state.engine, body)
     return answer
