@@ -252,7 +252,7 @@ def test_each_face_formats_the_fields() -> None:
 
 
 def test_twelvelabs_renames_the_param_field() -> None:
-    from omniembed.service.twelvelabs import _own_terms
+    from omniembed.service.twelvelabs.embed import _own_terms
 
     offset = ParameterInvalid.naming("{param}=3 is past the end", param="start_offset_sec")
     assert _own_terms(offset).message == "audio_start_offset_sec=3 is past the end"

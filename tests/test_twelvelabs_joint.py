@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 import omniembed
 from image_data import photo, png_bytes, save_tiny_clip
 from omniembed.service.app import create_app
-from omniembed.service.twelvelabs import resolve_joint
+from omniembed.service.twelvelabs.embed import resolve_joint
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from twelvelabs.core.api_error import ApiError
 
 import omniembed
 from omniembed.embedding import Modality
-from omniembed.service.twelvelabs import MARENGO_MAX_TOKENS, fit_text
+from omniembed.service.twelvelabs.embed import MARENGO_MAX_TOKENS, fit_text
 from service_util import Server
 
 MIDDLE = " ".join(["the river kept rising through the valley all night"] * 9)  # 81 words, 1 token each

@@ -104,7 +104,7 @@ def test_a_video_task_does_not_hold_up_the_request_queues(engine: Any, minilm_di
     from omniembed.embedding import Modality
     from omniembed.service.batcher import Batcher
     from omniembed.service.metrics import Metrics
-    from omniembed.service.twelvelabs_tasks import _engine
+    from omniembed.service.twelvelabs.tasks import _engine
 
     started, release = threading.Event(), threading.Event()
     threads: list[str] = []

@@ -18,8 +18,14 @@ from typing import IO, Any
 from omniembed.api import Engine
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import InternalError, OmniEmbedError, class_for_code
-from omniembed.service.schemas import EmbeddingResponse
-from omniembed.service.twelvelabs import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine, resolve_joint
+from omniembed.service.twelvelabs.embed import (
+    Fitted,
+    TwelveLabsRequest,
+    create_embedding,
+    fit_with_engine,
+    resolve_joint,
+)
+from omniembed.service.twelvelabs.schemas import EmbeddingResponse
 from omniembed.settings import Settings
 
 __all__ = ["Client"]

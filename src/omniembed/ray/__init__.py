@@ -28,15 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from omniembed.api import Engine
 from omniembed.errors import ParameterInvalid, RuntimeUnavailable
-from omniembed.ray.stages import Embedder, decode_batch
+from omniembed.models import default_registry
+from omniembed.ray.stages import Embedder, build_engine, decode_batch
+from omniembed.registry import ModelSpec
+from omniembed.settings import Settings
 
 if TYPE_CHECKING:
     import ray.data
-
-    from omniembed.api import Engine
-    from omniembed.registry import ModelSpec
-    from omniembed.settings import Settings
 
 __all__ = ["Embedder", "RayEngine", "connect", "decode_batch", "embed_dataset", "require_ray", "settings_dict"]
 
@@ -67,8 +67,6 @@ def connect(address: str | None = None, **init_args: Any) -> Any:
 
 def settings_dict(settings: Settings | dict[str, Any] | None) -> dict[str, Any]:
     """Settings as plain data for the workers (``None``: this process's ``Settings()``)."""
-    from omniembed.settings import Settings
-
     if isinstance(settings, dict):
         return dict(settings)
     return (settings if settings is not None else Settings()).model_dump(mode="json")
@@ -91,8 +89,6 @@ class RayEngine:
         """The settings and the non-default model specs of a local engine (``None``: from ``Settings()``)."""
         if engine is None:
             return cls(settings=settings_dict(None), **kwargs)
-        from omniembed.models import default_registry
-
         builtin = {s.name for s in default_registry()}
         extra = tuple(s for s in engine.registry if s.name not in builtin)
         return cls(settings=settings_dict(engine.settings), specs=extra, **kwargs)
@@ -105,8 +101,6 @@ def _modality(model: str, column: str, modality: str | None, settings: dict[str,
             raise ParameterInvalid(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}",
                                    param="modality")
         return modality
-    from omniembed.ray.stages import build_engine
-
     spec = build_engine(settings, specs).spec(model)
     kinds = [str(m) for m in spec.modalities if str(m) in MODALITIES]
     if len(kinds) == 1:

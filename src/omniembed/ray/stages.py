@@ -16,13 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omniembed.errors import FIELDS, OmniEmbedError, class_for_code
+from omniembed.api import Engine
+from omniembed.errors import FIELDS, InternalError, OmniEmbedError, class_for_code
+from omniembed.inputs.audio import load_audio
+from omniembed.inputs.image import load_image
+from omniembed.models import default_registry
+from omniembed.registry import ModelSpec, Registry
+from omniembed.settings import Settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-    from omniembed.api import Engine
-    from omniembed.registry import ModelSpec
 
 __all__ = ["DECODED", "Embedder", "build_engine", "decode_batch", "error_column", "error_from_row", "error_row",
            "error_type", "existing_errors", "to_table"]
@@ -55,11 +58,6 @@ def error_from_row(row: dict[str, Any]) -> OmniEmbedError:
 def build_engine(settings: dict[str, Any] | None, specs: Sequence[ModelSpec] = ()) -> Engine:
     """An engine on a worker, from the caller's settings (as plain data) and extra model specs. Compute
     threads default to the CPUs Ray assigned to this task or actor, not the whole node."""
-    from omniembed.api import Engine
-    from omniembed.models import default_registry
-    from omniembed.registry import Registry
-    from omniembed.settings import Settings
-
     values = dict(settings or {})
     if not values.get("num_threads"):
         values["num_threads"] = _assigned_cpus()
@@ -142,11 +140,6 @@ def decode_batch(batch: Any, *, column: str, modality: str, settings: dict[str, 
     """The CPU stage: fetch (through the guarded fetcher) and decode each image or audio input of ``column``
     into raw pixels / samples, so the encoder stage does no I/O. A row that cannot be read gets its error."""
     import pyarrow as pa
-
-    from omniembed.errors import InternalError
-    from omniembed.inputs.audio import load_audio
-    from omniembed.inputs.image import load_image
-    from omniembed.settings import Settings
 
     table = to_table(batch)
     conf = Settings(**(settings or {}))

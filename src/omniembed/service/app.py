@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniembed.api import Engine
 from omniembed.errors import InputTooLarge
+from omniembed.service import ops
 from omniembed.service.batcher import Batcher
 from omniembed.service.errors import (
     OPEN_PATHS,
@@ -30,11 +31,15 @@ from omniembed.service.errors import (
     install_handlers,
     internal_error,
 )
+from omniembed.service.fes import routes as fes
 from omniembed.service.jobs import JobRunner, JobStore
 from omniembed.service.metrics import Metrics
-from omniembed.service.routes import openai, ops, playground, tasks, twelvelabs, twelvelabs_tasks
+from omniembed.service.openai import routes as openai
+from omniembed.service.routes import playground
 from omniembed.service.state import ServiceState
-from omniembed.service.twelvelabs_tasks import TwelveLabsFace
+from omniembed.service.twelvelabs import routes as twelvelabs
+from omniembed.service.twelvelabs import task_routes as twelvelabs_tasks
+from omniembed.service.twelvelabs.tasks import TwelveLabsFace
 from omniembed.settings import Settings
 
 __all__ = ["create_app"]
@@ -197,7 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.omniembed = state
     install_handlers(app)
-    for router in (openai.router, twelvelabs.router, twelvelabs_tasks.router, tasks.router, ops.router,
+    for router in (openai.router, twelvelabs.router, twelvelabs_tasks.router, fes.router, ops.router,
                    playground.router):
         app.include_router(router)
     generate = app.openapi

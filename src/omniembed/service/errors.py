@@ -40,6 +40,10 @@ from omniembed.errors import (
     class_for_code,
     status_map,
 )
+from omniembed.service.fes.schemas import FESErrorResponse
+from omniembed.service.openai.schemas import OpenAIErrorResponse
+from omniembed.service.schemas import ErrorBody, ErrorResponse, ReadyStatus
+from omniembed.service.twelvelabs.schemas import TwelveLabsErrorResponse
 
 __all__ = [
     "ApiKeyInvalid",
@@ -47,8 +51,10 @@ __all__ = [
     "NotFound",
     "RequestTimeout",
     "TooManyRequests",
+    "FACES",
     "document_errors",
     "error_response",
+    "face_of",
     "install_handlers",
     "public_message",
     "status_of",
@@ -101,19 +107,19 @@ def public_message(exc: OmniEmbedError) -> str:
     return public
 
 
+FACES: tuple[tuple[str, type[ErrorBody]], ...] = (
+    ("/v1.3/", TwelveLabsErrorResponse), ("/v1/", OpenAIErrorResponse), ("/api/", FESErrorResponse),
+)
+"""Each protocol's path prefix and its error body (``ErrorResponse`` for every other route)."""
+
+
+def face_of(path: str) -> type[ErrorBody]:
+    """The error body of the protocol that serves ``path``."""
+    return next((model for prefix, model in FACES if path.startswith(prefix)), ErrorResponse)
+
+
 def _body(exc: OmniEmbedError, path: str, status: int) -> dict[str, Any]:
-    message = public_message(exc)
-    if path.startswith("/v1.3/"):
-        return {"code": exc.twelvelabs_code or exc.code, "message": message}
-    if path.startswith("/v1/"):
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        param = exc.param
-        if exc.index is not None:  # an item of the request's input, in OpenAI's terms
-            message, param = f"input[{exc.index}]: {message}", "input"
-        return {"error": {"message": message, "type": kind, "param": param, "code": exc.code}}
-    if path.startswith("/api/"):
-        return {"detail": message, "code": exc.code}
-    return {"error": {**exc.to_dict(), "message": message}}
+    return face_of(path).body(exc, public_message(exc), status)
 
 
 def error_response(exc: OmniEmbedError, path: str, status: int | None = None) -> JSONResponse:
@@ -167,9 +173,7 @@ def _validation_error(exc: RequestValidationError, path: str) -> ParameterInvali
         return ParameterInvalid(f"the request body must be a JSON object (Content-Type: application/json): {msg}")
     if "UploadFile" in msg:
         msg = "Send it as a file (a multipart part with a filename), not as a text field"
-    if path.startswith("/v1.3/"):  # TwelveLabs' wording
-        return ParameterInvalid(f"The {param} parameter is invalid. {msg.rstrip('.')}.", param=param)
-    return ParameterInvalid(f"{param}: {msg}", param=param)
+    return ParameterInvalid(face_of(path).invalid_field(param, msg), param=param)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -222,18 +226,6 @@ BATCHED_ROUTES = ("/v1/embeddings", "/v1.3/embed", "/api/legacy/")
 """Routes that wait for the batcher: they can also answer 429 (full queue) and 504 (deadline)."""
 
 
-def _error_model(path: str) -> type[BaseModel]:
-    from omniembed.service import schemas
-
-    if path.startswith("/v1.3/"):
-        return schemas.TwelveLabsErrorResponse
-    if path.startswith("/v1/"):
-        return schemas.OpenAIErrorResponse
-    if path.startswith("/api/"):
-        return schemas.FESErrorResponse
-    return schemas.ErrorResponse
-
-
 def _statuses(path: str, method: str, operation: dict[str, Any]) -> list[int]:
     out = {500}
     if path not in OPEN_PATHS:
@@ -255,12 +247,7 @@ def _statuses(path: str, method: str, operation: dict[str, Any]) -> list[int]:
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """Document, for each operation of an OpenAPI ``schema``, the statuses it can answer and its face's
     error body; remove FastAPI's 422 (validation errors are 400 here). Changes ``schema`` in place."""
-    from omniembed.service import schemas
-
-    models: list[type[BaseModel]] = [
-        schemas.OpenAIErrorResponse, schemas.TwelveLabsErrorResponse, schemas.FESErrorResponse,
-        schemas.ErrorResponse, schemas.ReadyStatus,
-    ]
+    models: list[type[BaseModel]] = [*(model for _, model in FACES), ErrorResponse, ReadyStatus]
     _, defs = models_json_schema([(m, "serialization") for m in models], ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(defs.get("$defs", {}))
@@ -269,7 +256,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             responses.pop("422", None)
-            ref = {"$ref": f"#/components/schemas/{_error_model(path).__name__}"}
+            ref = {"$ref": f"#/components/schemas/{face_of(path).__name__}"}
             for status in _statuses(path, method, operation):
                 entry = responses.setdefault(str(status), {"description": descriptions[status]})
                 entry.setdefault("content", {"application/json": {"schema": ref}})

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
 from omniembed.api import Engine
 from omniembed.service.batcher import Batcher
-from omniembed.service.jobs import JobRunner, JobStore
+from omniembed.service.jobs import JobRunner, JobStore, key_hash
 from omniembed.service.metrics import Metrics
 from omniembed.settings import Settings
 
@@ -27,6 +29,26 @@ class ServiceState:
     def require_batcher(self) -> Batcher:
         assert self.batcher is not None, "the service has not started"
         return self.batcher
+
+    async def submit_job(self, request: Request, task: str, model: str, batched: bool, payload: Any) -> str:
+        """Store a durable job under the caller's API key (the only key that will see it) and wake the job
+        runner; the job's id. Every protocol's job or task creation goes through here."""
+        job_id: str = await asyncio.to_thread(
+            self.store.create, task, model, batched, payload, key_hash(request, self.settings)
+        )
+        if self.runner is not None:
+            self.runner.wake.set()
+        return job_id
+
+    async def visible_job(self, request: Request, task: str, job_id: str) -> dict[str, Any] | None:
+        """The job's row when it exists (not expired), is of ``task`` and was made with the caller's API key
+        (with keys off: by anyone); else None, so a job of another key looks as absent as a missing one."""
+        row = await asyncio.to_thread(self.store.get, job_id)
+        if row is None or row["task"] != task:
+            return None
+        if self.settings.api_keys and row["key_hash"] != key_hash(request, self.settings):
+            return None
+        return row
 
 
 async def get_state(request: Request) -> ServiceState:

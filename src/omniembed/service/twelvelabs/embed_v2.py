@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
-from omniembed.service.twelvelabs import MARENGO_MAX_TOKENS, fit_with_engine, is_marengo
-from omniembed.service.twelvelabs_tasks import MediaPlan, TwelveLabsFace, run_plan, v2_data, v2_metadata
+from omniembed.service.twelvelabs.embed import Fitted, fit_request_text, fit_with_engine
+from omniembed.service.twelvelabs.tasks import MediaPlan, TwelveLabsFace, run_plan, v2_data, v2_metadata
 
 __all__ = ["EmbedV2Request", "EmbedV2TaskRequest", "check_clip", "embed_now", "plan_task", "video_models"]
 
@@ -252,15 +252,14 @@ async def _vector(face: TwelveLabsFace, model: str, modality: Modality, item: An
 
 async def _text_vector(face: TwelveLabsFace, req: EmbedV2Request, model: str, text: str) -> np.ndarray:
     truncate = "none" if req.auto_truncate is False else "end"
-    cap = MARENGO_MAX_TOKENS if is_marengo(req.model_name) else None
-    fitted = await face.state.require_batcher().run_sync(fit_with_engine, face.state.engine, model, text, cap,
-                                                         truncate)
-    if fitted is not None:
-        if fitted.tokens > fitted.limit and truncate == "none":
-            raise _invalid(f"The input_text is {fitted.tokens} tokens long and {req.model_name} takes at most "
-                           f"{fitted.limit} (counted with the tokenizer of {model}, which serves it here). "
-                           "Shorten it, or set auto_truncate to true.", "text.input_text")
-        text = fitted.text
+
+    async def fit(name: str, body: str, cap: int | None, how: str) -> Fitted | None:
+        fitted: Fitted | None = await face.state.require_batcher().run_sync(fit_with_engine, face.state.engine,
+                                                                            name, body, cap, how)
+        return fitted
+
+    text = await fit_request_text(fit, req.model_name, model, text, truncate, param="text.input_text",
+                                  fix="set auto_truncate to true")
     return await _vector(face, model, Modality.TEXT, text, truncate=truncate)
 
 

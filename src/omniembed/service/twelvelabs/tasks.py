@@ -39,7 +39,7 @@ from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.service.errors import public_message
 from omniembed.service.jobs import Handler, jobs, key_hash
-from omniembed.service.twelvelabs import joint_warning, model_for, resolve_joint
+from omniembed.service.twelvelabs.embed import joint_warning, model_for, resolve_joint
 
 if TYPE_CHECKING:
     from omniembed.service.state import ServiceState
@@ -133,13 +133,7 @@ class TwelveLabsFace:
                 shutil.copyfileobj(data, out, 1 << 20)
 
     async def create_task(self, task: str, plan: MediaPlan, request: Request) -> str:
-        job_id: str = await asyncio.to_thread(
-            self.state.store.create, task, next(iter(plan.models.values())), False, asdict(plan),
-            key_hash(request, self.state.settings),
-        )
-        if self.state.runner is not None:
-            self.state.runner.wake.set()
-        return job_id
+        return await self.state.submit_job(request, task, next(iter(plan.models.values())), False, asdict(plan))
 
     async def _run_task(self, row: dict[str, Any], progress: Any) -> dict[str, Any]:
         plan = MediaPlan(**json.loads(row["payload"]))
@@ -168,12 +162,7 @@ class TwelveLabsFace:
                 (self.uploads / plan.upload).unlink()
 
     async def get_task(self, task: str, task_id: str, request: Request) -> dict[str, Any] | None:
-        row = await asyncio.to_thread(self.state.store.get, task_id)
-        if row is None or row["task"] != task or (
-            self.state.settings.api_keys and row["key_hash"] != key_hash(request, self.state.settings)
-        ):
-            return None
-        return row
+        return await self.state.visible_job(request, task, task_id)
 
     async def list_tasks(self, task: str, request: Request, *, page: int, limit: int, status: str | None,
                          started_at: float | None, ended_at: float | None) -> tuple[list[dict[str, Any]], int]:

@@ -20,10 +20,10 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from omniembed.errors import ParameterInvalid, ParameterNotProvided
-from omniembed.service.embed_v2 import EmbedV2TaskRequest, check_clip, plan_task, video_models
 from omniembed.service.errors import NotFound
-from omniembed.service.routes.twelvelabs import get_face, model_header
-from omniembed.service.twelvelabs_tasks import (
+from omniembed.service.twelvelabs.embed_v2 import EmbedV2TaskRequest, check_clip, plan_task, video_models
+from omniembed.service.twelvelabs.routes import get_face, model_header
+from omniembed.service.twelvelabs.tasks import (
     TASK_V1,
     TASK_V2,
     MediaPlan,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
 from omniembed.inputs.text import check_truncate
-from omniembed.service.schemas import (
+from omniembed.service.twelvelabs.schemas import (
     AudioEmbeddingResult,
     AudioSegment,
     EmbeddingMetadata,
@@ -51,6 +51,7 @@ __all__ = [
     "Fitted",
     "Runner",
     "TextFitter",
+    "fit_request_text",
     "TwelveLabsRequest",
     "create_embedding",
     "fit_text",
@@ -228,17 +229,31 @@ def _own_terms(exc: OmniEmbedError) -> OmniEmbedError:
     return exc if own is None else exc.replace(param=own)
 
 
-def _too_long(fitted: Fitted, model_name: str, served: str) -> ParameterInvalid:
+def _too_long(fitted: Fitted, model_name: str, served: str, param: str, fix: str) -> ParameterInvalid:
     if is_marengo(model_name) and fitted.limit == MARENGO_MAX_TOKENS:
         limit = (f"{model_name} takes at most {fitted.limit} tokens (counted with the tokenizer of {served}, "
                  "the model that serves it here)")
     else:
         limit = f"model {served!r} takes at most {fitted.limit} tokens"
     return ParameterInvalid(
-        f"The text parameter is invalid. The text is {fitted.tokens} tokens long and {limit}. "
-        "Shorten the text, or set text_truncate to end or start.",
-        param="text",
+        f"The {param} parameter is invalid. The text is {fitted.tokens} tokens long and {limit}. "
+        f"Shorten the text, or {fix}.",
+        param=param,
     )
+
+
+async def fit_request_text(fit: TextFitter, model_name: str, model: str, text: str, truncate: str, *,
+                           param: str = "text", fix: str = "set text_truncate to end or start") -> str:
+    """``text`` as the serving ``model`` will embed it for a request naming ``model_name``: cut to the
+    Marengo limit (``MARENGO_MAX_TOKENS``) or the model's own, at the end or start as ``truncate`` says. With
+    ``truncate="none"`` a text over the limit is refused (``ParameterInvalid`` naming ``param`` and how to
+    ``fix`` it in the request's own terms); a model without a tokenizer gets the text as it is."""
+    fitted = await fit(model, text, MARENGO_MAX_TOKENS if is_marengo(model_name) else None, truncate)
+    if fitted is None:
+        return text
+    if fitted.tokens > fitted.limit and truncate == "none":
+        raise _too_long(fitted, model_name, model, param, fix)
+    return fitted.text
 
 
 # -- the call ------------------------------------------------------------------------------------------
@@ -274,15 +289,10 @@ async def _text(req: TwelveLabsRequest, run: Runner, model: str, truncate: str, 
     assert req.text is not None and req.model_name is not None
     text = req.text
     if fit is not None:
-        cap = MARENGO_MAX_TOKENS if is_marengo(req.model_name) else None
         try:
-            fitted = await fit(model, text, cap, truncate)
+            text = await fit_request_text(fit, req.model_name, model, text, truncate)
         except OmniEmbedError as exc:
             return exc
-        if fitted is not None:
-            if fitted.tokens > fitted.limit and truncate == "none":
-                return _too_long(fitted, req.model_name, model)
-            text = fitted.text
     return await _one(run, model, Modality.TEXT, text, {"truncate": truncate})
 
 

@@ -28,8 +28,8 @@ from omniembed.embedding import Embedding, Modality
 from omniembed.errors import ModelNotFound, OmniEmbedError, ParameterInvalid, ParameterNotProvided
 from omniembed.registry import ModelSpec
 from omniembed.service.errors import NotFound
+from omniembed.service.fes.schemas import JobResult, JobStatus
 from omniembed.service.jobs import TASKS, embedding_payload, job_options, key_hash
-from omniembed.service.schemas import JobResult, JobStatus
 from omniembed.service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/api", tags=["feature-extraction-server"])
@@ -101,20 +101,14 @@ async def _create(state: ServiceState, request: Request, task: str, model: str, 
     modality = _modality(task)
     canonical = _model(state, model, modality)
     items, config = _inputs(body, modality, batched, state.settings.max_items_per_request)
-    payload = {"inputs": items, "config": config}
-    job_id = await asyncio.to_thread(
-        state.store.create, task, canonical, batched, payload, key_hash(request, state.settings)
-    )
-    if state.runner is not None:
-        state.runner.wake.set()
+    job_id = await state.submit_job(request, task, canonical, batched, {"inputs": items, "config": config})
     return JobStatus(id=job_id, status="starting")
 
 
 async def _result(state: ServiceState, request: Request, task: str, job: str, batched: bool) -> JobResult:
     _modality(task)
-    row = await asyncio.to_thread(state.store.get, job)
-    hidden = row is not None and state.settings.api_keys and row["key_hash"] != key_hash(request, state.settings)
-    if row is None or hidden or row["task"] != task:
+    row = await state.visible_job(request, task, job)
+    if row is None:
         raise NotFound(f"no job {job!r} for task {task!r}{' (batched)' if batched else ''}; it may have expired")
     if row["status"] == "complete":
         return JobResult(status="complete", result=json.loads(row["result"]))

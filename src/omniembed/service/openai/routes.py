@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Response
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import InputTooLarge, ModelNotFound, OmniEmbedError, ParameterInvalid
 from omniembed.registry import ModelSpec
-from omniembed.service.schemas import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse
+from omniembed.service.openai.schemas import OpenAIEmbeddingsRequest, OpenAIEmbeddingsResponse
 from omniembed.service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1", tags=["openai"])

@@ -10,12 +10,12 @@ from fastapi.responses import JSONResponse
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError
-from omniembed.service.embed_v2 import EmbedV2Request, embed_now
 from omniembed.service.errors import public_message
-from omniembed.service.schemas import EmbeddingResponse
 from omniembed.service.state import ServiceState, get_state
-from omniembed.service.twelvelabs import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
-from omniembed.service.twelvelabs_tasks import MODEL_HEADER, TwelveLabsFace
+from omniembed.service.twelvelabs.embed import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
+from omniembed.service.twelvelabs.embed_v2 import EmbedV2Request, embed_now
+from omniembed.service.twelvelabs.schemas import EmbeddingResponse
+from omniembed.service.twelvelabs.tasks import MODEL_HEADER, TwelveLabsFace
 
 router = APIRouter(prefix="/v1.3", tags=["twelvelabs"])
 

@@ -1,0 +1,66 @@
+"""OpenAI's embeddings API bodies (``/v1/embeddings``, ``/v1/models``) and its error body."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from omniembed.errors import OmniEmbedError
+from omniembed.service.schemas import ErrorBody
+
+
+class OpenAIEmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+    # omniembed extensions (ignored by OpenAI clients that do not send them)
+    modality: Literal["text", "image", "audio"] = "text"
+    """Inputs are texts, or for image/audio: URLs or data URLs (``data:image/png;base64,...``)."""
+    truncate: Literal["end", "start", "none"] = "end"
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: Literal["invalid_request_error", "server_error"]
+    """``invalid_request_error`` for 4xx answers, ``server_error`` for 5xx."""
+    param: str | None = None
+    """The request field at fault (``input``, ``model`` ...), or null."""
+    code: str
+    """omniembed's stable error code (``parameter_invalid``, ``model_not_found`` ...)."""
+
+
+class OpenAIErrorResponse(ErrorBody):
+    """Every error under ``/v1/``, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
+
+    @classmethod
+    def body(cls, exc: OmniEmbedError, message: str, status: int) -> dict[str, Any]:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        param = exc.param
+        if exc.index is not None:  # an item of the request's input, in OpenAI's terms
+            message, param = f"input[{exc.index}]: {message}", "input"
+        return {"error": {"message": message, "type": kind, "param": param, "code": exc.code}}
