@@ -110,7 +110,7 @@ def limits(cache: Path, threads: int, images: list[bytes], repeat: int) -> dict[
     """What bounds omniembed here: its ONNX encoder alone on ready 224x224 tensors (batch 16; the rate it
     could reach if decoding were free) and its decode + preprocessing alone (ms per image, one thread)."""
     import omniembed
-    from omniembed.pipeline import Options
+    from omniembed.contract import Options
 
     engine = omniembed.Engine(omniembed.Settings(cache_dir=cache, num_threads=threads, hub_offline=True))
     loaded = engine.load(MODEL, runtime="onnx")

@@ -5,8 +5,9 @@ What it measures, on the same generated videos (``--videos`` H.264 files of ``--
 the same model (EfficientNet-Lite0 with its real weights) and the same CPU threads, sampling 1 frame a
 second into 6 s clips:
 
-* ``omniembed``: ``Engine.embed_batch("efficientnet-lite0", videos=paths)``, ONNX Runtime and torch: one
-  thread decodes and preprocesses while the caller's thread encodes (decoding overlaps encoding);
+* ``omniembed``: ``Engine.embed_batch("efficientnet-lite0", videos=paths)``, ONNX Runtime and torch: the
+  pipeline decodes and preprocesses the next batch of frames on its background thread while the caller's
+  thread encodes the current one (decoding overlaps encoding);
 * ``plain loop``: for each file, PyAV decodes every frame, keeps the one on screen at each sample time,
   converts it with Pillow and numpy (the model's resize, crop and scaling), then the same torch network
   embeds the video's frames in batches and the clip vectors are their means: decode, then encode.

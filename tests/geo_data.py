@@ -64,8 +64,8 @@ def load_conv(spec: ModelSpec, folder: Any, runtime: str, device: str, settings:
     """The conv net as a geo model of the registry: a graph like any model's, so it runs on either runtime."""
     import torch
 
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.raster import RasterInput
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import GraphSpec, build_encoder
 
     class Grid(torch.nn.Module):
@@ -110,8 +110,8 @@ IMAGE_SPEC = ModelSpec(
 def load_image_stats(spec: ModelSpec, folder: Any, runtime: str, device: str, settings: Settings) -> Any:
     """A stand-in image model (any registered image model goes through the same engine path): per-channel
     mean and standard deviation of the 0..1 pixels."""
+    from omniembed.contract import LoadedModel, Prepared
     from omniembed.embedding import InputInfo
-    from omniembed.pipeline import LoadedModel, Prepared
 
     class Preparer:
         def contract(self, options: Any) -> str:

@@ -20,8 +20,8 @@ from image_data import save_tiny_clip, save_tiny_dinov2
 from omniembed.api import Engine
 from omniembed.embedding import Modality
 from omniembed.geo import BBox, OutputSpec, SensorSpec, TemporalSpec, TensorBackend, get_embedding, region_inputs
-from omniembed.pipeline import normalize, pool
 from omniembed.models import default_registry
+from omniembed.pipeline import normalize, pool
 
 torch = pytest.importorskip("torch")
 X0, Y0 = 355590.0, 3454240.0

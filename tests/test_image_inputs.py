@@ -16,8 +16,8 @@ import omniembed
 from conftest import LoopbackServer
 from image_data import photo, png_bomb, png_bytes, truncated_png
 from omniembed import Embedding, InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid, Settings
+from omniembed.contract import Options
 from omniembed.inputs.image import ImagePreparer, ImagePreprocess, load_image
-from omniembed.pipeline import Options
 
 MODEL = "efficientnet-lite0"
 

@@ -19,9 +19,10 @@ import pytest
 
 import omniembed
 from image_data import photo, png_bytes
+from omniembed.contract import LoadedModel, Options, Prepared
 from omniembed.embedding import Embedding, InputInfo, Modality
 from omniembed.errors import InternalError, OmniEmbedError, ParameterInvalid
-from omniembed.pipeline import LoadedModel, Options, Prepared, run
+from omniembed.pipeline import run
 from omniembed.registry import ModelSpec, WeightsSource
 from omniembed.service.batcher import Batcher
 from omniembed.service.errors import TooManyRequests

@@ -176,6 +176,140 @@ def test_decoding_overlaps_encoding_and_stays_bounded(
     monkeypatch.setitem(loaded.encoders, Modality.IMAGE, Waiting())
     result = engine.embed(str(clip_dir), video=long_video, batch_size=4, segment_sec=6, runtime="torch")
     assert progressed.is_set() and len(result.meta.segments) == 15 and len(sampled) == 90
-    # decoded ahead of the encoder (overlap), but not the whole video: the queue holds 2 groups of 8 frames, the
-    # decoding thread one more, the encoding loop the group it took (32 here)
+    # decoded ahead of the encoder (overlap), but not the whole video: the batch being encoded, the next one made
+    # on the pipeline's thread, and the rest of the group of 8 frames that the reader decoded last (8 here)
     assert 4 < at_first_call[0] <= 40
+
+
+class _Counting:
+    """An encoder that records the rows of each call and passes them on to the real one."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.calls: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.calls.append(len(feeds["pixel_values"]))
+        out: np.ndarray = self.inner(feeds)  # type: ignore[operator]
+        return out
+
+
+def test_encoder_batches_cross_clips_and_videos(
+    videos: VideoFiles, clip_dir: Path, engine: omniembed.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A video's frames are rows of the pipeline: encoder batches are cut across its clips and across videos,
+    not per clip or per video, and the vectors are the same as when each video is embedded alone."""
+    from omniembed.embedding import Modality
+
+    path = videos.halves()  # 12 s; at 1 fps and 5 s clips: 5 + 5 + 2 frames
+    alone = engine.embed(str(clip_dir), video=path, segment_sec=5, runtime="torch")
+    loaded = engine.load(str(clip_dir), runtime="torch")
+    counting = _Counting(loaded.encoders[Modality.IMAGE])
+    monkeypatch.setitem(loaded.encoders, Modality.IMAGE, counting)
+    one = engine.embed(str(clip_dir), video=path, segment_sec=5, batch_size=4, runtime="torch")
+    assert counting.calls == [4, 4, 4]  # [clip 0 x4] [clip 0, clip 1 x3] [clip 1 x2, clip 2 x2]
+    assert [(s.start_sec, s.end_sec) for s in one.meta.segments] == [(0.0, 5.0), (5.0, 10.0), (10.0, 12.0)]
+    counting.calls.clear()
+    done: list[int] = []
+    two = engine.embed_batch(str(clip_dir), videos=[path, path], segment_sec=5, batch_size=5, runtime="torch",
+                             progress=done.append)
+    assert counting.calls == [5, 5, 5, 5, 4]  # the third call holds the end of one video and the start of the other
+    assert sum(done) == 2
+    for result in (one, *two):
+        np.testing.assert_allclose(result.data, alone.data, atol=1e-6)
+        np.testing.assert_allclose(result.vector, alone.vector, atol=1e-6)
+        assert result.meta.input.length == 12
+
+
+def test_a_video_that_fails_mid_stream_fails_alone(
+    videos: VideoFiles, clip_dir: Path, engine: omniembed.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A video whose frames stop early (its header promises 12 s, the frames end at 5.25 s) fails after its
+    first frames were encoded; the videos around it are embedded as when alone, and it alone gets the error."""
+    from omniembed import InputUnreadable
+    from omniembed.embedding import Modality
+
+    good = engine.embed(str(clip_dir), video=videos.halves(), runtime="torch")
+    loaded = engine.load(str(clip_dir), runtime="torch")
+    counting = _Counting(loaded.encoders[Modality.IMAGE])
+    monkeypatch.setitem(loaded.encoders, Modality.IMAGE, counting)
+    items = [videos.truncated_streamable(), videos.halves(), videos.truncated_streamable(), videos.halves()]
+    done: list[int] = []
+    out = engine.embed_batch(str(clip_dir), videos=items, batch_size=4, errors="return", runtime="torch",
+                             progress=done.append)
+    assert [type(r) for r in out] == [InputUnreadable, omniembed.Embedding, InputUnreadable, omniembed.Embedding]
+    assert [r.index for r in out if isinstance(r, InputUnreadable)] == [0, 2]
+    assert "truncated" in out[0].message  # type: ignore[union-attr]
+    assert sum(counting.calls) > 2 * 12  # the bad videos' first frames were encoded before they failed
+    assert sum(done) == len(items)  # one report per video, failed or embedded
+    for result in out[1::2]:
+        np.testing.assert_allclose(result.data, good.data, atol=1e-6)  # type: ignore[union-attr]
+        np.testing.assert_allclose(result.vector, good.vector, atol=1e-6)  # type: ignore[union-attr]
+    with pytest.raises(InputUnreadable) as raised:  # errors="raise": the failing video, by its position
+        engine.embed_batch(str(clip_dir), videos=items[1:], batch_size=4, runtime="torch")
+    assert raised.value.index == 1
+
+
+def test_lazy_rows_of_any_preparer_stream_through_the_pipeline() -> None:
+    """The contract the video preparer relies on, with a toy preparer: an item given as an iterator of rows is
+    read as the encoder goes, batches are cut across items, and an unexpected error while an item's rows are
+    made fails that item only (an InternalError with its index) in both error modes."""
+    from collections.abc import Iterator, Sequence
+    from typing import Any
+
+    from omniembed import InternalError
+    from omniembed.contract import LoadedModel, Options, Prepared
+    from omniembed.embedding import InputInfo, Modality, Segment
+    from omniembed.pipeline import run
+    from omniembed.registry import ModelSpec, WeightsSource
+
+    made: list[int] = []
+
+    class Lazy:
+        """Item n: n rows, row k holding [n, k]; item 7 breaks after its third row."""
+
+        streaming = True
+
+        def contract(self, options: Options) -> str:
+            return "toy"
+
+        def rows(self, n: int) -> Iterator[Prepared]:
+            for k in range(n):
+                if n == 7 and k == 3:
+                    raise RuntimeError("the source went away")
+                made.append(n)
+                yield Prepared({"x": np.array([n, k], np.float32)}, 1, InputInfo("text", str(n)),
+                               segment=Segment(float(k), float(k + 1)))
+
+        def prepare(self, items: Sequence[Any], options: Options) -> list[Any]:
+            return [self.rows(n) for n in items]
+
+        def collate(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]:
+            return {"x": np.stack([p.features["x"] for p in batch])}
+
+    calls: list[list[tuple[int, int]]] = []
+
+    def encoder(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        calls.append([(int(a), int(b)) for a, b in feeds["x"]])
+        return feeds["x"]
+
+    spec = ModelSpec("toy", "", (Modality.TEXT,), 2, "mean", False, WeightsSource(), "")
+    model = LoadedModel(spec, "v1", {Modality.TEXT: Lazy()}, {Modality.TEXT: encoder}, "torch", "cpu")  # type: ignore[dict-item]
+    done: list[int] = []
+    out = run(model, Modality.TEXT, [3, 7, 2, 5], Options(batch_size=4), errors="return", progress=done.append)
+    assert [type(r).__name__ for r in out] == ["Embedding", "InternalError", "Embedding", "Embedding"]
+    assert isinstance(out[1], InternalError) and out[1].index == 1
+    assert sum(done) == 4
+    for n, result in zip([3, 2, 5], [out[0], out[2], out[3]], strict=True):
+        assert isinstance(result, omniembed.Embedding)
+        np.testing.assert_array_equal(result.data, [[n, k] for k in range(n)])  # rows in order, one per segment
+        assert [s.start_sec for s in result.meta.segments] == list(range(n))
+    assert all(len(c) == 4 for c in calls[:-1])  # full batches across items ...
+    assert any(len({n for n, _ in c}) > 1 for c in calls)  # ... holding rows of several items
+    assert sorted(made) == sorted([3] * 3 + [7] * 3 + [2] * 2 + [5] * 5)  # every row made once, lazily
+    with pytest.raises(InternalError) as raised:
+        run(model, Modality.TEXT, [3, 7, 2], Options(batch_size=4))
+    assert raised.value.index == 1

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
+from omniembed.contract import LoadedModel, Options
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import (
     ModelLoadFailed,
@@ -26,8 +27,9 @@ from omniembed.errors import (
     WeightsNotFound,
 )
 from omniembed.inputs.text import check_truncate
+from omniembed.inputs.video_clips import video_preparer
 from omniembed.models import default_registry, spec_for_folder
-from omniembed.pipeline import LoadedModel, Options, run
+from omniembed.pipeline import run
 from omniembed.registry import ModelSpec, Registry, WeightsSource
 from omniembed.runtime import ModelCache, resolve_runtime
 from omniembed.runtime.precision import apply_precision, resolve_precision
@@ -273,12 +275,11 @@ class Engine:
             allow_paths=allow_paths,
         )
         loaded = self.load(model, runtime=runtime, device=device, precision=precision)
-        if modality is VIDEO:
-            from omniembed.video import embed_videos
-
-            return embed_videos(loaded, list(items), options, self.settings, errors=errors, progress=progress,
-                                embedding_option=embedding_option)
-        return run(loaded, modality, list(items), options, errors=errors, progress=progress)
+        # a video is an input of the pipeline: its preparer puts the model's image (or audio) path to work
+        preparer, encoder = (None, None) if modality is not VIDEO else video_preparer(loaded, self.settings,
+                                                                                      embedding_option)
+        return run(loaded, modality, list(items), options, errors=errors, progress=progress, preparer=preparer,
+                   encoder=encoder)
 
     def embed(
         self, model: str, *, text: Any = None, image: Any = None, audio: Any = None, video: Any = None,

@@ -1,35 +1,41 @@
-"""How every model is run: prepare -> batch -> encode -> pool -> normalise.
+"""How every model is run: prepare -> batch -> encode -> pool -> normalise (or finish).
 
 Model families only say what a model is (a ``LoadedModel``: per modality, a ``Preparer`` and an
-``Encoder``). This module does the rest once for all of them: items are prepared (decoded, validated,
-tokenised), sorted by length so batches carry little padding, encoded in batches, pooled, normalised,
-and returned in input order. Errors about one item carry its index (a field, never message text); with
-``errors="return"`` they are returned in that item's place and the other items are still embedded.
+``Encoder``; see ``omniembed.contract``). This module does the rest once for all of them. The items' rows
+come from ``omniembed.stream``: prepared in chunks, or made one by one as a long video's frames are, and
+for a streaming preparer made ahead on a background thread while the encoder runs. Rows are sorted by
+length so batches carry little padding and encoded in batches that cross items (and cut through a long
+one), then pooled and normalised. Once an item's last row is encoded the item is assembled (rows plus a
+pooled vector for a segmented item) or handed to its preparer's ``finish`` (a region's tiles stitched
+into a grid, a video's frames averaged per clip). Results come back in input order. Errors about one item
+carry its index (a field, never message text); with ``errors="return"`` they are returned in that item's
+place and the other items are still embedded.
 
 One bad item never fails the others. A preparer that raises an unexpected exception for a list is run
-again on halves of it until the culprit is alone; an encoder call that fails is retried on halves of its
-rows likewise. The culprit gets a coded error (``InternalError`` with a logged incident id when nothing
-more specific is known); every other item is embedded as usual.
+again on halves of it until the culprit is alone; an item whose rows fail while they are being made fails
+alone; an encoder call that fails is retried on halves of its rows likewise. The culprit gets a coded
+error (``InternalError`` with a logged incident id when nothing more specific is known); every other item
+is embedded as usual.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
 
 import numpy as np
 
-from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
+from omniembed.contract import LoadedModel, Options, Prepared, Preparer
+from omniembed.embedding import Embedding, EmbeddingMeta, Modality, Timings
 from omniembed.errors import InternalError, OmniEmbedError, ParameterInvalid
-from omniembed.inputs.raster import RasterInput
-from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
+from omniembed.stream import Piece, pieces
 
-__all__ = ["POOLINGS", "LoadedModel", "Options", "Prepared", "Preparer", "normalize", "pool", "run"]
+__all__ = ["POOLINGS", "normalize", "pool", "run"]
 
 POOLINGS = ("mean", "cls", "max", "mean_patch")
 BATCH_TOKENS = 512
@@ -39,82 +45,10 @@ CALL_TOKENS = 32
 """What one more encoder call costs, in tokens of work: minilm on the benchmark machine takes ~1-3 ms more
 per call at batch 1 than per text at batch 32, i.e. 7-44 tokens' worth (ONNX fp32 / compiled bf16)."""
 ErrorMode = Literal["raise", "return"]
+Result = Embedding | OmniEmbedError
+_NONE: MappingProxyType[str, np.ndarray] = MappingProxyType({})
+"""The features of a row once encoded."""
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Options:
-    """Per-call options that reach the preparer and the post-processing."""
-
-    truncate: str = "end"
-    normalize: bool | None = None
-    """None: as the model defines."""
-    pooling: str | None = None
-    """None: the model's default pooling."""
-    batch_size: int = 32
-    start_offset_sec: float = 0.0
-    """Segmented (audio) inputs: where to start, in seconds."""
-    segment_sec: float | None = None
-    """Segmented inputs: segment length in seconds (None: the model's default)."""
-    overlap_sec: float = 0.0
-    """Segmented inputs: overlap between consecutive segments, in seconds."""
-    end_offset_sec: float | None = None
-    """Video: where to stop, in seconds (None: the end)."""
-    allow_paths: bool = True
-    """Whether string inputs may name local files (the HTTP server turns this off)."""
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """One encoder row ready for batching: per-row arrays, a length to sort by, and what it was.
-
-    A preparer returns one ``Prepared`` per item, or a list of them for a segmented item (each with
-    its ``segment``); the pipeline then returns segments x D data plus a pooled vector for the item.
-    """
-
-    features: Mapping[str, np.ndarray]
-    length: int
-    info: InputInfo
-    segment: Segment | None = None
-    item: Any = None
-    """What the preparer's ``finish`` needs to make the item's embedding from its rows' outputs (a
-    region's tiling plan and raster), shared by the item's rows; None for preparers without ``finish``."""
-
-
-PrepareResult = Prepared | list[Prepared] | OmniEmbedError
-
-
-class Preparer(Protocol):
-    """Turns raw items of one modality into ``Prepared`` items and batches into encoder feeds.
-
-    Optional, looked up with ``getattr``: ``streaming`` (prepare the next chunk while one is encoded),
-    ``counts_tokens`` (lengths are tokens: batches are cut by padded tokens), ``max_batch_rows`` (rows
-    per encoder call at most, e.g. 1 where rows differ in shape), and ``finish(rows, outputs, meta)``,
-    which makes an item's ``Embedding`` from its rows' raw encoder outputs (no pooling or normalising
-    by the pipeline; a region's tiles stitched into a grid)."""
-
-    def contract(self, options: Options) -> str:
-        """Human-readable preprocessing contract, recorded in each embedding's meta."""
-        ...
-
-    def prepare(self, items: Sequence[Any], options: Options) -> list[PrepareResult]: ...
-
-    def collate(self, batch: Sequence[Prepared]) -> dict[str, np.ndarray]: ...
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to run: its spec, weights version, and per modality a preparer and an encoder."""
-
-    spec: ModelSpec
-    version: str
-    preparers: dict[Modality, Preparer]
-    encoders: dict[Modality, Encoder]
-    runtime: str
-    device: str
-    precision: str = "fp32"
-    raster: RasterInput | None = None
-    """For geo models: what the model takes from a region (its encoder is ``encoders[Modality.GEO]``)."""
 
 
 def pool(output: np.ndarray, mask: np.ndarray | None, mode: str) -> np.ndarray:
@@ -160,9 +94,11 @@ def run(
     progress: Callable[[int], None] | None = None,
     preparer: Preparer | None = None,
     encoder: Encoder | None = None,
-) -> list[Embedding | OmniEmbedError]:
+) -> list[Result]:
     """Embed ``items`` of one modality with ``model``; results in input order. ``preparer``/``encoder``
-    replace the model's own for this call (a geo region's preparer carries the call's backend and specs)."""
+    replace the model's own for this call (a geo region's preparer carries the call's backend and specs; a
+    video's preparer puts the model's image or audio preparer to work). ``progress`` is called with the
+    number of items done (embedded or failed) as they finish."""
     preparer = preparer or model.preparers.get(modality)
     encoder = encoder or model.encoders.get(modality)
     if preparer is None or encoder is None:
@@ -170,76 +106,14 @@ def run(
         raise ParameterInvalid(
             f"model {model.spec.name!r} does not embed {modality} (it takes: {takes})", param=str(modality)
         )
-    post = (_check_pooling(model, options), model.spec.normalize if options.normalize is None else options.normalize)
-    if not getattr(preparer, "streaming", False) or len(items) <= options.batch_size:
-        started = time.perf_counter()
-        prepared = _prepare_isolated(preparer, items, options)
-        prepare_ms = (time.perf_counter() - started) * 1000 / max(1, len(items))
-        return _encode(model, modality, preparer, encoder, prepared, prepare_ms, options, post, errors, progress)
-    return _stream(model, modality, preparer, encoder, items, options, post, errors, progress)
-
-
-def _prepare_isolated(
-    preparer: Preparer, items: Sequence[Any], options: Options, offset: int = 0
-) -> list[PrepareResult]:
-    """``preparer.prepare(items)``, but an unexpected exception fails only the item that caused it: the list
-    is prepared again in halves until the culprit is alone. Errors carry indices counted from ``offset``."""
+    call = _Call(model, modality, preparer, encoder, options, errors, progress, len(items))
+    stream = pieces(preparer, items, options, call.per_call)
     try:
-        prepared = preparer.prepare(items, options)
-        if len(prepared) != len(items):
-            raise RuntimeError(f"the preparer returned {len(prepared)} results for {len(items)} items")
-    except OmniEmbedError as exc:
-        if exc.index is None:
-            raise  # about the whole call (an option, the model): not one item's problem
-        if len(items) == 1:
-            return [exc.at_index(offset)]
-        return _split_prepare(preparer, items, options, offset)
-    except Exception as exc:  # one item's defect must not fail the others
-        if len(items) == 1:
-            return [InternalError.from_exception(exc, "preparing an input", logger=log, index=offset)]
-        return _split_prepare(preparer, items, options, offset)
-    return [p.shifted(offset) if isinstance(p, OmniEmbedError) else p for p in prepared]
-
-
-def _split_prepare(preparer: Preparer, items: Sequence[Any], options: Options, offset: int) -> list[PrepareResult]:
-    half = len(items) // 2
-    return _prepare_isolated(preparer, items[:half], options, offset) + _prepare_isolated(
-        preparer, items[half:], options, offset + half
-    )
-
-
-def _stream(
-    model: LoadedModel,
-    modality: Modality,
-    preparer: Preparer,
-    encoder: Encoder,
-    items: Sequence[Any],
-    options: Options,
-    post: tuple[str, bool],
-    errors: ErrorMode,
-    progress: Callable[[int], None] | None,
-) -> list[Embedding | OmniEmbedError]:
-    """Prepare the next chunk (decode, resize: off the critical path) while the current one is encoded;
-    only a few chunks of decoded inputs are in memory at once."""
-    size = options.batch_size * 2
-    chunks = [(start, items[start : start + size]) for start in range(0, len(items), size)]
-
-    def prepare(offset: int, chunk: Sequence[Any]) -> tuple[list[PrepareResult], float]:
-        started = time.perf_counter()
-        prepared = _prepare_isolated(preparer, chunk, options, offset)
-        return prepared, (time.perf_counter() - started) * 1000 / max(1, len(chunk))
-
-    results: list[Embedding | OmniEmbedError] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-prepare") as pool:
-        pending = pool.submit(prepare, *chunks[0])
-        for k in range(len(chunks)):
-            prepared, prepare_ms = pending.result()
-            if k + 1 < len(chunks):
-                pending = pool.submit(prepare, *chunks[k + 1])
-            results.extend(
-                _encode(model, modality, preparer, encoder, prepared, prepare_ms, options, post, errors, progress)
-            )
-    return results
+        for piece in stream:
+            call.take(piece)
+    finally:
+        stream.close()  # stopped early (an error raised): the rows made ahead are dropped, their sources closed
+    return call.results()
 
 
 def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
@@ -276,12 +150,12 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: 
 
 
 EncodedPart = tuple[list[int], Any, np.ndarray | None, BaseException | None, float]
-"""Rows (ids into the call's rows), the encoder output for them, their attention mask (text), the failure
+"""Rows (positions in the batch), the encoder output for them, their attention mask (text), the failure
 instead of an output, and the encode time (ms)."""
 
 
 def _encode_isolated(
-    preparer: Preparer, encoder: Encoder, rows: list[tuple[int, Prepared]], chunk: list[int], named: bool = False
+    preparer: Preparer, encoder: Encoder, rows: list[Prepared], chunk: list[int], named: bool = False
 ) -> list[EncodedPart]:
     """Encode ``chunk`` in one call; if that call fails, encode each half on its own (recursively), so a row
     that breaks the encoder fails alone and every other row is still encoded. A failing row is returned
@@ -290,7 +164,7 @@ def _encode_isolated(
         return []
     started = time.perf_counter()
     try:
-        feeds = preparer.collate([rows[r][1] for r in chunk])
+        feeds = preparer.collate([rows[r] for r in chunk])
         output = encoder.outputs(feeds) if named else encoder(feeds)  # type: ignore[attr-defined]
     except OmniEmbedError:
         raise
@@ -304,138 +178,176 @@ def _encode_isolated(
     return [(chunk, output, feeds.get("attention_mask"), None, (time.perf_counter() - started) * 1000)]
 
 
-def _encode(
-    model: LoadedModel,
-    modality: Modality,
-    preparer: Preparer,
-    encoder: Encoder,
-    prepared: list[PrepareResult],
-    prepare_ms: float,
-    options: Options,
-    post: tuple[str, bool],
-    errors: ErrorMode,
-    progress: Callable[[int], None] | None,
-) -> list[Embedding | OmniEmbedError]:
-    """Batch prepared items by length, encode, pool, normalise; results in the order of ``prepared``.
-    ``post`` is the pooling mode and whether to normalise, resolved once by ``run``."""
-    pooling, do_normalize = post
-    results: list[Embedding | OmniEmbedError | None] = [None] * len(prepared)
-    rows: list[tuple[int, Prepared]] = []  # (item index, encoder row)
-    for i, item in enumerate(prepared):
-        if isinstance(item, OmniEmbedError):
-            if errors == "raise":
-                raise item
-            results[i] = item
-        else:
-            rows.extend((i, piece) for piece in (item if isinstance(item, list) else [item]))
-    if progress and len(rows) < len(prepared):
-        progress(sum(1 for r in results if r is not None))
+@dataclass
+class _Item:
+    """One item between its first row and its result."""
 
-    contract = preparer.contract(options)
-    vectors: dict[int, Any] = {}  # a row's vector; with finish, its raw output (by name for several outputs)
-    timings: dict[int, Timings] = {}
-    remaining: dict[int, int] = {}
-    for i, _ in rows:
-        remaining[i] = remaining.get(i, 0) + 1
-    order = sorted(range(len(rows)), key=lambda r: rows[r][1].length)
-    tokens = None
-    if getattr(preparer, "counts_tokens", False):
-        tokens = getattr(preparer, "max_batch_tokens", None) or getattr(encoder, "batch_tokens", BATCH_TOKENS)
-    finish = getattr(preparer, "finish", None)
-    # A preparer that finishes items itself gets every output of a graph that has several, by name.
-    named = finish is not None and len(getattr(encoder, "output_names", ())) > 1
-    per_call = min(options.batch_size, getattr(preparer, "max_batch_rows", None) or options.batch_size)
-    failed: set[int] = set()
-    for batch in _batches(order, [rows[r][1].length for r in order], per_call, tokens):
-        batch = [r for r in batch if rows[r][0] not in failed]  # an item's other rows fail with it
-        for chunk, output, mask, failure, encode_ms in _encode_isolated(preparer, encoder, rows, batch, named):
+    done: list[tuple[Prepared, Any] | None] = field(default_factory=list)
+    """Per row, in the item's order: the row (its features dropped) and its output, once encoded."""
+    waiting: int = 0
+    """Rows made and not yet encoded."""
+    ended: bool = False
+    """All of the item's rows are made."""
+    segmented: bool = False
+    prepare_ms: float = 0.0
+    encode_ms: float = 0.0
+    """The encoder calls its rows ran in, their time summed (one call for most items) ..."""
+    post_ms: float = 0.0
+    batch_size: int = 1
+    """... and the last one's rows."""
+
+
+class _Call:
+    """One ``run``: takes the stream's pieces, encodes full batches as rows arrive, and finishes each item
+    once its last row is encoded."""
+
+    def __init__(self, model: LoadedModel, modality: Modality, preparer: Preparer, encoder: Encoder,
+                 options: Options, errors: ErrorMode, progress: Callable[[int], None] | None, n: int) -> None:
+        self.model, self.modality, self.preparer, self.encoder = model, modality, preparer, encoder
+        self.options, self.errors, self.progress = options, errors, progress
+        self.pooling = _check_pooling(model, options)
+        self.do_normalize = model.spec.normalize if options.normalize is None else options.normalize
+        self.finish = getattr(preparer, "finish", None)
+        # a preparer that finishes items itself gets the raw outputs (every output by name, for a graph that
+        # has several), unless it asks for the rows' embeddings
+        self.pooled_rows = self.finish is None or bool(getattr(preparer, "pooled_rows", False))
+        self.named = not self.pooled_rows and len(getattr(encoder, "output_names", ())) > 1
+        self.tokens: int | None = None
+        if getattr(preparer, "counts_tokens", False):
+            self.tokens = getattr(preparer, "max_batch_tokens", None) or getattr(encoder, "batch_tokens", BATCH_TOKENS)
+        self.per_call = min(options.batch_size, getattr(preparer, "max_batch_rows", None) or options.batch_size)
+        self.contract = preparer.contract(options)
+        self.out: list[Result | None] = [None] * n
+        self.live: dict[int, _Item] = {}
+        self.pending: list[tuple[int, int, Prepared]] = []  # (item, the row's place in the item, row)
+        self.settled = 0  # items done since progress was last told
+
+    def take(self, piece: Piece) -> None:
+        for error in piece.failed:
+            assert error.index is not None
+            self._fail(error.index, error)
+        for i, row in piece.rows:
+            if self.out[i] is None:
+                item = self.live.setdefault(i, _Item())
+                self.pending.append((i, len(item.done), row))
+                item.done.append(None)
+                item.waiting += 1
+        for i, ms in piece.prepare_ms.items():
+            if self.out[i] is None:
+                self.live.setdefault(i, _Item()).prepare_ms += ms
+        for i, segmented in piece.ended:
+            if self.out[i] is None:
+                item = self.live.setdefault(i, _Item())
+                item.ended, item.segmented = True, segmented
+        self._encode_pending(everything=piece.last or self.tokens is not None)
+        for i in [i for i, item in self.live.items() if item.ended and item.waiting == 0]:
+            self._finish(i, self.live.pop(i))
+        if self.progress and self.settled:
+            self.progress(self.settled)
+        self.settled = 0
+
+    def results(self) -> list[Result]:
+        missing = [i for i, r in enumerate(self.out) if r is None]
+        assert not missing, f"the pipeline lost items {missing}"
+        return [r for r in self.out if r is not None]
+
+    def _fail(self, i: int, error: OmniEmbedError) -> None:
+        if self.errors == "raise":
+            raise error
+        self.out[i] = error
+        self.live.pop(i, None)
+        self.settled += 1
+
+    def _encode_pending(self, everything: bool) -> None:
+        """Encode the pending rows in full batches, sorted by length; the rest too if ``everything``
+        (the stream's end, or token batches), else it waits for more rows."""
+        rows = [p for p in self.pending if self.out[p[0]] is None]  # a failed item's rows are dropped
+        self.pending = []
+        order = sorted(range(len(rows)), key=lambda r: rows[r][2].length)
+        batches = _batches(order, [rows[r][2].length for r in order], self.per_call, self.tokens)
+        if batches and not everything and len(batches[-1]) < self.per_call:
+            self.pending = [rows[r] for r in batches.pop()]
+        for batch in batches:
+            self._encode([rows[r] for r in batch])
+
+    def _encode(self, batch: list[tuple[int, int, Prepared]]) -> None:
+        batch = [b for b in batch if self.out[b[0]] is None]  # an item's other rows fail with it
+        for chunk, output, mask, failure, encode_ms in _encode_isolated(
+            self.preparer, self.encoder, [row for _, _, row in batch], list(range(len(batch))), self.named
+        ):
             if failure is not None:
-                i = rows[chunk[0]][0]
-                error = (
-                    failure.at_index(i)
-                    if isinstance(failure, OmniEmbedError)
-                    else InternalError.from_exception(failure, "encoding an input", logger=log, index=i)
-                )
-                if errors == "raise":
-                    raise error
-                results[i] = error
-                failed.add(i)
-                if progress and remaining[i] > 0:
-                    progress(1)
-                remaining[i] = 0
+                i = batch[chunk[0]][0]
+                if isinstance(failure, OmniEmbedError):
+                    self._fail(i, failure.at_index(i))
+                else:
+                    self._fail(i, InternalError.from_exception(failure, "encoding an input", logger=log, index=i))
                 continue
-            t1 = time.perf_counter()
-            if finish is not None:  # the preparer makes the embeddings from the raw outputs
-                pooled: Any = output if named else np.asarray(output, dtype=np.float32)
-            else:
-                if output.ndim == 2 and options.pooling is not None and options.pooling != model.spec.pooling:
-                    raise ParameterInvalid(
-                        f"model {model.spec.name!r} outputs pooled vectors ({model.spec.pooling}); pooling cannot "
-                        f"be changed to {options.pooling!r}. Omit pooling.",
-                        param="pooling",
-                    )
-                pooled = pool(output, mask, pooling)
-                if do_normalize:
-                    pooled = normalize(pooled)
-                pooled = np.ascontiguousarray(pooled, dtype=np.float32)
-            batch_timing = Timings(prepare_ms, encode_ms, (time.perf_counter() - t1) * 1000, len(chunk))
-            done = 0
+            started = time.perf_counter()
+            vectors = self._post(output, mask)
+            post_ms = (time.perf_counter() - started) * 1000
+            seen: set[int] = set()
             for k, r in enumerate(chunk):
-                i = rows[r][0]
-                if i in failed:
+                i, place, row = batch[r]
+                item = self.live.get(i)
+                if item is None:  # failed in an earlier part of this batch
                     continue
-                vectors[r] = {n: v[k] for n, v in pooled.items()} if named else pooled[k]
-                timings[i] = batch_timing
-                remaining[i] -= 1
-                done += remaining[i] == 0
-            if progress and done:
-                progress(done)
+                vector = {name: v[k] for name, v in vectors.items()} if self.named else vectors[k]
+                # the row without its features: a long item's inputs are let go as they are encoded
+                item.done[place] = (Prepared(_NONE, row.length, row.info, row.segment, row.item), vector)
+                item.waiting -= 1
+                if i not in seen:
+                    seen.add(i)
+                    item.encode_ms += encode_ms
+                    item.post_ms += post_ms
+                    item.batch_size = len(chunk)
 
-    by_item: dict[int, list[int]] = {}
-    for r, (i, _) in enumerate(rows):
-        if i not in failed:
-            by_item.setdefault(i, []).append(r)
-    for i, row_ids in by_item.items():
-        pieces = [rows[r][1] for r in row_ids]
-        if finish is not None:
-            outputs = [vectors[r] for r in row_ids]
-            meta = EmbeddingMeta(
-                model=model.spec.name, model_version=model.version, modality=modality, dim=model.spec.dim,
-                pooling=pooling, normalized=False, preprocessing=contract, input=pieces[0].info,
-                runtime=model.runtime, device=model.device, precision=model.precision, timings=timings[i],
+    def _post(self, output: Any, mask: np.ndarray | None) -> Any:
+        """A batch's outputs as the rows' embeddings (pooled, normalised as the call says), or raw."""
+        if not self.pooled_rows:
+            return output if self.named else np.asarray(output, dtype=np.float32)
+        options, spec = self.options, self.model.spec
+        if output.ndim == 2 and options.pooling is not None and options.pooling != spec.pooling:
+            raise ParameterInvalid(
+                f"model {spec.name!r} outputs pooled vectors ({spec.pooling}); pooling cannot be changed to "
+                f"{options.pooling!r}. Omit pooling.",
+                param="pooling",
             )
-            try:
-                results[i] = finish(pieces, outputs, meta)
-            except OmniEmbedError as exc:
-                if errors == "raise":
-                    raise exc.at_index(i) from None
-                results[i] = exc.at_index(i)
-            except Exception as exc:  # a defect in finishing one item fails that item only
-                error = InternalError.from_exception(exc, "finishing an embedding", logger=log, index=i)
-                if errors == "raise":
-                    raise error from exc
-                results[i] = error
-            continue
-        data = np.stack([vectors[r] for r in row_ids])
-        segmented = isinstance(prepared[i], list)
-        whole = None
-        if segmented:
-            whole = data.mean(axis=0)
-            whole = normalize(whole[None])[0] if do_normalize else whole
-        meta = EmbeddingMeta(
-            model=model.spec.name,
-            model_version=model.version,
-            modality=modality,
-            dim=int(data.shape[1]),
-            pooling=pooling,
-            normalized=do_normalize,
-            preprocessing=contract,
-            input=pieces[0].info,
-            runtime=model.runtime,
-            device=model.device,
-            precision=model.precision,
-            timings=timings[i],
-            segments=tuple(p.segment for p in pieces if p.segment is not None) if segmented else (),
-        )
-        results[i] = Embedding(data if segmented else data[0].copy(), meta, pooled=whole)
-    return [r for r in results if r is not None]
+        pooled = pool(output, mask, self.pooling)
+        if self.do_normalize:
+            pooled = normalize(pooled)
+        return np.ascontiguousarray(pooled, dtype=np.float32)
+
+    def _finish(self, i: int, item: _Item) -> None:
+        """The item's result from its encoded rows: by its preparer's ``finish``, or rows + a pooled vector."""
+        try:
+            if not item.done:
+                raise RuntimeError("the preparer made no rows for the item")
+            rows = [d[0] for d in item.done if d is not None]
+            outputs = [d[1] for d in item.done if d is not None]
+            model = self.model
+            segmented = item.segmented and self.finish is None
+            meta = EmbeddingMeta(
+                model=model.spec.name, model_version=model.version, modality=self.modality,
+                dim=model.spec.dim if not self.pooled_rows else int(np.shape(outputs[0])[-1]),
+                pooling=self.pooling, normalized=self.pooled_rows and self.do_normalize,
+                preprocessing=self.contract, input=rows[0].info, runtime=model.runtime, device=model.device,
+                precision=model.precision, timings=Timings(item.prepare_ms, item.encode_ms, item.post_ms,
+                                                           item.batch_size),
+                segments=tuple(p.segment for p in rows if p.segment is not None) if segmented else (),
+            )
+            if self.finish is not None:
+                self.out[i] = self.finish(rows, outputs, meta)
+            elif not segmented:
+                self.out[i] = Embedding(np.array(outputs[0]), meta)
+            else:  # segments x D, and their mean as the item's vector, normalised as they are
+                data = np.stack(outputs)
+                whole = data.mean(axis=0)
+                self.out[i] = Embedding(data, meta, pooled=normalize(whole[None])[0] if meta.normalized else whole)
+        except OmniEmbedError as exc:
+            self._fail(i, exc.at_index(i))
+            return
+        except Exception as exc:  # a defect in finishing one item fails that item only
+            self._fail(i, InternalError.from_exception(exc, "finishing an embedding", logger=log, index=i))
+            return
+        self.settled += 1
+

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from omniembed.api import Engine, get_engine
+from omniembed.contract import LoadedModel, Options
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterNotProvided
 from omniembed.geo.backends import LocalBackend, TensorBackend, get_backend
@@ -38,7 +39,7 @@ from omniembed.geo.specs import (
     TimeWindow,
 )
 from omniembed.inputs.raster import RasterInput, rgb_unit
-from omniembed.pipeline import LoadedModel, Options, run
+from omniembed.pipeline import run
 from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
 

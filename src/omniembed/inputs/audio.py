@@ -1,9 +1,10 @@
 """Audio inputs: one loader (path, http(s) URL, bytes, file object, ``(array, sample_rate)``), limits, segments.
 
-Decoding is libsndfile through ``soundfile`` (WAV, FLAC, OGG/Vorbis, MP3 in libsndfile >= 1.1); several
-channels are averaged to mono; audio is resampled to the model's rate with ``soxr`` (HQ). Limits come
-from settings: ``max_audio_bytes`` (encoded size) and ``max_audio_seconds`` (checked from the header
-before decoding, and again after).
+Encoded inputs are read by ``inputs.source.read_source`` (shared with video). Decoding is libsndfile
+through ``soundfile`` (WAV, FLAC, OGG/Vorbis, MP3 in libsndfile >= 1.1); several channels are averaged
+to mono; audio is resampled to the model's rate with ``soxr`` (HQ). Limits come from settings:
+``max_audio_bytes`` (encoded size) and ``max_audio_seconds`` (checked from the header before decoding,
+and again after).
 
 Segments (``AudioPreparer``): from ``start_offset_sec`` to the end, either the model's own windows (no
 ``segment_sec``: one segment per window, e.g. GE2E's 1.6 s partials every 0.77 s) or ``segment_sec``-long
@@ -18,16 +19,15 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from omniembed.contract import Prepared
 from omniembed.embedding import InputInfo, Segment
 from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
 from omniembed.inputs.audio_frontend import Windower, WindowSet
-from omniembed.inputs.encoded import B64, decode_base64, split_data_url
-from omniembed.inputs.fetch import FetchPolicy, fetch, is_url
+from omniembed.inputs.source import read_source
 from omniembed.settings import Settings
 
 __all__ = ["AudioPreparer", "Clip", "load_audio", "plan_segments", "resample"]
@@ -57,77 +57,11 @@ def _too_long(where: str, seconds: float, settings: Settings) -> InputTooLarge:
     )
 
 
-def _too_big(where: str, size: int, settings: Settings) -> InputTooLarge:
-    return InputTooLarge(
-        f"{where} is {size:,} bytes; the limit is {settings.max_audio_bytes:,} bytes (OMNIEMBED_MAX_AUDIO_BYTES).",
-        param="audio",
-    )
-
-
-def _inline(text: str, allow_paths: bool) -> tuple[str, str] | None:
-    """A data URL's (type, payload); or, where paths are not allowed, bare base64 text as ("data", text)."""
-    found = split_data_url(text.strip())
-    if found is None and not allow_paths and len(text) >= 16 and B64.match(text):
-        return "data", text
-    return found
-
-
 def _reason(exc: BaseException) -> str:
     """A decoder's complaint without the Python object reprs it may hold (``<_io.BytesIO object at 0x...>``)."""
     text = getattr(exc, "error_string", None) or str(exc)
     text = _REPR.sub("the data", str(text)).strip().rstrip(".")
     return text[:160] or type(exc).__name__
-
-
-def _read_source(item: Any, settings: Settings, allow_paths: bool, where: str) -> tuple[bytes, str, str]:
-    """The encoded bytes of a path, URL, bytes-like or file object, a short description (the embedding's
-    metadata) and what to call the input in a message ("the audio at URL", "the audio file NAME")."""
-    limit = settings.max_audio_bytes
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        data, description, what = bytes(item), f"{len(item):,} bytes", "the audio data"
-    elif is_url(item):
-        data, description = fetch(item, FetchPolicy.from_settings(settings)).content, str(item)
-        what = f"the audio at {str(item)[:200]}"
-    elif isinstance(item, str) and (inline := _inline(item, allow_paths)) is not None:
-        kind, payload = inline
-        if not kind.lower().startswith(("audio/", "video/", "application/octet-stream")) and kind != "data":
-            raise InputUnreadable(f"the data URL holds {kind}, not audio", param="audio")
-        description = "base64 audio" if kind == "data" else f"data URL ({kind})"
-        what = "the base64 audio" if kind == "data" else f"the audio data URL ({kind})"
-        data = decode_base64(payload, what, limit, "OMNIEMBED_MAX_AUDIO_BYTES")
-    elif isinstance(item, (str, Path)):
-        if not allow_paths:
-            raise ParameterInvalid(
-                f"{where} looks like a file path, and file paths are not accepted here; "
-                "send the audio itself (bytes / base64) or an http(s) URL",
-                param="audio",
-            )
-        path = Path(item).expanduser()
-        if not path.is_file():
-            raise InputUnreadable(f"there is no audio file at {path}", param="audio")
-        size = path.stat().st_size
-        what = f"the audio file {path.name}"
-        if size > limit:
-            raise _too_big(what, size, settings)
-        data, description = path.read_bytes(), path.name
-    elif hasattr(item, "read"):
-        data = item.read(limit + 1)
-        if not isinstance(data, (bytes, bytearray)):
-            raise ParameterInvalid(f"{where} is a text-mode file; open it with 'rb'", param="audio")
-        name = getattr(item, "name", None)
-        description = Path(str(name)).name if isinstance(name, (str, Path)) else "file object"
-        what = f"the audio file {description}" if isinstance(name, (str, Path)) else "the audio file object"
-    else:
-        raise ParameterInvalid(
-            f"{where} is a {type(item).__name__}; expected a file path, an http(s) URL, bytes, a binary file "
-            "object, or a (numpy array, sample_rate) pair",
-            param="audio",
-        )
-    if len(data) > limit:
-        raise _too_big(what, len(data), settings)
-    if not data:
-        raise InputUnreadable(f"{what} is empty (0 bytes)", param="audio")
-    return bytes(data), description, what
 
 
 def _decode(data: bytes, description: str, what: str, settings: Settings) -> Clip:
@@ -185,8 +119,9 @@ def load_audio(item: Any, settings: Settings, *, allow_paths: bool = True, where
     elif isinstance(item, np.ndarray):
         raise ParameterInvalid(f"{where} is a bare array; pass (array, sample_rate)", param="audio")
     else:
-        data, description, what = _read_source(item, settings, allow_paths, where)
-        clip = _decode(data, description, what, settings)
+        source = read_source(item, settings, kind="audio", allow_paths=allow_paths)
+        assert isinstance(source.data, bytes)
+        clip = _decode(source.data, source.description, source.what, settings)
     if clip.seconds > settings.max_audio_seconds:
         raise _too_long(f"{where} ({clip.description})", clip.seconds, settings)
     return clip
@@ -262,8 +197,6 @@ class AudioPreparer:
         return out
 
     def _prepare_one(self, item: Any, index: int, options: Any) -> list[Any]:
-        from omniembed.pipeline import Prepared
-
         clip = load_audio(item, self.settings, allow_paths=options.allow_paths)
         rate = self.frontend.sample_rate
         wave = resample(clip.samples, clip.sample_rate, rate)

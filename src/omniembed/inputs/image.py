@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from omniembed.contract import Prepared
 from omniembed.embedding import InputInfo
 from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
 from omniembed.inputs.encoded import B64, decode_base64, split_data_url
+from omniembed.inputs.fetch import FetchPolicy, fetch, is_url
 from omniembed.settings import Settings
 
 if TYPE_CHECKING:
@@ -103,8 +105,6 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _string_source(text: str, settings: Settings, allow_paths: bool) -> tuple[bytes, str]:
-    from omniembed.inputs.fetch import FetchPolicy, fetch, is_url
-
     stripped = text.strip()
     if not stripped:
         raise ParameterInvalid("the image is an empty string; expected a path, URL or base64 data", param="image")
@@ -383,8 +383,6 @@ class ImagePreparer:
         return self.preprocess.describe()
 
     def _one(self, index: int, item: Any, allow_paths: bool) -> Any:
-        from omniembed.pipeline import Prepared
-
         try:
             loaded = load_image(item, self.settings, allow_paths=allow_paths)
             pixels = self.preprocess(loaded.image)

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from omniembed.contract import Prepared
 from omniembed.embedding import InputInfo
-from omniembed.errors import InputTooLarge, InputUnreadable, ParameterInvalid
+from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
 
 __all__ = ["TRUNCATE_MODES", "TokenizerPreparer", "check_text", "check_truncate"]
 
@@ -109,9 +110,6 @@ class TokenizerPreparer:
         return ids
 
     def prepare(self, items: Sequence[Any], options: Any) -> list[Any]:
-        from omniembed.errors import OmniEmbedError
-        from omniembed.pipeline import Prepared
-
         out: list[Any] = [None] * len(items)
         good: list[int] = []
         for i, item in enumerate(items):

@@ -1,9 +1,13 @@
 """Video inputs: one loader (path, http(s) URL, bytes, file object, data URL), limits, frame sampling, audio.
 
-Decoding is FFmpeg through PyAV (the ``av`` package ships its own FFmpeg libraries). A video is opened
-from memory or from an open file, never from a name FFmpeg would resolve itself, so no FFmpeg protocol
-(http, file, concat ...) is ever reached; URLs go through the one guarded fetcher. Only common video
-containers are read (``CONTAINERS``): playlist demuxers such as HLS, which open further URLs, are off.
+Encoded inputs are read by ``inputs.source.read_source`` (shared with audio; a local file is opened in
+place, not read into memory). Decoding is FFmpeg through PyAV (the ``av`` package ships its own FFmpeg
+libraries). A video is opened from memory or from an open file, never from a name FFmpeg would resolve
+itself, so no FFmpeg protocol (http, file, concat ...) is ever reached; URLs go through the one guarded
+fetcher. Only common video containers are read (``CONTAINERS``): playlist demuxers such as HLS, which
+open further URLs, are off.
+
+How a video becomes clips of frames for the pipeline is in ``inputs.video_clips``.
 
 Limits, from settings, each checked before the pixels they guard are decoded: ``max_video_bytes``
 (the encoded size; URLs are also capped by ``fetch_max_bytes``), ``max_video_pixels`` (the declared
@@ -23,15 +27,14 @@ import io
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from omniembed.errors import InputTooLarge, InputUnreadable, ParameterInvalid
-from omniembed.inputs.encoded import B64, decode_base64, split_data_url
-from omniembed.inputs.fetch import FetchPolicy, fetch, is_url
+from omniembed.inputs.source import read_source
 from omniembed.settings import Settings
 
 if TYPE_CHECKING:
@@ -84,68 +87,6 @@ class AudioTrack(NamedTuple):
     sample_rate: int
 
 
-# -- raw input -> bytes or an open file -------------------------------------------------------------
-def _too_big(what: str, size: int, limit: int, name: str) -> InputTooLarge:
-    return InputTooLarge(f"{what} is {size:,} bytes; the limit is {limit:,} bytes ({name}).", param="video")
-
-
-def _source(item: Any, settings: Settings, allow_paths: bool) -> tuple[bytes | Path, str, str]:
-    """The bytes (or a local file) of a video input, its description, and what to call it in a message."""
-    limit = settings.max_video_bytes
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        data, description, what = bytes(item), f"{len(item):,} bytes", "the video data"
-    elif is_url(item):
-        policy = FetchPolicy.from_settings(settings)
-        policy = replace(policy, max_bytes=min(policy.max_bytes, limit))
-        data, description, what = fetch(item, policy).content, str(item)[:200], f"the video at {str(item)[:200]}"
-    elif isinstance(item, str) and (inline := split_data_url(item.strip())) is not None:
-        kind, payload = inline
-        if not kind.lower().startswith(("video/", "application/octet-stream")) and kind != "data":
-            raise InputUnreadable(f"the data URL holds {kind}, not a video", param="video")
-        description, what = f"data URL ({kind})", f"the video data URL ({kind})"
-        data = decode_base64(payload, what, limit, "OMNIEMBED_MAX_VIDEO_BYTES")
-    elif isinstance(item, str) and not allow_paths and len(item) >= 16 and B64.match(item):
-        data = decode_base64(item, "the base64 video", limit, "OMNIEMBED_MAX_VIDEO_BYTES")
-        description, what = "base64 video", "the base64 video"
-    elif isinstance(item, (str, Path)):
-        if not allow_paths:
-            raise ParameterInvalid(
-                "local file paths are not accepted here; send the video itself (bytes / base64) or an http(s) URL",
-                param="video",
-            )
-        path = Path(item).expanduser()
-        try:
-            if not path.is_file():
-                raise InputUnreadable(f"there is no video file at {str(item)[:200]}", param="video")
-            size = path.stat().st_size
-        except (OSError, ValueError):
-            raise InputUnreadable(f"there is no readable video file at {str(item)[:200]}", param="video") from None
-        what = f"the video file {path.name}"
-        if size > limit:
-            raise _too_big(what, size, limit, "OMNIEMBED_MAX_VIDEO_BYTES")
-        if size == 0:
-            raise InputUnreadable(f"{what} is empty (0 bytes)", param="video")
-        return path, path.name, what
-    elif hasattr(item, "read"):
-        data = item.read(limit + 1)
-        if not isinstance(data, (bytes, bytearray)):
-            raise ParameterInvalid("the video file object is open in text mode; open it with 'rb'", param="video")
-        name = getattr(item, "name", None)
-        description = Path(str(name)).name if isinstance(name, (str, Path)) else "file object"
-        what = f"the video file {description}"
-    else:
-        raise ParameterInvalid(
-            f"cannot read a video from a {type(item).__name__}; pass a file path, an http(s) URL, bytes, a binary "
-            "file object or a base64 data URL",
-            param="video",
-        )
-    if len(data) > limit:
-        raise _too_big(what, len(data), limit, "OMNIEMBED_MAX_VIDEO_BYTES")
-    if not data:
-        raise InputUnreadable(f"{what} is empty (0 bytes)", param="video")
-    return bytes(data), description, what
-
-
 def _open(source: bytes | Path, what: str) -> tuple[Any, Any]:
     """An open file (or buffer) and the PyAV container reading it; InputUnreadable when FFmpeg cannot."""
     import av
@@ -184,10 +125,11 @@ class VideoReader:
 
     def __init__(self, item: Any, settings: Settings, *, allow_paths: bool = True) -> None:
         self.settings = settings
-        source, description, self.what = _source(item, settings, allow_paths)
-        self._file, self.container = _open(source, self.what)
+        source = read_source(item, settings, kind="video", allow_paths=allow_paths, keep_files=True)
+        self.what = source.what
+        self._file, self.container = _open(source.data, self.what)
         try:
-            self.info = self._probe(description)
+            self.info = self._probe(source.description)
         except BaseException:
             self.close()
             raise
@@ -332,8 +274,9 @@ def extract_audio(
 
     if not isinstance(sample_rate, int) or sample_rate < 1000:
         raise ParameterInvalid(f"sample_rate must be an integer >= 1000, not {sample_rate!r}", param="sample_rate")
-    source, _, what = _source(item, settings, allow_paths)
-    handle, container = _open(source, what)
+    source = read_source(item, settings, kind="video", allow_paths=allow_paths, keep_files=True)
+    what = source.what
+    handle, container = _open(source.data, what)
     with handle, container:
         if not container.streams.audio:
             raise InputUnreadable(f"{what} has no audio stream: there is no sound to embed", param="video")

@@ -39,9 +39,9 @@ def load_windowed(
     build: Callable[[Path], Any],
 ) -> Any:
     """A ``LoadedModel`` for a window-based audio model whose checkpoint is ``folder / weights_file``."""
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.audio import AudioPreparer
     from omniembed.inputs.audio_frontend import MelFrontEnd
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import GraphSpec, build_encoder
     from omniembed.weights import fingerprint
 

@@ -113,10 +113,10 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     from transformers import AutoConfig, AutoTokenizer, ClapFeatureExtractor
     from transformers.utils import logging as hf_logging
 
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.audio import AudioPreparer
     from omniembed.inputs.audio_frontend import ChunkFrontEnd
     from omniembed.inputs.text import TokenizerPreparer
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import build_encoder
     from omniembed.weights import fingerprint
 

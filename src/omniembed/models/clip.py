@@ -136,9 +136,9 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     from transformers import AutoTokenizer, CLIPConfig
     from transformers.utils import logging as hf_logging
 
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.image import ImagePreparer, ImagePreprocess
     from omniembed.inputs.text import TokenizerPreparer
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import build_encoder
     from omniembed.weights import fingerprint
 

@@ -61,8 +61,8 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     import numpy as np
     from transformers.utils import logging as hf_logging
 
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.image import ImagePreparer, ImagePreprocess
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import GraphSpec, build_encoder
     from omniembed.weights import fingerprint
 

@@ -160,8 +160,8 @@ def classifier(folder: Path) -> Any:
 def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any) -> Any:
     import numpy as np
 
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.image import ImagePreparer, ImagePreprocess
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import GraphSpec, build_encoder
     from omniembed.weights import fingerprint
 

@@ -36,8 +36,8 @@ SPECS = (
 
 
 def load(spec: ModelSpec, folder: Path | None, runtime: str, device: str, settings: Any) -> Any:
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.raster import RasterInput
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import PassThroughEncoder
 
     def identity(raw: Any) -> Any:

@@ -150,8 +150,8 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.text import TokenizerPreparer
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import build_encoder
     from omniembed.weights import fingerprint
 

@@ -183,8 +183,8 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     import numpy as np
     import torch
 
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.raster import RasterInput
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import GraphSpec, build_encoder
     from omniembed.weights import fingerprint
 

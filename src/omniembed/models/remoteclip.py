@@ -106,8 +106,8 @@ def load(spec: ModelSpec, folder: Path, runtime: str, device: str, settings: Any
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    from omniembed.contract import LoadedModel
     from omniembed.inputs.raster import RasterInput, rgb_unit
-    from omniembed.pipeline import LoadedModel
     from omniembed.runtime import GraphSpec, build_encoder
     from omniembed.weights import fingerprint
 

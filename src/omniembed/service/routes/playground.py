@@ -36,9 +36,9 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from omniembed.api import Engine
+from omniembed.contract import LoadedModel
 from omniembed.embedding import Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
-from omniembed.pipeline import LoadedModel
 from omniembed.registry import ModelSpec
 from omniembed.runtime.base import resolve_runtime
 from omniembed.runtime.precision import resolve_precision
