@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniembed.api import Engine
 from omniembed.errors import InputTooLarge
-from omniembed.service import ops
+from omniembed.service import ops, playground
 from omniembed.service.batcher import Batcher
 from omniembed.service.errors import (
     OPEN_PATHS,
@@ -35,7 +35,6 @@ from omniembed.service.fes import routes as fes
 from omniembed.service.jobs import JobRunner, JobStore
 from omniembed.service.metrics import Metrics
 from omniembed.service.openai import routes as openai
-from omniembed.service.routes import playground
 from omniembed.service.state import ServiceState
 from omniembed.service.twelvelabs import routes as twelvelabs
 from omniembed.service.twelvelabs import task_routes as twelvelabs_tasks

@@ -1,4 +1,4 @@
-"""TwelveLabs' embedding task routes, durable in the job store (``service/twelvelabs_tasks.py``).
+"""TwelveLabs' embedding task routes, durable in the job store (``tasks.py``).
 
 v1 (``client.embed.tasks``): ``POST /v1.3/embed/tasks`` (multipart: ``model_name``, ``video_file`` or
 ``video_url``, ``video_start_offset_sec``, ``video_end_offset_sec``, ``video_clip_length``,

@@ -39,6 +39,9 @@ from omniembed.api import Engine
 from omniembed.contract import LoadedModel
 from omniembed.embedding import Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.geo import BBox, OutputSpec, PointBuffer, TemporalSpec
+from omniembed.geo.api import get_embedding, inspect_model_input, list_models
+from omniembed.geo.files import pca_rgb
 from omniembed.registry import ModelSpec
 from omniembed.runtime.base import resolve_runtime
 from omniembed.runtime.precision import resolve_precision
@@ -182,8 +185,6 @@ def _stretch(bands: np.ndarray) -> np.ndarray:
 
 
 def _geo_models(engine: Engine) -> list[dict[str, Any]]:
-    from omniembed.geo.api import list_models
-
     specs = [engine.spec(name) for name in list_models(engine=engine)]
     return [{"model": s.name, "dimensions": s.dim, "modalities": [str(m) for m in s.modalities]}
             for s in specs if engine.weights_available(s)]
@@ -191,8 +192,6 @@ def _geo_models(engine: Engine) -> list[dict[str, Any]]:
 
 def _rgb_model(engine: Engine) -> str | None:
     """A geo-capable image model: its input contract is the region's RGB composite (read, not loaded)."""
-    from omniembed.geo.api import list_models
-
     for name in list_models(engine=engine):
         if Modality.IMAGE in engine.spec(name).modalities:
             return name
@@ -217,10 +216,6 @@ def _reading(field: str, source: str) -> Iterator[None]:
 
 
 def _geo_run(engine: Engine, body: GeoRequest) -> dict[str, Any]:
-    from omniembed.geo import BBox, OutputSpec, PointBuffer, TemporalSpec
-    from omniembed.geo.api import get_embedding, inspect_model_input
-    from omniembed.geo.files import pca_rgb
-
     sources = engine.settings.geo_sources
     for param, name in (("source", body.source), ("rgb_source", body.rgb_source)):
         if name is not None and name not in sources:

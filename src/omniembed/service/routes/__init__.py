@@ -1,1 +1,0 @@
-"""One router per protocol face, plus operations (health, readiness, metrics)."""
