@@ -462,7 +462,7 @@ def run_model(case: Case, settings_kw: dict[str, Any], repeat: int) -> dict[str,
     e = embed(engine, case, "resize", "pooled", case.regions["resize"][:1])[0]  # the defaults: unset
     checked = {"runtime": e.meta.runtime, "precision": e.meta.precision}
     assert checked == CONFIGS[default], (case.model, checked, CONFIGS[default])
-    engine.models.clear()
+    engine.unload()
     configs = {c: {m: {o: best[(c, m, o)] for o in OUTPUTS} for m in MODES} for c in names}
     ref = "eager fp32"
     cos = {config: min(min_cosine(keep[(config, m, o)], keep[(ref, m, o)]) for m in MODES for o in OUTPUTS)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import omniembed
+from omniembed.api import Loaded
 from omniembed.errors import RuntimeUnavailable
 from omniembed.runtime import onnx as onnx_runtime
 
@@ -45,7 +46,7 @@ def test_loaded_models_are_cached_and_bounded(tmp_path: Path) -> None:
     a = engine.load("minilm", runtime="torch")
     assert engine.load("MiniLM", runtime="torch") is a  # alias, same loaded model
     engine.load("minilm", runtime="onnx")
-    assert engine.models.keys() == [("minilm", "onnx", "cpu", "fp32")]  # LRU bound of 1 evicted the torch one
+    assert list(engine.loaded()) == [Loaded("minilm", "onnx", "cpu", "fp32")]  # LRU bound of 1 evicted the torch one
     assert engine.load("minilm", runtime="torch") is not a
 
 

@@ -11,6 +11,7 @@ Importing omniembed imports no ML library; models load on first use.
 
 from omniembed.api import Engine, configure, describe_model, embed, embed_batch, get_engine, list_models
 from omniembed.client import Client
+from omniembed.contract import Options
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
 from omniembed.errors import (
     BackendAuthFailed,
@@ -48,6 +49,7 @@ __all__ = [
     "ModelNotFound",
     "ModelSpec",
     "OmniEmbedError",
+    "Options",
     "ParameterError",
     "ParameterInvalid",
     "ParameterNotProvided",

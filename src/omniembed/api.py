@@ -7,11 +7,12 @@ used directly, e.g. one per test or per server.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -26,7 +27,6 @@ from omniembed.errors import (
     RuntimeUnavailable,
     WeightsNotFound,
 )
-from omniembed.inputs.text import check_truncate
 from omniembed.inputs.video_clips import video_preparer
 from omniembed.models import default_registry, spec_for_folder
 from omniembed.pipeline import run
@@ -36,16 +36,24 @@ from omniembed.runtime.precision import apply_precision, resolve_precision
 from omniembed.settings import Settings
 from omniembed.weights import locate_weights
 
-__all__ = ["Engine", "configure", "describe_model", "embed", "embed_batch", "get_engine", "list_models"]
+__all__ = ["Engine", "Loaded", "configure", "describe_model", "embed", "embed_batch", "get_engine", "list_models"]
 
 ErrorMode = Literal["raise", "return"]
 log = logging.getLogger(__name__)
 TEXT, IMAGE, AUDIO, VIDEO = Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.VIDEO
 
 
-def _finite(value: Any) -> bool:
-    """A real number (bool is not one) that is neither NaN nor infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+@dataclass(frozen=True)
+class Loaded:
+    """A model as the engine runs it: its canonical name and the concrete runtime, device and precision (the
+    key of the engine's model cache, and what ``Engine.loaded``/``Engine.plan`` tell the faces)."""
+
+    model: str
+    runtime: str
+    device: str
+    precision: str
+    fallback: bool = field(default=False, compare=False)
+    """Whether the runtime was chosen by ``auto``, so a missing ONNX Runtime may fall back to torch."""
 
 
 def _check_name(model: object) -> None:
@@ -163,32 +171,54 @@ class Engine:
     def _not_found(self, model: str) -> OmniEmbedError:
         return ModelNotFound(self.registry.not_found_message(model), param="model", model=model)
 
+    # -- what is loaded ------------------------------------------------------------------------
+    def plan(self, model: str | ModelSpec, options: Options | None = None) -> Loaded:
+        """What ``model`` runs with under ``options`` and the settings (runtime, device, precision), resolved
+        from the hardware without loading anything: ``load`` loads exactly this (unless ONNX is missing
+        and the engine falls back to torch)."""
+        spec = model if isinstance(model, ModelSpec) else self.spec(model)
+        opts = options or Options()
+        device = opts.device or self.settings.device
+        precision, wanted = resolve_precision(opts.precision or self.settings.precision, spec,
+                                              opts.runtime or self.settings.runtime, device)
+        runtime, device = resolve_runtime(wanted, device)
+        return Loaded(spec.name, runtime, device, precision, fallback=wanted == "auto")
+
+    def loaded(self) -> dict[Loaded, LoadedModel]:
+        """The models in memory now, by what was asked for (``plan``'s answer), least recently used first;
+        each ``LoadedModel`` says what it runs as (a precomputed product: ``precomputed``). Loads nothing and
+        leaves the cache's order as it was."""
+        return {key: model for key, model in self.models.items() if isinstance(key, Loaded)}
+
+    def unload(self) -> int:
+        """Drop every loaded model (the next call loads it again); how many there were."""
+        count = len(self.models)
+        self.models.clear()
+        return count
+
     def load(
         self, model: str, *, runtime: str | None = None, device: str | None = None, precision: str | None = None
     ) -> LoadedModel:
         """The loaded model (from the LRU, or loaded now) for a concrete runtime, device and precision."""
         spec = self.spec(model)
-        device = device or self.settings.device
-        prec, wanted = resolve_precision(precision or self.settings.precision, spec, runtime or self.settings.runtime,
-                                         device)
-        rt, dev = resolve_runtime(wanted, device)
+        key = self.plan(spec, Options(runtime=runtime, device=device, precision=precision))
         try:
-            return self.models.get_or_load((spec.name, rt, dev, prec), lambda: self._load(spec, rt, dev, prec))
+            return self.models.get_or_load(key, lambda: self._load(spec, key))
         except RuntimeUnavailable as exc:
-            if wanted != "auto" or rt == "torch" or prec != "fp32":
+            if not key.fallback or key.runtime == "torch" or key.precision != "fp32":
                 raise
             log.warning("%s; falling back to the torch runtime", exc.message)
-            key = (spec.name, "torch", dev, prec)
-            return self.models.get_or_load(key, lambda: self._load(spec, "torch", dev, prec))
+            torch = dataclasses.replace(key, runtime="torch")
+            return self.models.get_or_load(torch, lambda: self._load(spec, torch))
 
-    def _load(self, spec: ModelSpec, runtime: str, device: str, precision: str = "fp32") -> LoadedModel:
+    def _load(self, spec: ModelSpec, key: Loaded) -> LoadedModel:
         w, model_dir = spec.weights, self.settings.model_dir
         # A model that names no weights source and has no MODEL_DIR folder (a precomputed product, a test
         # stand-in) loads with none.
         named = w.hub_id or w.package or w.local_path or (model_dir is not None and (model_dir / spec.name).is_dir())
         folder = locate_weights(spec, self.settings) if named else None
         try:
-            loaded: LoadedModel = spec.load_function()(spec, folder, runtime, device, self.settings)
+            loaded: LoadedModel = spec.load_function()(spec, folder, key.runtime, key.device, self.settings)
         except OmniEmbedError:
             raise
         except Exception as exc:
@@ -198,9 +228,47 @@ class Engine:
                 param="model", model=spec.name, hint=f"omniembed models prepare {spec.name}",
                 detail=f"weights folder: {folder}\n{type(exc).__name__}: {exc}",
             ) from exc
-        return apply_precision(loaded, precision, self.settings)
+        return apply_precision(loaded, key.precision, self.settings)
 
     # -- embedding --------------------------------------------------------------------------
+    def run(
+        self,
+        model: str,
+        modality: Modality,
+        items: Sequence[Any],
+        options: Options | None = None,
+        *,
+        errors: ErrorMode = "raise",
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Embedding | OmniEmbedError]:
+        """Embed ``items`` of one ``modality`` with ``model``: the one entry every face calls. One result
+        per item, in order; with ``errors="return"`` a bad item's error (naming its index) takes its place.
+        ``options`` were checked when made; the ones that do not apply to ``modality`` are refused here, and
+        ``batch_size`` and a video's clip length default to the settings'. ``progress`` is called with the
+        number of items finished as they finish."""
+        if not isinstance(modality, Modality):
+            raise ParameterInvalid(f"modality must be one of {', '.join(Modality)}, not {modality!r}",
+                                   param="modality")
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise ParameterInvalid(f"{modality}s must be a list, not {type(items).__name__}; for one input use "
+                                   "embed()", param=f"{modality}s")
+        if errors not in ("raise", "return"):
+            raise ParameterInvalid(f"errors must be 'raise' or 'return', not {errors!r}", param="errors")
+        options = options if options is not None else Options()
+        options.check_for(modality)
+        defaults: dict[str, Any] = {}
+        if options.batch_size is None:
+            defaults["batch_size"] = self.settings.batch_size
+        if modality is VIDEO and options.segment_sec is None:
+            defaults["segment_sec"] = float(self.settings.video_clip_sec)
+        options = dataclasses.replace(options, **defaults) if defaults else options
+        loaded = self.load(model, runtime=options.runtime, device=options.device, precision=options.precision)
+        # a video is an input of the pipeline: its preparer puts the model's image (or audio) path to work
+        preparer, encoder = (None, None) if modality is not VIDEO else video_preparer(loaded, self.settings,
+                                                                                      options.embedding_option)
+        return run(loaded, modality, list(items), options, errors=errors, progress=progress, preparer=preparer,
+                   encoder=encoder)
+
     def embed_batch(
         self,
         model: str,
@@ -209,93 +277,34 @@ class Engine:
         images: Sequence[Any] | None = None,
         audios: Sequence[Any] | None = None,
         videos: Sequence[Any] | None = None,
-        truncate: str = "end",
-        normalize: bool | None = None,
-        pooling: str | None = None,
-        device: str | None = None,
-        runtime: str | None = None,
-        precision: str | None = None,
-        batch_size: int | None = None,
-        start_offset_sec: float = 0.0,
-        segment_sec: float | None = None,
-        overlap_sec: float = 0.0,
-        end_offset_sec: float | None = None,
-        embedding_option: str = "visual",
-        allow_paths: bool = True,
         errors: ErrorMode = "raise",
         progress: Callable[[int], None] | None = None,
+        **options: Any,
     ) -> list[Any]:
-        """Embed a list of inputs of one modality (``texts``, ``images``, ``audios``, ``videos``); see
-        ``embed_batch``."""
+        """Embed a list of inputs of one modality (``texts``, ``images``, ``audios``, ``videos``) with
+        ``Options`` given as keywords: ``run`` for callers who name the modality by keyword."""
         given = [(m, v) for m, v in ((TEXT, texts), (IMAGE, images), (AUDIO, audios), (VIDEO, videos)) if v is not None]
         if not given:
             raise ParameterNotProvided("nothing to embed: pass texts=, images=, audios= or videos=", param="texts")
         if len(given) > 1:
             raise ParameterInvalid("pass one of texts=, images=, audios= or videos= per call", param=f"{given[1][0]}s")
         modality, items = given[0]
-        name = f"{modality}s"
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-            raise ParameterInvalid(
-                f"{name} must be a list, not {type(items).__name__}; for one input use embed()", param=name
-            )
-        if errors not in ("raise", "return"):
-            raise ParameterInvalid(f"errors must be 'raise' or 'return', not {errors!r}", param="errors")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ParameterInvalid(f"batch_size must be a positive integer, not {batch_size!r}", param="batch_size")
-        if normalize is not None and not isinstance(normalize, bool):
-            raise ParameterInvalid(f"normalize must be true or false, not {normalize!r}", param="normalize")
-        for param, value in (("start_offset_sec", start_offset_sec), ("overlap_sec", overlap_sec)):
-            if not _finite(value) or value < 0:
-                raise ParameterInvalid(f"{param} must be a number >= 0, not {value!r}", param=param)
-        if segment_sec is not None and (not _finite(segment_sec) or segment_sec <= 0):
-            raise ParameterInvalid(f"segment_sec must be a number > 0, not {segment_sec!r}", param="segment_sec")
-        if segment_sec is not None and overlap_sec >= segment_sec:
-            raise ParameterInvalid("overlap_sec must be shorter than segment_sec", param="overlap_sec")
-        if end_offset_sec is not None and (not _finite(end_offset_sec) or end_offset_sec <= start_offset_sec):
-            raise ParameterInvalid(
-                f"end_offset_sec must be a number > start_offset_sec ({start_offset_sec!r}), not {end_offset_sec!r}",
-                param="end_offset_sec",
-            )
-        if modality is VIDEO and overlap_sec:
-            raise ParameterInvalid("video clips do not overlap: omit overlap_sec", param="overlap_sec")
-        if modality is not VIDEO and (end_offset_sec is not None or embedding_option != "visual"):
-            param = "end_offset_sec" if end_offset_sec is not None else "embedding_option"
-            raise ParameterInvalid(f"{param} applies to videos (videos=...), not to {name}", param=param)
-        if modality is VIDEO and segment_sec is None:
-            segment_sec = self.settings.video_clip_sec
-        options = Options(
-            truncate=check_truncate(truncate),
-            normalize=normalize,
-            pooling=pooling,
-            batch_size=batch_size or self.settings.batch_size,
-            start_offset_sec=float(start_offset_sec),
-            segment_sec=None if segment_sec is None else float(segment_sec),
-            overlap_sec=float(overlap_sec),
-            end_offset_sec=None if end_offset_sec is None else float(end_offset_sec),
-            allow_paths=allow_paths,
-        )
-        loaded = self.load(model, runtime=runtime, device=device, precision=precision)
-        # a video is an input of the pipeline: its preparer puts the model's image (or audio) path to work
-        preparer, encoder = (None, None) if modality is not VIDEO else video_preparer(loaded, self.settings,
-                                                                                      embedding_option)
-        return run(loaded, modality, list(items), options, errors=errors, progress=progress, preparer=preparer,
-                   encoder=encoder)
+        return self.run(model, modality, items, Options.of(**options), errors=errors, progress=progress)
 
     def embed(
         self, model: str, *, text: Any = None, image: Any = None, audio: Any = None, video: Any = None,
-        **kwargs: Any,
+        **options: Any,
     ) -> Embedding:
         """Embed one input: exactly one of ``text``, ``image``, ``audio`` or ``video``; see ``embed``."""
-        pairs = (("text", text), ("image", image), ("audio", audio), ("video", video))
+        pairs = ((TEXT, text), (IMAGE, image), (AUDIO, audio), (VIDEO, video))
         given = [(m, v) for m, v in pairs if v is not None]
         if not given:
             raise ParameterNotProvided("nothing to embed: pass text=, image=, audio= or video=", param="text")
         if len(given) > 1:
-            raise ParameterInvalid("pass one of text=, image=, audio= or video= per call", param=given[1][0])
-        kind, value = given[0]
+            raise ParameterInvalid("pass one of text=, image=, audio= or video= per call", param=str(given[1][0]))
+        modality, value = given[0]
         try:
-            batch: dict[str, Any] = {f"{kind}s": [value], **kwargs}
-            result = self.embed_batch(model, errors="raise", **batch)[0]
+            result = self.run(model, modality, [value], Options.of(**options))[0]
         except OmniEmbedError as exc:
             if exc.index is None:
                 raise

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from omniembed.api import Engine
-from omniembed.embedding import Embedding, Modality
+from omniembed.contract import Options
+from omniembed.embedding import Modality
 from omniembed.errors import InternalError, OmniEmbedError, class_for_code
 from omniembed.service.twelvelabs.embed import (
     Fitted,
@@ -94,9 +95,7 @@ class Client:
         assert engine is not None
 
         async def run(model: str, modality: Modality, items: list[Any], options: dict[str, Any]) -> list[Any]:
-            kwargs: dict[str, Any] = {f"{modality}s": items, **options}
-            results: list[Embedding | OmniEmbedError] = engine.embed_batch(model, errors="return", **kwargs)
-            return results
+            return engine.run(model, modality, items, Options.of(**options), errors="return")
 
         async def fit(model: str, text: str, cap: int | None, truncate: str) -> Fitted | None:
             return fit_with_engine(engine, model, text, cap, truncate)

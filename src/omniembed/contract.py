@@ -11,40 +11,115 @@ This module sits below ``inputs/`` and ``pipeline.py``: it imports neither.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
 
 from omniembed.embedding import InputInfo, Modality, Segment
-from omniembed.errors import OmniEmbedError
+from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.registry import ModelSpec
 from omniembed.runtime.base import Encoder
 
-__all__ = ["LoadedModel", "Options", "PrepareResult", "Prepared", "Preparer"]
+__all__ = ["DEFAULT_BATCH_SIZE", "TRUNCATE_MODES", "LoadedModel", "Options", "PrepareResult", "Prepared", "Preparer"]
+
+TRUNCATE_MODES = ("end", "start", "none")
+"""How a text over the model's limit is cut, as TwelveLabs names them: keep the start (``end``), keep the end
+(``start``), or refuse it (``none``)."""
+DEFAULT_BATCH_SIZE = 32
+"""Rows per encoder call where neither the call nor the settings say (the pipeline run on its own)."""
+
+
+def _finite(value: Any) -> bool:
+    """A real number (bool is not one) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
 class Options:
-    """Per-call options that reach the preparer and the post-processing."""
+    """One call's options, checked when made: an invalid value raises ``ParameterInvalid`` naming it.
+
+    Every face builds one and hands it to ``Engine.run`` (``embed_batch``'s keywords are these fields); the
+    engine resolves ``runtime``/``device``/``precision`` and fills ``batch_size`` and a video's
+    ``segment_sec`` from the settings; the preparer and the post-processing read the rest.
+    """
 
     truncate: str = "end"
+    """Texts: ``end`` (keep the start), ``start`` (keep the end) or ``none`` (too long is an error)."""
     normalize: bool | None = None
     """None: as the model defines."""
     pooling: str | None = None
     """None: the model's default pooling."""
-    batch_size: int = 32
+    batch_size: int | None = None
+    """Rows per encoder call; None: ``Settings.batch_size`` (``DEFAULT_BATCH_SIZE`` outside an engine)."""
     start_offset_sec: float = 0.0
     """Segmented inputs (audio, video): where to start, in seconds."""
     segment_sec: float | None = None
-    """Segmented inputs: segment (video: clip) length in seconds (None: the model's default)."""
+    """Segmented inputs: segment (video: clip) length in seconds (None: the model's or settings' default)."""
     overlap_sec: float = 0.0
-    """Segmented inputs: overlap between consecutive segments, in seconds."""
+    """Audio: overlap between consecutive segments, in seconds (video clips do not overlap)."""
     end_offset_sec: float | None = None
     """Video: where to stop, in seconds (None: the end)."""
+    embedding_option: str = "visual"
+    """Video: ``visual`` (frames under an image model) or ``audio`` (the sound track under an audio model)."""
     allow_paths: bool = True
     """Whether string inputs may name local files (the HTTP server turns this off)."""
+    runtime: str | None = None
+    """``auto``, ``torch`` or ``onnx``; None: the settings'."""
+    device: str | None = None
+    """``auto``, ``cpu`` or ``cuda``; None: the settings'."""
+    precision: str | None = None
+    """``auto``, ``fp32``, ``bf16`` or ``int8``; None: the settings'."""
+
+    def __post_init__(self) -> None:
+        truncate = "end" if self.truncate is None else self.truncate
+        if not isinstance(truncate, str) or truncate.lower() not in TRUNCATE_MODES:
+            raise ParameterInvalid(f"the truncate parameter is invalid ({truncate!r}). You should use one of the "
+                                   "following values: none, start, end.", param="truncate")
+        object.__setattr__(self, "truncate", truncate.lower())
+        if self.normalize is not None and not isinstance(self.normalize, bool):
+            raise ParameterInvalid(f"normalize must be true or false, not {self.normalize!r}", param="normalize")
+        size = self.batch_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ParameterInvalid(f"batch_size must be a positive integer, not {size!r}", param="batch_size")
+        for param in ("start_offset_sec", "overlap_sec"):
+            value = getattr(self, param)
+            if not _finite(value) or value < 0:
+                raise ParameterInvalid(f"{param} must be a number >= 0, not {value!r}", param=param)
+            object.__setattr__(self, param, float(value))
+        segment = self.segment_sec
+        if segment is not None:
+            if not _finite(segment) or segment <= 0:
+                raise ParameterInvalid(f"segment_sec must be a number > 0, not {segment!r}", param="segment_sec")
+            if self.overlap_sec >= segment:
+                raise ParameterInvalid("overlap_sec must be shorter than segment_sec", param="overlap_sec")
+            object.__setattr__(self, "segment_sec", float(segment))
+        end = self.end_offset_sec
+        if end is not None:
+            if not _finite(end) or end <= self.start_offset_sec:
+                raise ParameterInvalid(f"end_offset_sec must be a number > start_offset_sec "
+                                       f"({self.start_offset_sec!r}), not {end!r}", param="end_offset_sec")
+            object.__setattr__(self, "end_offset_sec", float(end))
+
+    @classmethod
+    def of(cls, **kwargs: Any) -> Options:
+        """Options from keywords, with an unknown keyword refused by name (not a ``TypeError``)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ParameterInvalid(f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(known))}",
+                                   param=unknown[0])
+        return cls(**kwargs)
+
+    def check_for(self, modality: Modality) -> None:
+        """Refuse the options that do not apply to ``modality`` (a video's clips, audio's overlap)."""
+        if modality is Modality.VIDEO and self.overlap_sec:
+            raise ParameterInvalid("video clips do not overlap: omit overlap_sec", param="overlap_sec")
+        if modality is not Modality.VIDEO and (self.end_offset_sec is not None or self.embedding_option != "visual"):
+            param = "end_offset_sec" if self.end_offset_sec is not None else "embedding_option"
+            raise ParameterInvalid(f"{param} applies to videos (videos=...), not to {modality}s", param=param)
 
 
 @dataclass(frozen=True)

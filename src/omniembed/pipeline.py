@@ -23,13 +23,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 
-from omniembed.contract import LoadedModel, Options, Prepared, Preparer
+from omniembed.contract import DEFAULT_BATCH_SIZE, LoadedModel, Options, Prepared, Preparer
 from omniembed.embedding import Embedding, EmbeddingMeta, Modality, Timings
 from omniembed.errors import InternalError, OmniEmbedError, ParameterInvalid
 from omniembed.runtime import Encoder
@@ -106,6 +106,8 @@ def run(
         raise ParameterInvalid(
             f"model {model.spec.name!r} does not embed {modality} (it takes: {takes})", param=str(modality)
         )
+    if options.batch_size is None:
+        options = replace(options, batch_size=DEFAULT_BATCH_SIZE)
     call = _Call(model, modality, preparer, encoder, options, errors, progress, len(items))
     stream = pieces(preparer, items, options, call.per_call)
     try:
@@ -215,7 +217,8 @@ class _Call:
         self.tokens: int | None = None
         if getattr(preparer, "counts_tokens", False):
             self.tokens = getattr(preparer, "max_batch_tokens", None) or getattr(encoder, "batch_tokens", BATCH_TOKENS)
-        self.per_call = min(options.batch_size, getattr(preparer, "max_batch_rows", None) or options.batch_size)
+        size = options.batch_size or DEFAULT_BATCH_SIZE
+        self.per_call = min(size, getattr(preparer, "max_batch_rows", None) or size)
         self.contract = preparer.contract(options)
         self.out: list[Result | None] = [None] * n
         self.live: dict[int, _Item] = {}

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from omniembed.contract import Options, Prepared, Preparer, PrepareResult
+from omniembed.contract import DEFAULT_BATCH_SIZE, Options, Prepared, Preparer, PrepareResult
 from omniembed.errors import InternalError, OmniEmbedError
 
 __all__ = ["Piece", "pieces", "prepare_isolated"]
@@ -134,7 +134,8 @@ def pieces(
     on a background thread while the caller encodes the current one. Closing the iterator (as the caller
     does when it stops early) waits for the piece in the making and closes the items' row iterators."""
     streaming = bool(getattr(preparer, "streaming", False))
-    made = _made(preparer, items, options, 2 * options.batch_size if streaming else max(1, len(items)), batch_rows)
+    chunk = 2 * (options.batch_size or DEFAULT_BATCH_SIZE) if streaming else max(1, len(items))
+    made = _made(preparer, items, options, chunk, batch_rows)
     try:
         piece = next(made)
         if piece.last or not streaming:

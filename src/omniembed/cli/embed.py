@@ -25,7 +25,8 @@ from omniembed.cli.images import embed_folder, image_files, write_images
 from omniembed.cli.records import read_records
 from omniembed.cli.scale import embed_sharded
 from omniembed.cli.videos import embed_video_folder, video_files, write_videos
-from omniembed.embedding import Embedding
+from omniembed.contract import Options
+from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 
 out = Console(soft_wrap=True)
@@ -72,9 +73,8 @@ def _embed_file(engine: Engine, model: str, input_path: Path, out_path: Path, op
     columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("embed", total=len(texts))
-        results = engine.embed_batch(
-            model, texts, errors="return", progress=lambda n: bar.advance(task, n), **options
-        )
+        results = engine.run(model, Modality.TEXT, texts, Options.of(**options), errors="return",
+                             progress=lambda n: bar.advance(task, n))
     good: list[tuple[str, str, Embedding]] = []
     failed: list[tuple[str, OmniEmbedError]] = []
     for i, (record, result) in enumerate(zip(records, results, strict=True)):

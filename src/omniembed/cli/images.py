@@ -15,7 +15,8 @@ from rich.console import Console
 
 from omniembed.api import Engine
 from omniembed.cli.common import check_out, embedding_column, report_skipped, write_parquet
-from omniembed.embedding import Embedding
+from omniembed.contract import Options
+from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.inputs.image import IMAGE_SUFFIXES
 
@@ -52,23 +53,23 @@ def write_images(path: Path, rows: list[tuple[str, Embedding]]) -> None:
 
 
 def embed_files(
-    engine: Engine, model: str, folder: Path, files: list[Path], kind: str, options: dict[str, Any],
+    engine: Engine, model: str, folder: Path, files: list[Path], kind: Modality, options: dict[str, Any],
     err: Console, chunk_size: int = CHUNK,
 ) -> tuple[list[tuple[str, Embedding]], list[tuple[str, OmniEmbedError]]]:
-    """Embed ``files`` (``kind``: ``images`` or ``videos``, the ``embed_batch`` keyword) in chunks with a
+    """Embed ``files`` (``kind``: images or videos) in chunks with a
     progress bar: the embedded ones and the failed ones, each by its path relative to ``folder``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     engine.load(model, runtime=options.get("runtime"), device=options.get("device"))
     good: list[tuple[str, Embedding]] = []
     failed: list[tuple[str, OmniEmbedError]] = []
-    columns = (TextColumn(f"embedding {kind}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (TextColumn(f"embedding {kind}s"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("embed", total=len(files))
         for start in range(0, len(files), chunk_size):
             chunk = files[start : start + chunk_size]
-            inputs: dict[str, Any] = {kind: chunk, **options}
-            results = engine.embed_batch(model, errors="return", progress=lambda n: bar.advance(task, n), **inputs)
+            results = engine.run(model, kind, chunk, Options.of(**options), errors="return",
+                                 progress=lambda n: bar.advance(task, n))
             for i, result in enumerate(results):
                 if isinstance(result, OmniEmbedError):
                     # the error's own index (in this chunk's numbering) names the file
@@ -90,7 +91,7 @@ def embed_folder(
             f"{folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})", param="input"
         )
     options = {k: v for k, v in options.items() if k != "truncate"}
-    good, failed = embed_files(engine, model, folder, files, "images", options, err)
+    good, failed = embed_files(engine, model, folder, files, Modality.IMAGE, options, err)
     report_skipped(failed, len(files), bool(good), "image files")
     write_images(out_path, good)
     ignored = f"; {others} non-image files ignored" if others else ""

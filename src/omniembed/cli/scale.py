@@ -31,6 +31,8 @@ from omniembed.api import Engine
 from omniembed.atomic import atomic_path
 from omniembed.cli.images import image_files
 from omniembed.cli.records import read_records
+from omniembed.contract import Options
+from omniembed.embedding import Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.ray import _modality, connect, embed_dataset
 from omniembed.ray.stages import error_column, existing_errors
@@ -235,8 +237,9 @@ def _run_local(engine: Engine, model: str, corpus: Corpus, pending: list[int], s
         vectors: list[Any] = [None] * len(rows)
         todo = [j for j, e in enumerate(errors) if e is None]
         if todo:
-            items: dict[str, Any] = {f"{corpus.modality}s": [corpus.values[rows[j]] for j in todo]}
-            results = engine.embed_batch(model, errors="return", progress=advance, **items, **options)
+            items = [corpus.values[rows[j]] for j in todo]
+            results = engine.run(model, Modality(corpus.modality), items, Options.of(**options), errors="return",
+                                 progress=advance)
             for j, r in zip(todo, results, strict=True):
                 if isinstance(r, OmniEmbedError):
                     errors[j] = r

@@ -17,7 +17,7 @@ from rich.console import Console
 from omniembed.api import Engine
 from omniembed.cli.common import check_out, report_skipped, write_parquet
 from omniembed.cli.images import embed_files, image_files
-from omniembed.embedding import Embedding
+from omniembed.embedding import Embedding, Modality
 from omniembed.errors import ParameterInvalid
 from omniembed.inputs.video import VIDEO_SUFFIXES
 
@@ -74,7 +74,7 @@ def embed_video_folder(
         raise ParameterInvalid(f"{folder} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})",
                                param="input")
     options = {k: v for k, v in options.items() if k not in ("truncate", "overlap_sec")}
-    good, failed = embed_files(engine, model, folder, files, "videos", options, err, CHUNK)
+    good, failed = embed_files(engine, model, folder, files, Modality.VIDEO, options, err, CHUNK)
     report_skipped(failed, len(files), bool(good), "video files")
     write_videos(out_path, good)
     clips = sum(len(r.meta.segments) for _, r in good)

@@ -115,9 +115,7 @@ def describe_model(model: str, *, engine: Engine | None = None) -> dict[str, Any
 
 def reset_runtime(*, engine: Engine | None = None) -> dict[str, int]:
     """Drop the loaded models (and their runtimes) of the engine, so the next call loads afresh."""
-    eng = _engine(engine)
-    n = len(eng.models)
-    eng.models.clear()
+    n = _engine(engine).unload()
     return {"models_cleared": n, "runtime_caches_cleared": n}
 
 

@@ -7,26 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from omniembed.contract import Prepared
+from omniembed.contract import TRUNCATE_MODES, Options, Prepared
 from omniembed.embedding import InputInfo
 from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
 
 __all__ = ["TRUNCATE_MODES", "TokenizerPreparer", "check_text", "check_truncate"]
 
-TRUNCATE_MODES = ("end", "start", "none")
 
 
 def check_truncate(truncate: Any) -> str:
-    """The truncation mode, as TwelveLabs defines them: ``end`` (default), ``start`` or ``none``."""
-    if truncate is None:
-        return "end"
-    if not isinstance(truncate, str) or truncate.lower() not in TRUNCATE_MODES:
-        raise ParameterInvalid(
-            f"the truncate parameter is invalid ({truncate!r}). You should use one of the following "
-            "values: none, start, end.",
-            param="truncate",
-        )
-    return truncate.lower()
+    """The truncation mode, as TwelveLabs defines them: ``end`` (default, also for None), ``start`` or
+    ``none``; checked as ``Options`` checks it."""
+    return Options(truncate=truncate).truncate
 
 
 def check_text(value: Any, index: int | None, max_chars: int) -> str:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from omniembed.api import Engine
+from omniembed.contract import Options
+from omniembed.embedding import Modality
 from omniembed.errors import FIELDS, InternalError, OmniEmbedError, class_for_code
 from omniembed.inputs.audio import load_audio
 from omniembed.inputs.image import load_image
@@ -205,10 +207,10 @@ class Embedder:
                  settings: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
                  specs: Sequence[ModelSpec] = (), segments: bool = False) -> None:
         self.model, self.column, self.modality, self.segments = model, column, modality, segments
-        self.options = dict(options or {})
+        self.options = Options.of(**(options or {}))
         self.engine = build_engine(settings, specs)
-        self.engine.load(model, runtime=self.options.get("runtime"), device=self.options.get("device"),
-                         precision=self.options.get("precision"))  # once per actor, before the first batch
+        self.engine.load(model, runtime=self.options.runtime, device=self.options.device,
+                         precision=self.options.precision)  # once per actor, before the first batch
         self.dim: int = self.engine.spec(model).dim
 
     def __call__(self, batch: Any) -> pa.Table:
@@ -221,9 +223,9 @@ class Embedder:
         todo = [i for i, e in enumerate(errors) if e is None]
         results: list[Any] = [None] * table.num_rows
         if todo:
-            kwargs: dict[str, Any] = {f"{self.modality}s": [items[i] for i in todo]}
             try:
-                out = self.engine.embed_batch(self.model, errors="return", **kwargs, **self.options)
+                out = self.engine.run(self.model, Modality(self.modality), [items[i] for i in todo], self.options,
+                                      errors="return")
             except OmniEmbedError as exc:  # a call-level problem (bad option): every row gets it
                 out = [exc] * len(todo)
             for i, result in zip(todo, out, strict=True):

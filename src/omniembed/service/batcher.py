@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omniembed.api import Engine
+from omniembed.contract import Options
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import InputTooLarge, InternalError, OmniEmbedError, ParameterInvalid
 from omniembed.service.errors import RequestTimeout, TooManyRequests
@@ -47,12 +48,12 @@ class _Pending:
 
 
 class _ModelQueue:
-    def __init__(self, batcher: Batcher, model: str, modality: Modality, options: tuple[tuple[str, Any], ...]) -> None:
+    def __init__(self, batcher: Batcher, model: str, modality: Modality, options: Options) -> None:
         self.key = (model, modality, options)
         self.batcher = batcher
         self.model = model
         self.modality = modality
-        self.options = dict(options)
+        self.options = options
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=batcher.engine.settings.queue_size)
         # Gather several encoder batches' worth: the pipeline sorts them by length and cuts them where
         # padding is least, so a larger mix pads less.
@@ -99,10 +100,8 @@ class _ModelQueue:
             metrics.queue_depth.labels(self.model).set(self.queue.qsize())
             if not batch:
                 continue
-            kwargs: dict[str, Any] = {f"{self.modality}s": [p.item for p in batch], **self.options}
-            call = functools.partial(
-                self.batcher.engine.embed_batch, self.model, errors="return", allow_paths=False, **kwargs
-            )
+            call = functools.partial(self.batcher.engine.run, self.model, self.modality, [p.item for p in batch],
+                                     self.options, errors="return")
             results: list[Embedding | OmniEmbedError]
             try:
                 results = await loop.run_in_executor(self.batcher.executor, call)
@@ -132,21 +131,24 @@ class Batcher:
         self.media_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-media")
         self._queues: dict[tuple[Any, ...], _ModelQueue] = {}
 
-    def _queue(self, model: str, modality: Modality, options: dict[str, Any]) -> _ModelQueue:
+    def _queue(self, model: str, modality: Modality, options: Options) -> _ModelQueue:
         spec = self.engine.served_spec(model, modality)  # in memory only: no disk or hub lookups on the event loop
         if modality not in spec.modalities:
             takes = ", ".join(map(str, spec.modalities))
             raise ParameterInvalid(f"model {spec.name!r} does not embed {modality} (it takes: {takes})", param="model")
-        frozen = tuple(sorted((k, v) for k, v in options.items() if v is not None))
-        key = (spec.name, modality, frozen)
+        key = (spec.name, modality, options)
         if key not in self._queues:
-            self._queues[key] = _ModelQueue(self, spec.name, modality, frozen)
+            self._queues[key] = _ModelQueue(self, spec.name, modality, options)
         return self._queues[key]
 
     async def embed(
         self, model: str, modality: Modality, items: Sequence[Any], timeout: float | None = None, **options: Any
     ) -> list[Embedding | OmniEmbedError]:
-        queue = self._queue(model, modality, options)
+        """Embed ``items`` with the others queued for the same model, modality and options (``Options``
+        keywords; None means the default; local paths are never read for a network client)."""
+        given = Options.of(**{k: v for k, v in options.items() if v is not None}, allow_paths=False)
+        given.check_for(modality)
+        queue = self._queue(model, modality, given)
         if len(items) > queue.queue.maxsize:
             raise InputTooLarge(
                 f"{len(items)} items in one request; a model queue holds at most {queue.queue.maxsize} "

@@ -25,7 +25,7 @@ import mimetypes
 import re
 import time
 import warnings
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from datetime import date
 from importlib import resources
 from typing import Any
@@ -35,7 +35,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from omniembed.api import Engine
+from omniembed.api import Engine, Loaded
 from omniembed.contract import LoadedModel
 from omniembed.embedding import Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
@@ -43,8 +43,6 @@ from omniembed.geo import BBox, OutputSpec, PointBuffer, TemporalSpec
 from omniembed.geo.api import get_embedding, inspect_model_input, list_models
 from omniembed.geo.files import pca_rgb
 from omniembed.registry import ModelSpec
-from omniembed.runtime.base import resolve_runtime
-from omniembed.runtime.precision import resolve_precision
 from omniembed.service.errors import NotFound, public_message
 from omniembed.service.state import ServiceState, get_state
 
@@ -95,43 +93,33 @@ async def static(name: str) -> Response:
     return Response(body, media_type=media, headers=_HEADERS)
 
 
-def _loaded_models(engine: Engine) -> dict[Hashable, LoadedModel]:
-    """The engine's loaded models by cache key ``(name, runtime, device, precision)``, least recently used
-    first; loads nothing and leaves the cache's order as it was."""
-    return dict(engine.models.items())
-
-
-def _runtime_of(spec: ModelSpec, state: ServiceState, loaded: dict[Hashable, LoadedModel]) -> dict[str, Any]:
+def _runtime_of(spec: ModelSpec, engine: Engine, loaded: dict[Loaded, LoadedModel]) -> dict[str, Any]:
     """What ``spec`` runs with: the loaded model's own runtime, device and precision where the engine holds
     it (``loaded: true``; a precomputed product says ``precomputed``), else what the settings and the hardware
     resolve to (``loaded: false``)."""
-    settings = state.settings
-    derived: tuple[str, str, str] | None = None
+    planned: Loaded | None = None
     error: str | None = None
     try:
-        precision, wanted = resolve_precision(settings.precision, spec, settings.runtime, settings.device)
-        runtime, device = resolve_runtime(wanted, settings.device)
-        derived = (runtime, device, precision)
+        planned = engine.plan(spec)
     except OmniEmbedError as exc:  # the model cannot run as configured: the page shows why
         error = public_message(exc)
-    mine = [(key, m) for key, m in loaded.items() if isinstance(key, tuple) and key[0] == spec.name]
-    chosen = next((m for key, m in mine if derived is not None and key[1:] == derived), None)
+    mine = [model for key, model in loaded.items() if key.model == spec.name]
+    chosen = loaded.get(planned) if planned is not None else None
     if chosen is None and mine:
-        chosen = mine[-1][1]  # the one used most recently (the engine fell back from the configured runtime)
+        chosen = mine[-1]  # the one used most recently (the engine fell back from the configured runtime)
     if chosen is not None:
         return {"model": spec.name, "runtime": chosen.runtime, "device": chosen.device,
                 "precision": chosen.precision, "loaded": True}
-    if derived is None:
+    if planned is None:
         return {"model": spec.name, "runtime": None, "device": None, "precision": None, "loaded": False,
                 "error": error}
-    return {"model": spec.name, "runtime": derived[0], "device": derived[1], "precision": derived[2],
-            "loaded": False}
+    return {"model": spec.name, "runtime": planned.runtime, "device": planned.device,
+            "precision": planned.precision, "loaded": False}
 
 
 def _runtimes(state: ServiceState) -> list[dict[str, Any]]:
-    specs = state.engine.available_specs()
-    loaded = _loaded_models(state.engine)
-    return [_runtime_of(s, state, loaded) for s in specs]
+    loaded = state.engine.loaded()
+    return [_runtime_of(s, state.engine, loaded) for s in state.engine.available_specs()]
 
 
 @router.get("/playground/api/runtime")

@@ -185,8 +185,7 @@ async def list_tasks_for_model(model: str, state: ServiceState = Depends(get_sta
 @router.get("/models/{model}/status", response_model=ModelStatus)
 async def model_status(model: str, request: Request, state: ServiceState = Depends(get_state)) -> ModelStatus:
     spec = _spec(state, model)
-    cached = state.engine.models.keys()  # (name, runtime, device, precision) of each loaded model
-    loaded = any(isinstance(k, tuple) and k and k[0] == spec.name for k in cached)
+    loaded = any(key.model == spec.name for key in state.engine.loaded())
     starting = not state.ready and spec.name not in state.loaded and any(
         name in spec.names() for name in state.settings.serve_models
     )
