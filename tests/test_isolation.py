@@ -134,7 +134,7 @@ class _FakeEngine:
     def served_spec(self, model: str, modality: Modality | None = None) -> ModelSpec:
         return ModelSpec(model, "", (Modality.TEXT,), 2, "mean", False, WeightsSource(), "")
 
-    def embed_batch(self, model: str, texts: list[Any], **_: Any) -> list[Any]:
+    def run(self, model: str, modality: Modality, texts: list[Any], options: Any = None, **_: Any) -> list[Any]:
         self.started.set()
         self.release.wait(10)
         out: list[Any] = []

@@ -110,7 +110,7 @@ def test_a_video_task_does_not_hold_up_the_request_queues(engine: Any, minilm_di
     threads: list[str] = []
 
     class SlowVideo:  # stands in for a long video: holds its thread until released
-        def embed_batch(self, model: str, **kwargs: Any) -> list[Any]:
+        def run(self, model: str, modality: Modality, items: list[Any], options: Any, **kwargs: Any) -> list[Any]:
             threads.append(threading.current_thread().name)
             started.set()
             release.wait(60)
@@ -120,7 +120,7 @@ def test_a_video_task_does_not_hold_up_the_request_queues(engine: Any, minilm_di
         batcher = Batcher(engine, Metrics())
         try:
             state = SimpleNamespace(engine=SlowVideo(), require_batcher=lambda: batcher)
-            video = asyncio.create_task(_engine(state, "efficientnet-lite0", videos=[b"..."]))  # type: ignore[arg-type]
+            video = asyncio.create_task(_engine(state, "efficientnet-lite0", Modality.VIDEO, b"..."))  # type: ignore[arg-type]
             assert await asyncio.to_thread(started.wait, 30)
             texts = await asyncio.wait_for(batcher.embed("minilm", Modality.TEXT, ["a text"]), 50)
             still_running = not video.done()

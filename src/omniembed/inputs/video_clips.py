@@ -1,7 +1,7 @@
 """A video as an input of the one pipeline: its sampled frames are rows, and ``finish`` averages them per clip.
 
 ``video_preparer(model, settings, embedding_option)`` gives the preparer and the encoder that
-``Engine.embed_batch(model, videos=[...])`` hands to ``pipeline.run``:
+``Engine.run(model, Modality.VIDEO, videos)`` hands to ``pipeline.run``:
 
 - ``"visual"`` (the default): ``VideoPreparer``. ``plan_clips`` cuts the clips (``segment_sec`` long, from
   ``start_offset_sec`` to ``end_offset_sec`` or the end; the last one shorter) and their frame times at

@@ -10,7 +10,7 @@ omniembed engine in charge of every vector.
 
 ``embed_dataset`` adds up to two stages to the dataset: a CPU stage of tasks that fetch (through the guarded
 fetcher) and decode images or audio (``decode_batch``), then the encoder stage, a pool of ``Embedder``
-actors that each load the model once and call ``Engine.embed_batch(errors="return")`` per batch, so the
+actors that each load the model once and call ``Engine.run(errors="return")`` per batch, so the
 vectors are those of an in-process ``embed_batch``. A bad row becomes an error row (``error.code``,
 ``error.message`` and the error's fields, ``error.param`` ...; ``stages.error_from_row`` makes it an error
 again); it never fails the job. Rows keep their other columns (give them an ``id`` column: the

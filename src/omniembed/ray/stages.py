@@ -1,5 +1,5 @@
 """The two ``Dataset.map_batches`` stages: ``decode_batch`` (CPU tasks: fetch and decode images/audio) and
-``Embedder`` (actors: the model loaded once, ``Engine.embed_batch(errors="return")`` per batch).
+``Embedder`` (actors: the model loaded once, ``Engine.run(errors="return")`` per batch).
 
 Both take Arrow, pandas or numpy batches and return an Arrow table: the input's other columns, plus
 ``embedding`` (fixed-size list of float32, null for a bad row), ``error`` (struct of ``code``, ``message``

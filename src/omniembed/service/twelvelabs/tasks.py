@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from fastapi import Request
 from sqlalchemy import func, select
 
+from omniembed.contract import Options
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.service.errors import public_message
@@ -214,10 +215,11 @@ def _segments(e: Embedding, option: str, scopes: list[str], whole: str) -> list[
     return out
 
 
-async def _engine(state: ServiceState, model: str, **kwargs: Any) -> Embedding:
-    """One video or audio input through ``Engine.embed_batch`` on the batcher's media thread (not the inference
+async def _engine(state: ServiceState, model: str, modality: Modality, source: Any, **options: Any) -> Embedding:
+    """One video or audio input through ``Engine.run`` on the batcher's media thread (not the inference
     thread, which the request queues need); its error is raised."""
-    call = functools.partial(state.engine.embed_batch, model, errors="return", allow_paths=False, **kwargs)
+    call = functools.partial(state.engine.run, model, modality, [source], Options(allow_paths=False, **options),
+                             errors="return")
     result = (await state.require_batcher().run_media(call))[0]
     if isinstance(result, OmniEmbedError):
         raise result.at_index(None)
@@ -241,12 +243,12 @@ async def run_plan(state: ServiceState, plan: MediaPlan, source: Any, progress: 
             segments.append({"option": option, "scope": whole, "start": None, "end": None,
                              "vector": result.vector.tolist()})
         elif plan.input_type == "audio":
-            e = await _engine(state, model, audios=[source], segment_sec=plan.clip_sec,
+            e = await _engine(state, model, Modality.AUDIO, source, segment_sec=plan.clip_sec,
                               start_offset_sec=plan.start_sec)
             segments += _segments(e, "audio", plan.scopes, whole)
         else:
             try:
-                e = await _engine(state, model, videos=[source], segment_sec=plan.clip_sec,
+                e = await _engine(state, model, Modality.VIDEO, source, segment_sec=plan.clip_sec,
                                   start_offset_sec=plan.start_sec, end_offset_sec=plan.end_sec,
                                   embedding_option=option)
             except OmniEmbedError as exc:
