@@ -8,7 +8,8 @@ report under the exact command that produced it; each process's peak RSS is take
 TARGETS table checks each issue-7 and issue-11 target (ratios from the same run) as PASS or MISS, with a "why"
 cell for misses: derived facts (fraction of the machine's measured peak, the rates on both sides) plus the
 explanation written in ``WHY`` below (edit it there, not in the generated file, so the explanation survives
-the next ``make bench``).
+the next ``make bench``). Every section names the CPU class it ran on; the closing "Per CPU class" section of
+the report, written by hand from runs on other classes, is carried over from the file being replaced.
 
 Text throughput as a fraction of the machine: ``texts/s x FLOPs/text / matmul peak``, with FLOPs counted by
 ``FlopCounterMode`` on the real module at each text's own length (``bench/machine.py``). When
@@ -61,9 +62,11 @@ WHY: dict[str, str] = {
         "~2.0x). It is bounded by the bf16 peak, which measures ~2.2x fp32 on this CPU (AVX512-BF16 without "
         "AMX; not the 4x the issue expected). Matmuls at minilm's own shapes reach that peak (machine section), "
         "so the remaining gap is the work between them: layer norms, "
-        "GELU, softmax, attention's small per-head matmuls and the tokenizer. int8 dynamic quantisation is "
-        "faster but loses accuracy (min cosine ~0.96, below 0.9995), so it is offered (precision='int8'), "
-        "never a default."
+        "GELU, softmax, attention's small per-head matmuls and the tokenizer. int8 does not help here: ONNX "
+        "Runtime's per-tensor int8 (quantize_dynamic) is ~1.75x its fp32 but moves the vectors to min cosine "
+        "~0.96, and the recipe that keeps them (blockwise MatMulNBits, value projections fp32: min cosine 0.9993) "
+        "runs ~1.1x fp32, below bf16 (bench/int8_recipes.py), so int8 is offered (precision='int8'), never a "
+        "default on this CPU class."
     ),
     "image": (
         "4x leaves no room for decoding: the ONNX encoder alone, on ready tensors, already runs at ~80% of the "
@@ -129,6 +132,7 @@ PENDING = "_explanation pending: edit `WHY` in bench/report.py_"
 SECTIONS: dict[str, tuple[str, list[str], list[str]]] = {
     "machine": ("machine.py", ["--text-n", "512"], ["--quick", "--text-n", "128"]),
     "text": ("text_throughput.py", ["--n", "512", "--repeat", "2"], ["--quick"]),
+    "int8": ("int8_recipes.py", ["--repeat", "2"], ["--recipes", "dynamic,shipped", "--repeat", "1"]),  # ~4 min
     "image": ("image_throughput.py", ["--repeat", "2"], ["--quick"]),
     "audio": ("audio_throughput.py", ["--repeat", "2"], ["--clips", "2", "--seconds", "4", "--repeat", "1"]),
     "video": ("video_throughput.py", ["--videos", "2", "--seconds", "60", "--repeat", "2"],
@@ -140,6 +144,7 @@ SECTIONS: dict[str, tuple[str, list[str], list[str]]] = {
 TITLES = {
     "machine": "Machine limit",
     "text": "Text",
+    "int8": "Text: int8 recipes",
     "image": "Images",
     "audio": "Audio",
     "video": "Video",
@@ -239,6 +244,9 @@ def version(dist: str) -> str:
 
 
 def machine_lines(load_before: str, load_after: str) -> list[str]:
+    sys.path.insert(0, str(BENCH))
+    from machine import cpu_class_line
+
     model, flags = cpu_info()
     dists = ("omniembed", "torch", "onnxruntime", "numpy", "transformers", "sentence-transformers", "httpx")
     return [
@@ -246,6 +254,8 @@ def machine_lines(load_before: str, load_after: str) -> list[str]:
         f"flags: {', '.join(flags) or 'none of avx2/avx512/vnni/amx'}",
         f"- OS: {platform.system()} {platform.release()}; Python {platform.python_version()}",
         "- Versions: " + ", ".join(f"{d} {version(d)}" for d in dists),
+        f"- {cpu_class_line()} Every ratio below holds for this class only; docs/benchmarks.md keeps one section "
+        "per class measured (the closing section, by hand, for classes measured in other runs).",
         f"- Load average (1/5/15 min) before: {load_before}; after: {load_after}. Other busy processes slow thread "
         "pools down badly: compare numbers only from a quiet machine.",
     ]
@@ -518,6 +528,21 @@ def render(sections: dict[str, Section], command: str, load_before: str, load_af
     return "\n".join(lines) + "\n"
 
 
+KEPT_HEADING = "## Per CPU class"
+"""The closing section of docs/benchmarks.md, written by hand from runs on other CPU classes (one table per
+class, each dated, with its command): a regeneration on one machine keeps it, since it cannot re-measure it."""
+
+
+def kept_section(path: Path) -> str:
+    """The ``KEPT_HEADING`` section (to the end of the file) of the report being replaced, or ''."""
+    try:
+        old = path.read_text()
+    except OSError:
+        return ""
+    start = old.find("\n" + KEPT_HEADING)
+    return "" if start < 0 else old[start:].rstrip() + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run every benchmark and write docs/benchmarks.md.")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file to write")
@@ -552,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 shutil.rmtree(work, ignore_errors=True)
         total = time.perf_counter() - started
     command = "make bench" if not sys.argv[1:] else shlex.join([PY, "bench/report.py", *sys.argv[1:]])
-    text = render(sections, command, load_before, load_average(), total)
+    text = render(sections, command, load_before, load_average(), total) + kept_section(args.output)
     tmp = args.output.with_suffix(args.output.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(args.output)

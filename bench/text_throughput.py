@@ -18,7 +18,11 @@ processes on the machine slow the thread pools down badly, so compare numbers on
 
 The corpus is built deterministically (``random.Random(0)``) from real prose written below: short
 phrases, single sentences and multi-sentence paragraphs on varied topics in several languages, combined
-into ``--n`` texts of about 3 to 200 tokens.
+into ``--n`` texts of about 3 to 200 tokens. ``--corpus docstrings`` uses the bar corpus instead: ``--n``
+(1,200 by default) distinct sentences of 3 to 120 words from the docstrings of a fixed list of standard-library
+modules (``docstring_corpus``; the same for a given Python minor version), the mixed-length English that the
+reduced-precision paths are held to. Every table names the CPU class it ran on (``machine.cpu_class_line``):
+the flags and the kernels PyTorch and ONNX Runtime pick, since the ratios depend on them.
 
 Run from the project root::
 
@@ -26,6 +30,7 @@ Run from the project root::
     .venv/bin/python bench/text_throughput.py --quick         # 128 texts, batch sizes 1,32, one repeat
     .venv/bin/python bench/text_throughput.py --threads 1 --batch-sizes 8,64 --n 256 --repeat 5
     .venv/bin/python bench/text_throughput.py --json out.json --precisions bf16,int8  # numbers as JSON too
+    .venv/bin/python bench/text_throughput.py --corpus docstrings --batch-sizes 32 --precisions bf16,int8
 
 When ``Engine.embed_batch`` takes ``precision=``, the onnx/torch columns pass ``precision="fp32"`` and extra
 columns show the default (no options) and each ``--precisions`` entry, with the min cosine to onnx fp32.
@@ -36,17 +41,20 @@ The Markdown report goes to stdout; progress messages go to stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -189,6 +197,55 @@ def build_corpus(n: int, seed: int = 0) -> list[str]:
     return texts
 
 
+_DOC_MODULE_NAMES = (
+    "abc argparse ast asyncio base64 bisect calendar collections concurrent.futures configparser contextlib copy "
+    "csv dataclasses datetime decimal difflib email enum fractions ftplib functools getopt gettext glob gzip "
+    "hashlib heapq hmac html http.client http.server imaplib inspect io ipaddress itertools json logging mailbox "
+    "mimetypes multiprocessing netrc numbers operator optparse os pathlib pickle pkgutil platform plistlib poplib "
+    "pprint queue random re sched secrets selectors shlex shutil signal smtplib socket socketserver sqlite3 ssl "
+    "statistics string struct subprocess tarfile tempfile textwrap threading timeit tokenize traceback typing "
+    "unittest urllib.parse urllib.request uuid warnings weakref xml.dom.minidom xml.etree.ElementTree zipfile "
+    "zipimport"
+)
+DOC_MODULES = tuple(_DOC_MODULE_NAMES.split())
+"""The standard-library modules whose docstrings make the bar corpus."""
+
+
+def _docstrings(module: Any) -> Iterator[str]:
+    """The module's docstring, its public functions' and classes', and the methods of its classes."""
+    import inspect
+
+    yield module.__doc__ or ""
+    for name, obj in sorted(vars(module).items()):
+        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+            continue
+        yield getattr(obj, "__doc__", None) or ""
+        if inspect.isclass(obj):
+            for _, member in sorted(vars(obj).items()):
+                if inspect.isfunction(member):
+                    yield member.__doc__ or ""
+
+
+def docstring_corpus(n: int = 1200, seed: int = 0) -> list[str]:
+    """``n`` distinct sentences (3 to 120 words) from the docstrings of ``DOC_MODULES``: short API notes, long
+    explanations, code fragments; shuffled with ``random.Random(seed)``."""
+    found: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in DOC_MODULES:
+            try:
+                module = importlib.import_module(name)
+            except Exception:  # a module this Python build lacks (e.g. ssl): the rest still make the corpus
+                continue
+            for doc in _docstrings(module):
+                for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(doc.split())):
+                    if 3 <= len(sentence.split()) <= 120 and re.search(r"[a-z]", sentence):
+                        found.add(sentence)
+    pool = sorted(found)
+    random.Random(seed).shuffle(pool)
+    return pool[:n]
+
+
 # --------------------------------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------------------------------
@@ -250,7 +307,13 @@ def supports_precision(engine: Any) -> bool:
     """Whether ``Engine.embed_batch`` takes ``precision=`` (then fp32 and the default precision are compared)."""
     import inspect
 
-    return "precision" in inspect.signature(engine.embed_batch).parameters
+    params = inspect.signature(engine.embed_batch).parameters
+    if "precision" in params:
+        return True
+    takes_options = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    options = getattr(sys.modules.get("omniembed"), "Options", None)  # options as keywords, checked by Options
+    fields = getattr(options, "model_fields", None) or getattr(options, "__dataclass_fields__", {})
+    return takes_options and "precision" in fields
 
 
 def peak_rss_mb() -> float:
@@ -338,8 +401,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Texts/s of omniembed (onnx, torch) vs sentence-transformers for all-MiniLM-L6-v2.",
     )
     parser.add_argument(
-        "--n", type=positive_int, default=None, help="corpus size in texts (default 512; 128 with --quick)"
+        "--n", type=positive_int, default=None,
+        help="corpus size in texts (default 512, or 1200 with --corpus docstrings; 128 with --quick)",
     )
+    parser.add_argument("--corpus", choices=("bench", "docstrings"), default="bench",
+                        help="bench: the mixed-length prose corpus (default); docstrings: the 1,200 standard-library "
+                        "docstring sentences")
     parser.add_argument(
         "--batch-sizes",
         type=parse_batch_sizes,
@@ -370,7 +437,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.n is None:
-        args.n = 128 if args.quick else 512
+        args.n = 128 if args.quick else (1200 if args.corpus == "docstrings" else 512)
     if args.batch_sizes is None:
         args.batch_sizes = [1, 32] if args.quick else [1, 8, 32, 128]
     if args.repeat is None:
@@ -393,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import omniembed
 
-    texts = build_corpus(args.n)
+    texts = build_corpus(args.n) if args.corpus == "bench" else docstring_corpus(args.n)
     own_cache = args.cache_dir is None
     cache_dir = Path(tempfile.mkdtemp(prefix="omniembed-bench-")) if own_cache else args.cache_dir
     try:
@@ -462,16 +529,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     )
     unique = len(set(texts))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import cpu_class_info, cpu_class_line
+
+    class_line = cpu_class_line()
     print("## Text embedding throughput: all-MiniLM-L6-v2, omniembed vs sentence-transformers")
     print()
     print(
         f"Machine: {cpu_model()}, {cores} cores, {threads} threads used; {versions}; Python {platform.python_version()}"
     )
     print()
+    print(class_line)
+    print()
     print(f"Command: `{shlex.join(sys.orig_argv)}`")
     print()
     print(
-        f"Corpus: {len(texts)} texts ({unique} distinct), {min(lengths)}-{max(lengths)} tokens "
+        f"Corpus ({args.corpus}): {len(texts)} texts ({unique} distinct), {min(lengths)}-{max(lengths)} tokens "
         f"(median {statistics.median(lengths):g}, mean {statistics.fmean(lengths):.1f}); "
         f"best of {args.repeat} timed call(s) over all texts after one warm-up call per configuration; "
         f"load time (not timed): omniembed onnx {load_s['onnx']:.1f} s (incl. ONNX export unless cached), "
@@ -502,6 +575,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = {
             "threads": threads,
             "n": len(texts),
+            "corpus": args.corpus,
+            "cpu_class": cpu_class_info(),
             "repeat": args.repeat,
             "precision_option": precision,
             "precisions": extras,

@@ -81,9 +81,13 @@ class ModelSpec:
     max_tokens: int | None = None
     max_pixels: int | None = None
     max_seconds: float | None = None
-    auto_precision: str = "fp32"
-    """What ``precision="auto"`` uses where the hardware supports it: ``"bf16"`` only for models whose
-    minimum cosine to fp32 over the benchmark corpus was measured >= 0.9995."""
+    auto_precision: str | tuple[tuple[str, str], ...] = "fp32"
+    """What ``precision="auto"`` uses, per hardware class, as ``(class, precision)`` pairs (kept hashable), e.g.
+    ``(("cuda", "bf16"), ("avx512_bf16", "bf16"), ("avx512_vnni", "int8"))``; classes not named run fp32. Classes:
+    ``cuda``, ``amx``, ``avx512_bf16``, ``avx512_vnni``, ``avx2``, ``other`` (runtime/precision.py). A pair is
+    declared only where that precision was measured faster than fp32 on that class with its minimum cosine to
+    fp32 over the benchmark corpora within the bound the tests assert. ``"bf16"`` alone is short for bf16 on
+    every class with native bf16 (cuda, amx, avx512_bf16)."""
     options: tuple[tuple[str, Any], ...] = field(default=())
     """Family-specific settings as ``(key, value)`` pairs (kept hashable)."""
 
