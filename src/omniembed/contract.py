@@ -23,13 +23,21 @@ from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.registry import ModelSpec
 from omniembed.runtime.base import Encoder
 
-__all__ = ["DEFAULT_BATCH_SIZE", "TRUNCATE_MODES", "LoadedModel", "Options", "PrepareResult", "Prepared", "Preparer"]
+__all__ = ["DEFAULT_BATCH_SIZE", "TRUNCATE_MODES", "LoadedModel", "Options", "PrepareResult", "Prepared", "Preparer",
+           "normalize"]
 
 TRUNCATE_MODES = ("end", "start", "none")
 """How a text over the model's limit is cut, as TwelveLabs names them: keep the start (``end``), keep the end
 (``start``), or refuse it (``none``)."""
 DEFAULT_BATCH_SIZE = 32
 """Rows per encoder call where neither the call nor the settings say (the pipeline run on its own)."""
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (a zero row stays zero): the pipeline's normalisation, and a preparer's ``finish``
+    where it combines rows (a video's clips)."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
 
 
 def _finite(value: Any) -> bool:

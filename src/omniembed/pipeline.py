@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from omniembed.contract import DEFAULT_BATCH_SIZE, LoadedModel, Options, Prepared, Preparer
+from omniembed.contract import DEFAULT_BATCH_SIZE, LoadedModel, Options, Prepared, Preparer, normalize
 from omniembed.embedding import Embedding, EmbeddingMeta, Modality, Timings
 from omniembed.errors import InternalError, OmniEmbedError, ParameterInvalid
 from omniembed.runtime import Encoder
@@ -67,12 +67,6 @@ def pool(output: np.ndarray, mask: np.ndarray | None, mode: str) -> np.ndarray:
         masked = np.where(weights[..., None] > 0, output, np.float32(-1e9))
         return masked.max(axis=1)
     raise ParameterInvalid(f"pooling must be one of {', '.join(POOLINGS)}, not {mode!r}", param="pooling")
-
-
-def normalize(vectors: np.ndarray) -> np.ndarray:
-    """L2-normalise rows (a zero row stays zero)."""
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def _check_pooling(model: LoadedModel, options: Options) -> str:

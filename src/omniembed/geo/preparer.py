@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from omniembed.contract import Prepared, Preparer
+from omniembed.contract import Prepared, Preparer, normalize
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo
 from omniembed.errors import OmniEmbedError
 from omniembed.geo.backends import Raster
 from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TimeWindow
 from omniembed.geo.tiling import Plan, choose_mode, plan_resize, plan_tiles
 from omniembed.inputs.raster import RasterInput
-from omniembed.pipeline import normalize, pool
+from omniembed.pipeline import pool
 from omniembed.settings import Settings
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from omniembed.contract import LoadedModel, Options, Prepared, Preparer, PrepareResult
+from omniembed.contract import LoadedModel, Options, Prepared, Preparer, PrepareResult, normalize
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment
 from omniembed.errors import InputUnreadable, OmniEmbedError, ParameterInvalid
 from omniembed.inputs.video import VideoInfo, VideoReader, extract_audio
@@ -109,11 +109,6 @@ def video_preparer(
     if option == "audio":
         return TrackPreparer(model.preparers[wanted], settings), model.encoders[wanted]
     return VideoPreparer(model.preparers[wanted], settings), model.encoders[wanted]
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, as the pipeline's ``normalize`` (this module sits below the pipeline)."""
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
 def _as_video(meta: EmbeddingMeta, option: str, **changes: Any) -> EmbeddingMeta:
@@ -204,7 +199,7 @@ class VideoPreparer:
         clips = (sums / counts[:, None]).astype(np.float32)
         whole = (sums.sum(axis=0) / counts.sum()).astype(np.float32)
         if meta.normalized:
-            clips, whole = _unit(clips), _unit(whole)
+            clips, whole = normalize(clips), normalize(whole)
         info, end = video.info, video.clips[-1].end_sec
         contract = (
             f"video: {self.settings.video_fps:g} fps; clips {video.segment_sec:g} s from {video.start_offset_sec:g} s "
@@ -264,4 +259,4 @@ class TrackPreparer:
         whole = data.mean(axis=0)
         segments = tuple(row.segment for row in rows if row.segment is not None)
         meta = _as_video(meta, "audio", dim=int(data.shape[1]), segments=segments)
-        return Embedding(data, meta, pooled=_unit(whole) if meta.normalized else whole)
+        return Embedding(data, meta, pooled=normalize(whole) if meta.normalized else whole)
