@@ -65,10 +65,29 @@ def test_other_body_problems(client: TestClient) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] is None
     r = client.put("/v1/embeddings", json={})
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST" and r.json()["error"]["message"].endswith("it takes POST")
     # TwelveLabs: a file sent as a text field, in TwelveLabs' words
     r = client.post("/v1.3/embed", data={"model_name": "minilm", "text": "x", "image_file": "not a file"})
     assert r.status_code == 400 and r.json()["message"].startswith("The image_file parameter is invalid.")
     assert "UploadFile" not in r.text
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/api/tasks", "/v1.3/embed/tasks", "/health"])
+def test_a_wrong_method_names_the_allowed_ones(client: TestClient, path: str) -> None:
+    """RFC 9110: a 405 carries ``Allow`` (schemathesis' unsupported-method check sends TRACE to every route)."""
+    r = client.request("TRACE", path)
+    assert r.status_code == 405, r.text
+    allowed = set(r.headers["allow"].replace(" ", "").split(","))
+    assert allowed and allowed <= {"GET", "POST", "HEAD"} and "TRACE" not in allowed
+    assert "GET" in allowed or "POST" in allowed
+
+
+def test_a_number_too_long_is_named_without_python_advice(client: TestClient) -> None:
+    body = b'{"model": "minilm", "input": "x", "dimensions": ' + b"9" * 5000 + b"}"
+    r = client.post("/v1/embeddings", content=body, headers=JSON)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == "the request body is not valid JSON: a number in it is too large"
+    assert "sys." not in r.text and "Error" not in r.text
 
 
 def test_nan_is_refused_by_name(client: TestClient) -> None:

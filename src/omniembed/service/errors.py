@@ -122,12 +122,17 @@ def _body(exc: OmniEmbedError, path: str, status: int) -> dict[str, Any]:
     return face_of(path).body(exc, public_message(exc), status)
 
 
-def error_response(exc: OmniEmbedError, path: str, status: int | None = None) -> JSONResponse:
+def error_response(
+    exc: OmniEmbedError, path: str, status: int | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """The calling protocol's error body for ``exc`` (``status``: override the class's, for an HTTP status
-    that Starlette raised and no omniembed error declares)."""
+    that Starlette raised and no omniembed error declares; ``headers``: extra response headers, such as the
+    ``Allow`` of a 405)."""
     status = status or status_of(exc)
-    headers = {"Retry-After": "1"} if isinstance(exc, TooManyRequests) else None
-    return JSONResponse(_body(exc, path, status), status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = "1"
+    return JSONResponse(_body(exc, path, status), status_code=status, headers=headers or None)
 
 
 def internal_error(exc: BaseException, path: str, request_id: str | None = None) -> JSONResponse:
@@ -148,8 +153,10 @@ def _not_parsed(cause: BaseException | None, content_type: str) -> str:
         why = "it is nested too deeply"
     elif isinstance(cause, UnicodeDecodeError):
         why = f"it is not UTF-8 text (byte {cause.start})"
-    elif cause is not None:
-        why = f"{type(cause).__name__}: {str(cause)[:200]}"
+    elif isinstance(cause, (OverflowError, MemoryError)) or "integer string conversion" in str(cause):
+        why = "a number in it is too large"
+    elif isinstance(cause, ValueError) and str(cause):  # the parser's own words (json's say where)
+        why = str(cause).splitlines()[0][:200]
     else:
         why = "it could not be parsed"
     return f"the request body is not {kind}: {why}"
@@ -192,8 +199,11 @@ def install_handlers(app: FastAPI) -> None:
         path = request.url.path
         if exc.status_code == 404:
             return error_response(NotFound(f"no such route: {request.method} {path}"), path)
-        if exc.status_code == 405:
-            return error_response(MethodNotAllowed(f"{path} does not take {request.method} requests"), path)
+        if exc.status_code == 405:  # RFC 9110: a 405 lists the methods the route takes (Starlette's Allow header)
+            allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+            takes = f"; it takes {allow}" if allow else ""
+            return error_response(MethodNotAllowed(f"{path} does not take {request.method} requests{takes}"), path,
+                                  headers={"Allow": allow} if allow else None)
         if exc.status_code == 400:  # FastAPI/Starlette could not read the body
             content_type = request.headers.get("content-type", "")
             if exc.detail == _PARSE_FAILED:
