@@ -60,7 +60,8 @@ def _full(cls: type[OmniEmbedError]) -> OmniEmbedError:
 def test_the_walk_sees_every_module_s_errors() -> None:
     names = {c.__name__ for c in ALL}
     assert {"ParameterInvalid", "InternalError", "TooManyRequests", "ApiKeyInvalid", "RequestTimeout", "NotFound",
-            "MethodNotAllowed", "SpecError", "UnknownModel", "ModelError", "ModelWeightsMissing"} <= names
+            "MethodNotAllowed", "SpecError", "UnknownModel", "ModelError", "ModelWeightsMissing",
+            "EmbeddingNotFinite"} <= names
     assert set(errors.error_classes()) == set(ALL)
     # the service's errors are the tree's (re-exported), not a second declaration
     assert service_errors.TooManyRequests is errors.TooManyRequests and geo_errors.SpecError in ALL
@@ -108,6 +109,8 @@ def test_the_most_general_class_of_a_code() -> None:
     assert class_for_code("resource_not_exist") is errors.NotFound
     assert class_for_code("resource_not_exist", face="twelvelabs") is ModelNotFound  # TwelveLabs' unknown model
     assert ModelNotFound.twelvelabs_code == "resource_not_exist"
+    assert class_for_code("embedding_not_finite") is errors.EmbeddingNotFinite  # its own code, a 500
+    assert status_map()["embedding_not_finite"] == 500 and not issubclass(errors.EmbeddingNotFinite, errors.InputError)
 
 
 def test_the_docs_list_every_code_under_its_status() -> None:

@@ -25,6 +25,7 @@ errors live here; rs-embed's names, marked *geo*, live in ``omniembed.geo.errors
     │   ├── InputUnreadable             input_unreadable         400
     │   └── InputTooLarge               input_too_large          413
     ├── InternalError                   internal_error           500  (with an incident id in the log)
+    ├── EmbeddingNotFinite              embedding_not_finite     500  (a model gave NaN/inf for one item)
     ├── NotFound                        resource_not_exist       404  (a route, task or job)
     ├── MethodNotAllowed                method_not_allowed       405
     ├── ApiKeyInvalid                   api_key_invalid          401
@@ -67,6 +68,7 @@ from typing import Any, ClassVar, Self, TypeVar
 __all__ = [
     "ApiKeyInvalid",
     "BackendAuthFailed",
+    "EmbeddingNotFinite",
     "InputError",
     "InputTooLarge",
     "InputUnreadable",
@@ -324,6 +326,15 @@ class InternalError(OmniEmbedError):
         )
         message = f"{what} failed unexpectedly (incident {incident}); the server log has the details"
         return cls(message, index=index, incident=incident, detail=f"{type(exc).__name__}: {exc}"[:2000])
+
+
+class EmbeddingNotFinite(OmniEmbedError):
+    """The model gave NaN or infinite values for an item whose input was accepted. The pipeline checks
+    every vector it returns: such an item gets this error in its place (its ``index``; the other items are
+    embedded), never a vector holding NaN."""
+
+    code = "embedding_not_finite"
+    status = 500
 
 
 # -- the service's errors (HTTP only, but declared here with the rest of the tree) ----------------------

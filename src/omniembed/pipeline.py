@@ -15,7 +15,9 @@ One bad item never fails the others. A preparer that raises an unexpected except
 again on halves of it until the culprit is alone; an item whose rows fail while they are being made fails
 alone; an encoder call that fails is retried on halves of its rows likewise. The culprit gets a coded
 error (``InternalError`` with a logged incident id when nothing more specific is known); every other item
-is embedded as usual.
+is embedded as usual. No result holds a non-finite vector: every item's vectors are checked as it is
+finished, and one with NaN or infinity becomes that item's ``EmbeddingNotFinite`` (a grid's cells may be
+NaN where a region has no data; its pooled vector is checked).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 
 from omniembed.contract import DEFAULT_BATCH_SIZE, LoadedModel, Options, Prepared, Preparer, normalize
 from omniembed.embedding import Embedding, EmbeddingMeta, Modality, Timings
-from omniembed.errors import InternalError, OmniEmbedError, ParameterInvalid
+from omniembed.errors import EmbeddingNotFinite, InternalError, OmniEmbedError, ParameterInvalid
 from omniembed.runtime import Encoder
 from omniembed.stream import Piece, pieces
 
@@ -193,6 +195,15 @@ class _Item:
     """... and the last one's rows."""
 
 
+def _finite(result: Embedding) -> bool:
+    """Whether every vector of ``result`` is finite: a vector or segments x D, and the pooled vector. A grid
+    (3-d and more, or a labelled array) may be NaN where there is no data; its pooled vector is checked."""
+    vectors = [result.pooled] if result.pooled is not None else []
+    if isinstance(result.data, np.ndarray) and result.data.ndim <= 2:
+        vectors.append(result.data)
+    return all(bool(np.isfinite(v).all()) for v in vectors)
+
+
 class _Call:
     """One ``run``: takes the stream's pieces, encodes full batches as rows arrive, and finishes each item
     once its last row is encoded."""
@@ -332,14 +343,25 @@ class _Call:
                                                            item.batch_size),
                 segments=tuple(p.segment for p in rows if p.segment is not None) if segmented else (),
             )
+            result: Result
             if self.finish is not None:
-                self.out[i] = self.finish(rows, outputs, meta)
+                result = self.finish(rows, outputs, meta)
             elif not segmented:
-                self.out[i] = Embedding(np.array(outputs[0]), meta)
+                result = Embedding(np.array(outputs[0]), meta)
             else:  # segments x D, and their mean as the item's vector, normalised as they are
                 data = np.stack(outputs)
                 whole = data.mean(axis=0)
-                self.out[i] = Embedding(data, meta, pooled=normalize(whole[None])[0] if meta.normalized else whole)
+                result = Embedding(data, meta, pooled=normalize(whole[None])[0] if meta.normalized else whole)
+            if isinstance(result, Embedding) and not _finite(result):
+                log.warning("model %s gave NaN or infinite values for item %d (%s input)", model.spec.name, i,
+                            self.modality)
+                raise EmbeddingNotFinite(
+                    f"model {model.spec.name!r} gave NaN or infinite values for this input, so it has no "
+                    "embedding; the input may hold values outside what the model handles (check it, or report "
+                    "it with the input if it looks ordinary)",
+                    model=model.spec.name,
+                )
+            self.out[i] = result
         except OmniEmbedError as exc:
             self._fail(i, exc.at_index(i))
             return

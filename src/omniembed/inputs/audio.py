@@ -64,6 +64,21 @@ def _reason(exc: BaseException) -> str:
     return text[:160] or type(exc).__name__
 
 
+def _refuse_non_finite(samples: np.ndarray, rate: int, what: str) -> None:
+    """InputUnreadable when ``samples`` hold NaN or infinity (a float WAV, FLAC or array can): a model given
+    them answers NaN vectors, so they are refused where the audio is read, saying how many and where."""
+    finite = np.isfinite(samples)
+    if finite.all():
+        return
+    bad = ~finite.reshape(len(samples), -1).all(axis=1)  # per frame: any channel
+    first = int(np.argmax(bad))
+    raise InputUnreadable(
+        f"{what} holds {int(bad.sum()):,} NaN or infinite samples (the first at {first / rate:.3f} s); audio "
+        "samples must be finite numbers: fix or re-encode the audio",
+        param="audio",
+    )
+
+
 def _decode(data: bytes, description: str, what: str, settings: Settings) -> Clip:
     import soundfile as sf
 
@@ -85,6 +100,7 @@ def _decode(data: bytes, description: str, what: str, settings: Settings) -> Cli
                               param="audio") from None
     if samples.shape[0] == 0:
         raise InputUnreadable(f"{what} holds no audio samples", param="audio")
+    _refuse_non_finite(samples, int(rate), what)
     return Clip(np.ascontiguousarray(samples.mean(axis=1), np.float32), int(rate), description)
 
 
@@ -103,8 +119,7 @@ def _from_array(value: Any, rate: Any, where: str) -> Clip:
         raise ParameterInvalid(f"{where}: expected 1-d or 2-d samples, got shape {array.shape}", param="audio")
     if array.size == 0:
         raise InputUnreadable(f"{where} holds no audio samples", param="audio")
-    if not np.all(np.isfinite(array)):
-        raise InputUnreadable(f"{where} holds NaN or infinite samples", param="audio")
+    _refuse_non_finite(array, int(rate), where)
     return Clip(np.ascontiguousarray(array), int(rate), f"array ({array.size:,} samples at {int(rate)} Hz)")
 
 

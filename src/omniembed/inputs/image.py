@@ -186,7 +186,8 @@ def _from_array(array: np.ndarray) -> PILImage.Image:
     elif np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
         f = a.astype(np.float64)
         if not np.isfinite(f).all():
-            raise ParameterInvalid("the image array holds NaN or infinite values", param="image")
+            raise InputUnreadable("the image array holds NaN or infinite values; pixels must be finite numbers",
+                                  param="image")
         scale = 255.0 if np.issubdtype(a.dtype, np.floating) and f.max(initial=0) <= 1.0 else 1.0
         if a.dtype == np.uint16:
             scale = 255.0 / 65535.0
