@@ -17,11 +17,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniembed.api import Engine
 from omniembed.errors import InputTooLarge
-from omniembed.service import ops, playground
+from omniembed.service import docs, ops, playground
 from omniembed.service.batcher import Batcher
 from omniembed.service.errors import (
     OPEN_PATHS,
@@ -193,16 +194,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.runner.stop()
             await state.batcher.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc load Swagger UI and ReDoc from the package: they work offline
         title="omniembed",
         version="0.1.0",
+        redoc_url=None,  # service/docs.py serves /redoc, without the one image ReDoc's bundle loads from a CDN
         summary="Embeddings over the OpenAI, TwelveLabs and feature-extraction-server protocols.",
         lifespan=lifespan,
     )
     app.state.omniembed = state
     install_handlers(app)
     for router in (openai.router, twelvelabs.router, twelvelabs_tasks.router, fes.router, ops.router,
-                   playground.router):
+                   playground.router, docs.router):
         app.include_router(router)
     generate = app.openapi
 
