@@ -72,6 +72,10 @@ class Engine:
         self._served: dict[str, ModelSpec] = {}
         self._available: tuple[float, list[ModelSpec]] | None = None
         self._lock = threading.Lock()
+        # The model cache loads each key once (a lock per key). Loads of different models are serialised
+        # too: preparing one (torch's exporter and compiler keep process-wide state, and the preparation
+        # step redirects the process's stdout) is not safe beside another's. Loaded models run at once.
+        self._preparing = threading.RLock()
 
     # -- models -----------------------------------------------------------------------------
     def spec(self, model: str) -> ModelSpec:
@@ -212,6 +216,10 @@ class Engine:
             return self.models.get_or_load(torch, lambda: self._load(spec, torch))
 
     def _load(self, spec: ModelSpec, key: Loaded) -> LoadedModel:
+        with self._preparing:
+            return self._load_now(spec, key)
+
+    def _load_now(self, spec: ModelSpec, key: Loaded) -> LoadedModel:
         w, model_dir = spec.weights, self.settings.model_dir
         # A model that names no weights source and has no MODEL_DIR folder (a precomputed product, a test
         # stand-in) loads with none.

@@ -141,6 +141,10 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL of the job store; default: SQLite in DATA_DIR/jobs.sqlite3."
     )
     job_concurrency: int = Field(default=32, ge=1, description="Jobs run at once (they share model batches).")
+    job_timeout_sec: float | None = Field(
+        default=None, gt=0, description="Deadline of a durable job's embedding (it fails as request_timeout); "
+        "unset: none. Jobs wait their turn behind requests and each other; request_timeout_sec is not theirs."
+    )
     job_result_ttl_sec: float = Field(default=86400.0, gt=0, description="How long finished jobs stay readable.")
     job_lease_sec: float = Field(
         default=30.0, ge=0.3, description="A running job's lease: its server renews it every third of this; a job "

@@ -152,7 +152,8 @@ class Gate:
 
 async def _preload(state: ServiceState) -> None:
     """Load the operator's start-up models. Each may be a registered name, a local folder or a hub id;
-    resolving one reads the disk or downloads, so it runs on the inference thread, never on the event loop.
+    resolving one reads the disk or downloads, so it runs on the preparation thread, never on the event loop;
+    loading it runs on its own inference thread, so requests for models already loaded are answered meanwhile.
     Clients can then name it (``Engine.serve``); a model name from a request is never resolved on disk."""
     batcher = state.require_batcher()
     engine = state.engine
@@ -160,7 +161,7 @@ async def _preload(state: ServiceState) -> None:
     for name in state.settings.serve_models:
         try:
             spec = await batcher.run_sync(engine.serve, name)
-            await batcher.run_sync(engine.load, spec.name)
+            await batcher.run_model(spec.name, engine.load, spec.name)
             state.loaded.append(spec.name)
             log.info("model %s loaded", spec.name)
         except Exception as exc:  # the server stays up; /ready tells what is missing
@@ -183,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resolving = asyncio.get_running_loop().create_task(twelvelabs_face.start())
         state.runner = JobRunner(state.store, state.batcher, settings.job_concurrency, settings.shutdown_grace_sec,
                                  handlers=twelvelabs_face.handlers(),
-                                 lease_sec=settings.job_lease_sec)
+                                 lease_sec=settings.job_lease_sec, timeout_sec=settings.job_timeout_sec)
         await state.runner.start()
         preload = asyncio.get_running_loop().create_task(_preload(state))
         try:

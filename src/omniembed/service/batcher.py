@@ -1,15 +1,32 @@
 """Dynamic micro-batching: concurrent requests for one model share encoder calls.
 
-Each (model, modality, options) has a bounded asyncio queue and one worker. The worker takes the first
-waiting item, then whatever else is queued, waiting at most ``max_batch_wait_ms`` for more, up to four
-batch sizes (the pipeline sorts them by length and cuts encoder batches by rows and padded tokens), and
-runs them on the single inference thread (one thread: the encoder already uses every core, so parallel
-batches would only contend). While a batch runs, new requests queue up and form the next one, so 64
+Each (model, modality, options) has a bounded queue and one worker. The worker takes the first waiting
+item, then whatever else is queued, waiting at most ``max_batch_wait_ms`` for more, up to four batch sizes
+(the pipeline sorts them by length and cuts encoder batches by rows and padded tokens), and runs them on
+its model's inference thread. While a batch runs, new requests queue up and form the next one, so 64
 concurrent clients cost about what one batched call costs. A full queue answers ``too_many_requests`` at
 once instead of piling up memory; a request larger than a queue can ever hold answers ``input_too_large``
 (413, with the limit), since retrying it could never succeed. A queue idle for ``queue_idle_sec`` is
 removed with its worker, so option values that clients vary (offsets, truncation) do not pile up queues.
-Long media (a TwelveLabs video task) runs on a second thread, ``run_media``, so it never holds the queues up.
+
+**One inference thread per model.** Every model has its own thread (shared by its queues of every modality
+and options), created with its first queue and ended with its last. Preparing a model (its first load:
+ONNX export, ahead-of-time compilation) runs on that thread, so a cold model never holds up a loaded one,
+and one model's long batch (eight texts of a million characters) never holds up another model's requests.
+The operating system shares the cores between models that run at once; measured against one shared thread
+in ``bench/model_isolation.py`` (docs/service.md has the numbers). Blocking work that belongs to no model's
+queue (resolving a start-up model, fitting a TwelveLabs text, a geo run of the playground) runs on one
+separate preparation thread, ``run_sync``; long media (a TwelveLabs video task) on a media thread,
+``run_media``.
+
+**Two lanes: requests and jobs.** A durable job has no client waiting, so its items never get
+``too_many_requests`` or the request deadline (``request_timeout_sec``): ``embed(..., job=True)`` feeds
+them in chunks of one gathered batch, each once the previous one is embedded, into a lane of their own
+that waits for room (at most ``queue_size`` job items per queue) instead of refusing. Requests come
+first: a batch takes waiting request items before job items, except that while job items wait, each batch
+keeps one encoder batch (``batch_size`` items) for them, so jobs keep moving under a steady request load.
+Jobs therefore never make a request wait behind more than the batch being encoded, nor fill the request
+queue. A job deadline, if any, is the job runner's (``job_timeout_sec``).
 
 Requests from different clients share encoder calls, never errors: the pipeline isolates a bad item, and
 each item's error is given back with its index in its own request.
@@ -21,7 +38,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +65,10 @@ class _Pending:
     """The item's index in its own request (an error is given back with this index)."""
 
 
+def _take(lane: deque[_Pending], n: int) -> list[_Pending]:
+    return [lane.popleft() for _ in range(min(n, len(lane)))]
+
+
 class _ModelQueue:
     def __init__(self, batcher: Batcher, model: str, modality: Modality, options: Options) -> None:
         self.key = (model, modality, options)
@@ -54,38 +76,65 @@ class _ModelQueue:
         self.model = model
         self.modality = modality
         self.options = options
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=batcher.engine.settings.queue_size)
+        settings = batcher.engine.settings
+        self.maxsize = settings.queue_size
+        self.requests: deque[_Pending] = deque()
+        self.jobs: deque[_Pending] = deque()
+        self.arrived = asyncio.Event()  # set when items are added to either lane
+        self.job_space = asyncio.Event()  # set when the worker took job items
         # Gather several encoder batches' worth: the pipeline sorts them by length and cuts them where
         # padding is least, so a larger mix pads less.
-        self.gather = max(batcher.engine.settings.batch_size * GATHER_BATCHES, 64)
+        self.gather = max(settings.batch_size * GATHER_BATCHES, 64)
+        self.job_share = min(settings.batch_size, self.gather)
+        self.job_chunk = min(self.gather, self.maxsize)
+        self.executor = batcher.model_thread(model)
         self.task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher:{model}:{modality}")
 
     def room(self) -> int:
-        return self.queue.maxsize - self.queue.qsize()
+        return self.maxsize - len(self.requests)
+
+    def waiting(self) -> int:
+        return len(self.requests) + len(self.jobs)
+
+    def put(self, pending: list[_Pending], job: bool) -> None:
+        (self.jobs if job else self.requests).extend(pending)
+        self.arrived.set()
+        self.batcher.metrics.queue_depth.labels(self.model).set(self.waiting())
+
+    async def put_job(self, pending: list[_Pending]) -> None:
+        """Add a job's chunk once the job lane has room for it (always, when the lane is empty)."""
+        while self.jobs and len(self.jobs) + len(pending) > self.maxsize:
+            self.job_space.clear()
+            await self.job_space.wait()
+        self.put(pending, job=True)
+
+    def _batch(self) -> list[_Pending]:
+        """Requests first; while job items wait, ``job_share`` of the batch is theirs."""
+        jobs_first = min(len(self.jobs), self.job_share)
+        batch = _take(self.requests, self.gather - jobs_first)
+        taken_jobs = _take(self.jobs, self.gather - len(batch))
+        if taken_jobs:
+            self.job_space.set()
+        return [p for p in [*batch, *taken_jobs] if not p.future.done()]  # skip requests that timed out
 
     async def _next_batch(self) -> list[_Pending] | None:
         """The next batch to encode; None when the queue stayed idle for ``queue_idle_sec``."""
         settings = self.batcher.engine.settings
         loop = asyncio.get_running_loop()
-        try:
-            batch = [await asyncio.wait_for(self.queue.get(), settings.queue_idle_sec)]
-        except TimeoutError:
-            return None
+        if not self.waiting():
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), settings.queue_idle_sec)
+            except TimeoutError:
+                return None
         deadline = loop.time() + settings.max_batch_wait_ms / 1000
-        while len(batch) < self.gather:
+        while self.waiting() < self.gather and (remaining := deadline - loop.time()) > 0:
+            self.arrived.clear()
             try:
-                batch.append(self.queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(await asyncio.wait_for(self.queue.get(), remaining))
+                await asyncio.wait_for(self.arrived.wait(), remaining)
             except TimeoutError:
                 break
-        return [p for p in batch if not p.future.done()]  # skip requests that timed out meanwhile
+        return self._batch()
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,18 +142,18 @@ class _ModelQueue:
         while True:
             batch = await self._next_batch()
             if batch is None:
-                if self.queue.empty():  # no await between this check and the removal: nothing can slip in
+                if not self.waiting():  # no await between this check and the removal: nothing can slip in
                     self.batcher.forget(self)
                     return
                 continue
-            metrics.queue_depth.labels(self.model).set(self.queue.qsize())
+            metrics.queue_depth.labels(self.model).set(self.waiting())
             if not batch:
                 continue
             call = functools.partial(self.batcher.engine.run, self.model, self.modality, [p.item for p in batch],
                                      self.options, errors="return")
             results: list[Embedding | OmniEmbedError]
             try:
-                results = await loop.run_in_executor(self.batcher.executor, call)
+                results = await loop.run_in_executor(self.executor, call)
             except OmniEmbedError as exc:  # a whole-call problem (model, weights, options): every item gets it
                 results = [exc] * len(batch)
             except Exception as exc:  # a defect: logged with its traceback; the worker lives on
@@ -126,10 +175,18 @@ class Batcher:
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
         self.metrics = metrics
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-inference")
+        self._threads: dict[str, ThreadPoolExecutor] = {}  # one inference thread per model
+        # blocking work of no model's queue (resolving a start-up model, fitting a text): one at a time
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-prepare")
         # long media (a video or audio task runs for minutes): its own thread, so the queues keep answering
         self.media_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-media")
         self._queues: dict[tuple[Any, ...], _ModelQueue] = {}
+
+    def model_thread(self, model: str) -> ThreadPoolExecutor:
+        """The inference thread of ``model`` (a canonical name), started on first use."""
+        if model not in self._threads:
+            self._threads[model] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"omniembed-{model}")
+        return self._threads[model]
 
     def _queue(self, model: str, modality: Modality, options: Options) -> _ModelQueue:
         spec = self.engine.served_spec(model, modality)  # in memory only: no disk or hub lookups on the event loop
@@ -142,58 +199,96 @@ class Batcher:
         return self._queues[key]
 
     async def embed(
-        self, model: str, modality: Modality, items: Sequence[Any], timeout: float | None = None, **options: Any
+        self, model: str, modality: Modality, items: Sequence[Any], timeout: float | None = None, *,
+        job: bool = False, progress: Callable[[int], None] | None = None, **options: Any
     ) -> list[Embedding | OmniEmbedError]:
         """Embed ``items`` with the others queued for the same model, modality and options (``Options``
-        keywords; None means the default; local paths are never read for a network client)."""
+        keywords; None means the default; local paths are never read for a network client).
+
+        A request (``job=False``) is refused at once when the queue is full and gets ``timeout`` (default:
+        ``request_timeout_sec``). A durable job's items (``job=True``) wait for room instead, with no
+        deadline here, fed a chunk at a time; ``progress`` is called with the number of items embedded after
+        each chunk but the last."""
         given = Options.of(**{k: v for k, v in options.items() if v is not None}, allow_paths=False)
         given.check_for(modality)
         queue = self._queue(model, modality, given)
-        if len(items) > queue.queue.maxsize:
+        loop = asyncio.get_running_loop()
+        if job:
+            return await self._embed_job(queue, items, progress)
+        if len(items) > queue.maxsize:
             raise InputTooLarge(
-                f"{len(items)} items in one request; a model queue holds at most {queue.queue.maxsize} "
+                f"{len(items)} items in one request; a model queue holds at most {queue.maxsize} "
                 "(OMNIEMBED_QUEUE_SIZE). Send fewer items per request.",
                 param="input",
             )
         if queue.room() < len(items):
             raise TooManyRequests(
-                f"the queue of model {queue.model!r} is full ({queue.queue.maxsize} waiting items); retry shortly"
+                f"the queue of model {queue.model!r} is full ({queue.maxsize} waiting items); retry shortly"
             )
-        loop = asyncio.get_running_loop()
         pending = [_Pending(item, loop.create_future(), k) for k, item in enumerate(items)]
-        for p in pending:
-            queue.queue.put_nowait(p)
-        self.metrics.queue_depth.labels(queue.model).set(queue.queue.qsize())
+        queue.put(pending, job=False)
         limit = timeout if timeout is not None else self.engine.settings.request_timeout_sec
         try:
             return list(await asyncio.wait_for(asyncio.gather(*(p.future for p in pending)), limit))
         except TimeoutError:
             raise RequestTimeout(f"embedding did not finish within {limit:g} s; retry or send fewer items") from None
 
+    async def _embed_job(
+        self, queue: _ModelQueue, items: Sequence[Any], progress: Callable[[int], None] | None
+    ) -> list[Embedding | OmniEmbedError]:
+        loop = asyncio.get_running_loop()
+        results: list[Embedding | OmniEmbedError] = []
+        for start in range(0, len(items), queue.job_chunk):
+            chunk = items[start:start + queue.job_chunk]
+            pending = [_Pending(item, loop.create_future(), start + k) for k, item in enumerate(chunk)]
+            if queue.task.done():  # the worker ended while this job waited: a fresh queue
+                queue = self._queue(queue.model, queue.modality, queue.options)
+            await queue.put_job(pending)
+            results.extend(await asyncio.gather(*(p.future for p in pending)))
+            if progress is not None and len(results) < len(items):
+                progress(len(results))
+        return results
+
     def forget(self, queue: _ModelQueue) -> None:
-        """Remove an idle queue (its worker is ending)."""
+        """Remove an idle queue (its worker is ending), and its model's thread with its model's last queue."""
         if self._queues.get(queue.key) is queue:
             del self._queues[queue.key]
+        if all(q.model != queue.model for q in self._queues.values()):
+            thread = self._threads.pop(queue.model, None)
+            if thread is not None:
+                thread.shutdown(wait=False)
 
     @property
     def queues(self) -> int:
         """How many per-(model, modality, options) queues exist now."""
         return len(self._queues)
 
+    @property
+    def threads(self) -> list[str]:
+        """The models that have an inference thread now."""
+        return sorted(self._threads)
+
     def run_sync(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
-        """Run blocking work (e.g. a model load) on the inference thread."""
+        """Run blocking work that belongs to no model's queue (resolving a start-up model, fitting a text)
+        on the preparation thread, one at a time, beside the models' inference threads."""
         return asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def run_model(self, model: str, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """Run blocking work for ``model`` (a canonical name; e.g. loading it) on that model's inference
+        thread: its requests wait for it, other models' do not."""
+        return asyncio.get_running_loop().run_in_executor(self.model_thread(model), fn, *args)
 
     def run_media(self, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """Run one long media embedding (a TwelveLabs video or audio task) on the media thread: one at a time,
-        beside the inference thread, so requests queued for the models are not held up behind it."""
+        beside the inference threads, so requests queued for the models are not held up behind it."""
         return asyncio.get_running_loop().run_in_executor(self.media_executor, fn, *args)
 
     async def close(self) -> None:
-        for q in self._queues.values():
+        for q in list(self._queues.values()):
             q.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await q.task
         self._queues.clear()
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        self.media_executor.shutdown(wait=True, cancel_futures=True)
+        for thread in [*self._threads.values(), self.executor, self.media_executor]:
+            thread.shutdown(wait=True, cancel_futures=True)
+        self._threads.clear()

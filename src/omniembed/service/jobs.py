@@ -21,6 +21,12 @@ database through ``OMNIEMBED_JOBS_DB_URL``); each job still runs to completion e
 With API keys on, a job stores the SHA-256 of the key that created it (``key_hash``); the routes show a
 job only to that key.
 
+- **Waiting.** A job has no client waiting, so it waits its turn: its items go through the batcher's job
+  lane (``Batcher.embed(job=True)``), a chunk at a time, never refused as ``too_many_requests`` nor held
+  to the request deadline; requests keep their priority. Its lease is renewed all the while, and its
+  ``progress`` (0 to 1) is recorded as chunks finish. ``job_timeout_sec`` (default: none) bounds a job's
+  embedding; a job over it fails as ``request_timeout``.
+
 Tasks other than the FES ones (``TASKS``) run through a handler the app gives the runner (``handlers``):
 TwelveLabs' video embedding tasks are such jobs. A handler may report ``progress`` (0 to 1) while it runs.
 
@@ -69,7 +75,7 @@ from sqlalchemy import (
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import InternalError, OmniEmbedError
-from omniembed.service.errors import public_message
+from omniembed.service.errors import RequestTimeout, public_message
 
 __all__ = ["TASKS", "Handler", "JobRunner", "JobStore", "key_hash"]
 
@@ -292,19 +298,50 @@ Handler = Callable[[dict[str, Any], Callable[[float], Awaitable[None]]], Awaitab
 ``{"error": {...}}`` (the stored outcome). An exception it raises is recorded as the job's internal error."""
 
 
+class _ProgressReporter:
+    """Records a job's progress as its chunks finish, off the path that feeds the next chunk: one write at
+    a time, the latest value winning (a failed write is logged; the next report tries again)."""
+
+    def __init__(self, write: Callable[[float], Awaitable[None]], total: int) -> None:
+        self.write = write
+        self.total = max(total, 1)
+        self.latest: float | None = None
+        self.writing: asyncio.Task[None] | None = None
+
+    def __call__(self, done: int) -> None:
+        self.latest = done / self.total
+        if self.writing is None or self.writing.done():
+            self.writing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self.latest is not None:
+            value, self.latest = self.latest, None
+            try:
+                await self.write(value)
+            except Exception:
+                log.warning("could not record a job's progress", exc_info=True)
+
+    async def close(self) -> None:
+        if self.writing is not None:
+            await asyncio.gather(self.writing, return_exceptions=True)
+
+
 class JobRunner:
     """Claims queued jobs and runs them through the batcher (or their task's handler), ``job_concurrency``
-    at a time, each under a lease that a heartbeat renews every ``lease_sec / 3``."""
+    at a time, each under a lease that a heartbeat renews every ``lease_sec / 3``. A job has no client
+    waiting: its items wait their turn in the batcher's job lane, however long (never ``request_timeout``
+    or ``too_many_requests``), unless ``timeout_sec`` (``job_timeout_sec``) bounds its embedding."""
 
     def __init__(
         self, store: JobStore, batcher: Any, concurrency: int, grace_sec: float, lease_sec: float | None = None,
-        handlers: dict[str, Handler] | None = None,
+        handlers: dict[str, Handler] | None = None, timeout_sec: float | None = None,
     ) -> None:
         self.store = store
         self.batcher = batcher
         self.concurrency = concurrency
         self.grace_sec = grace_sec
         self.lease_sec = float(lease_sec if lease_sec is not None else batcher.engine.settings.job_lease_sec)
+        self.timeout_sec = timeout_sec
         self.handlers = dict(handlers or {})
         self.runner_id = uuid.uuid4().hex
         self.wake = asyncio.Event()
@@ -367,24 +404,37 @@ class JobRunner:
     def _forget(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
 
-    async def _run(self, row: dict[str, Any]) -> None:
+    async def _embed(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A job of ``TASKS``: its items wait their turn in the batcher's job lane (no request deadline, no
+        429); its progress is recorded as its chunks finish."""
         job_id, batched = row["id"], bool(row["batched"])
+        payload = json.loads(row["payload"])
+        inputs = payload["inputs"]
+        reporter = _ProgressReporter(functools.partial(self._progress, job_id), len(inputs))
+        try:
+            results = await self.batcher.embed(row["model"], TASKS[row["task"]], inputs, job=True,
+                                               progress=reporter, **job_options(payload.get("config") or {}))
+        finally:
+            await reporter.close()
+        failed = next(((i, r) for i, r in enumerate(results) if isinstance(r, OmniEmbedError)), None)
+        if failed is not None:
+            return {"error": item_error(failed[1], failed[0], batched)}
+        out = [embedding_payload(r) for r in results]
+        return {"result": out if batched else out[0]}
+
+    async def _run(self, row: dict[str, Any]) -> None:
+        job_id = row["id"]
         outcome: dict[str, Any]
         try:
             handler = self.handlers.get(row["task"])
             if handler is not None:
                 outcome = await handler(row, functools.partial(self._progress, job_id))
             else:
-                payload = json.loads(row["payload"])
-                results = await self.batcher.embed(
-                    row["model"], TASKS[row["task"]], payload["inputs"], **job_options(payload.get("config") or {})
-                )
-                failed = next(((i, r) for i, r in enumerate(results) if isinstance(r, OmniEmbedError)), None)
-                if failed is not None:
-                    outcome = {"error": item_error(failed[1], failed[0], batched)}
-                else:
-                    out = [embedding_payload(r) for r in results]
-                    outcome = {"result": out if batched else out[0]}
+                outcome = await asyncio.wait_for(self._embed(row), self.timeout_sec)
+        except TimeoutError:  # only the embedding is under the job deadline
+            error = RequestTimeout(f"the job did not finish within {self.timeout_sec:g} s "
+                                   "(OMNIEMBED_JOB_TIMEOUT_SEC); send fewer inputs per job or raise the limit")
+            outcome = {"error": item_error(error, 0, batched=False)}
         except OmniEmbedError as exc:  # a whole-job problem (model, options): no item position
             outcome = {"error": item_error(exc, 0, batched=False)}
         except asyncio.CancelledError:
@@ -398,7 +448,7 @@ class JobRunner:
             log.exception("job %s: could not record its outcome", job_id)
 
     async def _progress(self, job_id: str, value: float) -> None:
-        """A handler's progress report (0 to 1) for its running job."""
+        """A progress report (0 to 1) for a running job of this runner."""
         await asyncio.to_thread(self.store.set_progress, self.runner_id, job_id, float(value))
 
     async def stop(self) -> None:

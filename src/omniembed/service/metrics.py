@@ -26,3 +26,7 @@ class Metrics:
             "omniembed_items_embedded", "Items embedded", ["model", "modality"], registry=self.registry
         )
         self.jobs = Gauge("omniembed_jobs", "Jobs in the store by status", ["status"], registry=self.registry)
+        self.job_store_up = Gauge(
+            "omniembed_job_store_up", "1 when the job store answered the last scrape, 0 when it did not (then "
+            "omniembed_jobs is left out)", registry=self.registry
+        )
