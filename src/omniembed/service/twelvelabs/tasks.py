@@ -7,9 +7,15 @@
 - **Durable.** A task is a job in the FES job store (``service/jobs.py``): task ``twelvelabs-embed`` (v1) or
   ``twelvelabs-embed-v2``; its payload is the plan. It runs once across servers under a lease, is resumed
   by another server (or the restarted one) when its server dies, reports progress, and is shown only to the
-  API key that created it. An uploaded file is kept under ``DATA_DIR/twelvelabs-uploads`` until its task
-  has finished, so a restarted server can run it (servers sharing a PostgreSQL store need a shared
-  ``DATA_DIR`` for uploads; URLs work anywhere).
+  API key that created it. An uploaded file is kept under ``DATA_DIR/twelvelabs-uploads`` until its task's
+  outcome is committed to the store, so a server that dies at any point before then leaves a task the
+  restarted server (or another) runs again from the file; servers sharing a PostgreSQL store need a shared
+  ``DATA_DIR`` for uploads (URLs work anywhere).
+- **Uploads are removed after the commit, or swept.** A task's upload is removed once the store shows the
+  task finished, never before. A server that dies between the commit and the removal, or a store that is
+  down when the server checks, leaves a file that the sweep removes: at start and every
+  ``SWEEP_EVERY_SEC``, every upload older than ``UPLOAD_GRACE_SEC`` whose task is finished, expired or
+  absent (an upload whose task was never created, say) goes. The upload folder belongs to its job store.
 - **Models.** A Marengo name maps video frames and images to the joint model where there is one, else to
   the default image model, and audio to the default audio model; an omniembed name serves what it embeds.
   Every answer names the serving models in ``X-OmniEmbed-Model``.
@@ -53,6 +59,11 @@ TASK_V1 = "twelvelabs-embed"
 TASK_V2 = "twelvelabs-embed-v2"
 STATUS = {"starting": "processing", "running": "processing", "complete": "ready", "failed": "failed"}
 """Job status -> TwelveLabs task status."""
+UNFINISHED = ("starting", "running")
+SWEEP_EVERY_SEC = 300.0
+"""How often the upload folder is swept of files whose task is finished, expired or absent."""
+UPLOAD_GRACE_SEC = 900.0
+"""A file younger than this is never swept: its task may not be in the store yet (it is saved first)."""
 
 
 @dataclass
@@ -83,13 +94,28 @@ class TwelveLabsFace:
     state: ServiceState
     joint: str | None = None
     resolved: asyncio.Event = field(default_factory=asyncio.Event)
+    sweep_every_sec: float = SWEEP_EVERY_SEC
+    upload_grace_sec: float = UPLOAD_GRACE_SEC
+    _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def uploads(self) -> Path:
         return self.state.settings.data_dir / "twelvelabs-uploads"
 
     async def start(self) -> None:
-        """Resolve the joint model (off the event loop); warn when there is none."""
+        """The face's background work, until cancelled (the server's shutdown): sweep the upload folder now
+        and every ``sweep_every_sec``, and resolve the joint model (off the event loop; warn when there is
+        none)."""
+        sweeping = asyncio.get_running_loop().create_task(self._sweep_forever(), name="twelvelabs-upload-sweep")
+        try:
+            await self._resolve()
+            await sweeping
+        finally:
+            sweeping.cancel()
+            for cleanup in list(self._cleanups):
+                cleanup.cancel()
+
+    async def _resolve(self) -> None:
         try:
             self.joint = await self.state.require_batcher().run_sync(resolve_joint, self.state.engine)
         except Exception:  # the server stays up on the per-modality models
@@ -146,21 +172,83 @@ class TwelveLabsFace:
             except FileNotFoundError:
                 return {"error": {"code": "resource_not_exist", "message": "the uploaded file of this task is not "
                                   "on this server (servers sharing a job store need a shared OMNIEMBED_DATA_DIR)"}}
+            self._drop_after_commit(row["id"], plan.upload)
         try:
             result = await run_plan(self.state, plan, source, progress)
-            outcome: dict[str, Any] = {"result": result}
         except OmniEmbedError as exc:
-            outcome = {"error": {"code": exc.code, "message": public_message(exc.at_index(None))}}
-        except Exception:  # recorded as the task's internal error by the runner: the upload goes too
-            self._drop(plan)
-            raise
-        self._drop(plan)  # not on cancellation: a stopping server's task runs again, from the upload
-        return outcome
+            return {"error": {"code": exc.code, "message": public_message(exc.at_index(None))}}
+        return {"result": result}  # any other exception: recorded as the task's internal error by the runner
 
-    def _drop(self, plan: MediaPlan) -> None:
-        if plan.upload is not None:
-            with contextlib.suppress(OSError):
-                (self.uploads / plan.upload).unlink()
+    def _drop_after_commit(self, job_id: str, upload: str) -> None:
+        """Remove ``upload`` once the job runner has recorded this task's outcome: when the asyncio task that
+        runs this handler (and then commits what it returns) has ended, and only if the store then shows the
+        task finished. A task put back in the queue (a stopping server, a lost lease, a store that could not
+        take the outcome) keeps its file and runs again from it; a check that fails leaves it to the sweep."""
+        running = asyncio.current_task()
+        if running is None:  # not under the job runner: the sweep removes it
+            return
+
+        def ended(_task: asyncio.Task[Any]) -> None:
+            cleanup = asyncio.get_running_loop().create_task(self._drop_if_finished(job_id, upload))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+
+        running.add_done_callback(ended)
+
+    async def _drop_if_finished(self, job_id: str, upload: str) -> None:
+        try:
+            if await asyncio.to_thread(self._finished, job_id):
+                await asyncio.to_thread(self._unlink, upload)
+        except Exception:  # the store is down: the sweep removes the file once the task shows finished
+            log.warning("task %s: could not check that its outcome was saved; its upload is swept later", job_id,
+                        exc_info=True)
+
+    def _finished(self, job_id: str) -> bool:
+        """Whether the store shows ``job_id`` finished, expired or gone (not queued, not running)."""
+        with self.state.store.db.connect() as conn:
+            status = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one_or_none()
+        return status not in UNFINISHED
+
+    def _unlink(self, upload: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.uploads / upload).unlink()
+
+    def sweep_uploads(self) -> int:
+        """Remove the uploads older than ``upload_grace_sec`` whose task is finished, expired or absent;
+        returns how many went. Reads the store (raises while it is down) and the disk: call it off the loop."""
+        folder = self.uploads
+        if not folder.is_dir():
+            return 0
+        cutoff = time.time() - self.upload_grace_sec
+        old = []
+        for path in folder.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile (its task finished)
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    old.append(path)
+        if not old:
+            return 0
+        where = jobs.c.task.in_((TASK_V1, TASK_V2)) & jobs.c.status.in_(UNFINISHED)
+        with self.state.store.db.connect() as conn:
+            payloads = conn.execute(select(jobs.c.payload).where(where)).scalars().all()
+        needed = {json.loads(p).get("upload") for p in payloads}
+        removed = 0
+        for path in old:
+            if path.name not in needed:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                removed = await asyncio.to_thread(self.sweep_uploads)
+                if removed:
+                    log.info("removed %d upload(s) of finished, expired or absent TwelveLabs tasks", removed)
+            except Exception:  # the store or the disk is unavailable for now: the next sweep retries
+                log.warning("sweeping the TwelveLabs upload folder failed; retrying in %g s", self.sweep_every_sec,
+                            exc_info=True)
+            await asyncio.sleep(self.sweep_every_sec)
 
     async def get_task(self, task: str, task_id: str, request: Request) -> dict[str, Any] | None:
         return await self.state.visible_job(request, task, task_id)
