@@ -61,7 +61,7 @@ def _reason(exc: BaseException) -> str:
     """A decoder's complaint without the Python object reprs it may hold (``<_io.BytesIO object at 0x...>``)."""
     text = getattr(exc, "error_string", None) or str(exc)
     text = _REPR.sub("the data", str(text)).strip().rstrip(".")
-    return text[:160] or type(exc).__name__
+    return text[:160] or "no reason given"
 
 
 def _refuse_non_finite(samples: np.ndarray, rate: int, what: str) -> None:
@@ -159,7 +159,7 @@ def plan_segments(
     seconds = n_samples / rate
     if not math.isfinite(start_offset_sec) or start_offset_sec < 0:
         raise ParameterInvalid.naming(f"{{param}} must be >= 0, not {start_offset_sec!r}", param="start_offset_sec")
-    start = round(start_offset_sec * rate)
+    start = round(start_offset_sec * rate) if start_offset_sec < seconds else n_samples  # 1e308 * rate: inf
     if start >= n_samples:
         raise ParameterInvalid.naming(
             f"{{param}}={start_offset_sec:g} is past the end of the audio ({seconds:.2f} s long)",
@@ -169,7 +169,8 @@ def plan_segments(
         if overlap_sec:
             raise ParameterInvalid("overlap_sec applies to segment_sec: pass segment_sec too", param="overlap_sec")
         return start, []
-    length, step = round(segment_sec * rate), round((segment_sec - overlap_sec) * rate)
+    whole = seconds + 1.0  # a segment longer than the audio is the whole of it (and 1e308 s is no sample count)
+    length, step = round(min(segment_sec, whole) * rate), round(min(segment_sec - overlap_sec, whole) * rate)
     if length < 1 or step < 1 or overlap_sec < 0:
         raise ParameterInvalid(
             f"segment_sec ({segment_sec:g}) must be > 0 and longer than overlap_sec ({overlap_sec:g})",
@@ -207,8 +208,8 @@ class AudioPreparer:
             except OmniEmbedError as exc:
                 out.append(exc.at_index(i))
             except Exception as exc:  # a decoder failing in an unforeseen way is still this item's problem
-                message = f"the audio could not be read: {type(exc).__name__}: {_reason(exc)}"
-                out.append(InputUnreadable(message, param="audio", index=i))
+                out.append(InputUnreadable(f"the audio could not be read: {_reason(exc)}", param="audio", index=i,
+                                           detail=f"{type(exc).__name__}: {exc}"[:2000]))
         return out
 
     def _prepare_one(self, item: Any, index: int, options: Any) -> list[Any]:

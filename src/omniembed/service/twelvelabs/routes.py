@@ -14,10 +14,11 @@ from omniembed.service.errors import public_message
 from omniembed.service.state import ServiceState, get_state
 from omniembed.service.twelvelabs.embed import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
 from omniembed.service.twelvelabs.embed_v2 import EmbedV2Request, embed_now
+from omniembed.service.twelvelabs.forms import FormRoute
 from omniembed.service.twelvelabs.schemas import EmbeddingResponse
 from omniembed.service.twelvelabs.tasks import MODEL_HEADER, TwelveLabsFace
 
-router = APIRouter(prefix="/v1.3", tags=["twelvelabs"])
+router = APIRouter(prefix="/v1.3", tags=["twelvelabs"], route_class=FormRoute)
 
 
 async def _read(upload: UploadFile | None) -> tuple[bytes | None, str | None]:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from omniembed.errors import ParameterInvalid, ParameterNotProvided
 from omniembed.service.errors import NotFound
 from omniembed.service.twelvelabs.embed_v2 import EmbedV2TaskRequest, check_clip, plan_task, video_models
+from omniembed.service.twelvelabs.forms import FormRoute
 from omniembed.service.twelvelabs.routes import get_face, model_header
 from omniembed.service.twelvelabs.tasks import (
     TASK_V1,
@@ -34,7 +35,7 @@ from omniembed.service.twelvelabs.tasks import (
     v2_task,
 )
 
-router = APIRouter(prefix="/v1.3", tags=["twelvelabs"])
+router = APIRouter(prefix="/v1.3", tags=["twelvelabs"], route_class=FormRoute)
 Face = Annotated[TwelveLabsFace, Depends(get_face)]
 
 
