@@ -16,7 +16,6 @@ from urllib.parse import unquote_to_bytes
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
@@ -65,13 +64,13 @@ class _Utf8FormRequest(Request):
     async def _get_form(self, *, max_files: int | float = 1000, max_fields: int | float = 1000,
                         max_part_size: int = 1024 * 1024) -> FormData:
         if self._form is None:
-            kind, _ = parse_options_header(self.headers.get("Content-Type"))
+            kind = self.headers.get("Content-Type", "").partition(";")[0].strip().lower()
             try:
                 async with aclosing(self.stream()) as stream:
-                    if kind == b"multipart/form-data":
+                    if kind == "multipart/form-data":
                         self._form = await _Parts(self.headers, stream, max_files=max_files, max_fields=max_fields,
                                                   max_part_size=max_part_size).parse()
-                    elif kind == b"application/x-www-form-urlencoded":
+                    elif kind == "application/x-www-form-urlencoded":
                         self._form = await _Fields(self.headers, stream, max_fields=max_fields,
                                                    max_part_size=max_part_size).parse()
                     else:
