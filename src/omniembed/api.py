@@ -132,13 +132,18 @@ class Engine:
         with self._lock:
             served = self._served.get(model.strip().lower())
             extra = list({s.name: s for s in self._served.values()}.values())
+            cached = self._available
         if served is not None:
             return served
         advice = (
             "GET /v1/models lists the models this server runs. Requests cannot name local folders or hub ids: "
             "the operator adds those with `omniembed serve --models`."
         )
-        message = self.registry.not_found_message(model, modality, extra=extra, advice=advice)
+        # Which models can run here, from the last scan (never a disk read for a client's name).
+        ready = None if cached is None else {s.name for s in cached[1]}
+        message = self.registry.not_found_message(
+            model, modality, extra=extra, advice=advice, runnable=None if ready is None else lambda s: s.name in ready
+        )
         raise ModelNotFound(message, param="model", model=model)
 
     def served_specs(self) -> list[ModelSpec]:
@@ -172,8 +177,10 @@ class Engine:
             self._available = (now, found)
         return found
 
-    def _not_found(self, model: str) -> OmniEmbedError:
-        return ModelNotFound(self.registry.not_found_message(model), param="model", model=model)
+    def _not_found(self, model: str, modality: Modality | None = None) -> OmniEmbedError:
+        """ModelNotFound with close names of ``modality``'s models, those whose weights are here first."""
+        message = self.registry.not_found_message(model, modality, runnable=self.weights_available)
+        return ModelNotFound(message, param="model", model=model)
 
     # -- what is loaded ------------------------------------------------------------------------
     def plan(self, model: str | ModelSpec, options: Options | None = None) -> Loaded:

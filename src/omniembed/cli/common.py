@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import socket
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,16 +21,17 @@ from rich.markup import escape
 
 from omniembed.api import Engine
 from omniembed.atomic import atomic_path
-from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.errors import ModelNotFound, OmniEmbedError, ParameterInvalid, class_for_code
+from omniembed.registry import ModelSpec
 from omniembed.settings import Settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from omniembed.embedding import Embedding
+    from omniembed.embedding import Embedding, Modality
 
-__all__ = ["check_out", "embedding_column", "err", "fail", "listen_socket", "new_engine", "report_skipped",
-           "show_progress", "write_parquet"]
+__all__ = ["check_out", "check_source", "embedding_column", "err", "fail", "listen_socket", "new_engine",
+           "report_skipped", "resolve_model", "show_progress", "write_parquet"]
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -84,16 +86,50 @@ def check_out(path: Path) -> Path:
 
 
 def report_skipped(failed: Sequence[tuple[str, OmniEmbedError]], total: int, any_good: bool, noun: str) -> None:
-    """Print the skipped items (the first 20) as ``skipped WHERE: [code] message`` on stderr; exit 1 when
-    nothing at all was embedded. ``WHERE`` is the item's position in the CLI's terms (``line 12``, a file
-    name), made by the caller from the error's ``index``; messages never carry positions."""
+    """Print the skipped items (the first 20) as ``skipped WHERE: [code] message`` on stderr; when nothing at
+    all was embedded, end with ``error [code] none of the N NOUN could be embedded`` (the code the most items
+    failed with) and exit as ``fail`` does for that code. ``WHERE`` is the item's position in the CLI's terms
+    (``line 12``, a file name), made by the caller from the error's ``index``; messages never carry positions."""
     for where, problem in failed[:20]:
         err.print(f"[yellow]skipped[/] {escape(f'{where}: [{problem.code}] {problem.message}')}", highlight=False)
     if len(failed) > 20:
         err.print(f"... and {len(failed) - 20} more", highlight=False)
     if not any_good:
-        err.print(f"[bold red]error[/] none of the {total} {noun} could be embedded")
-        raise typer.Exit(1)
+        codes = Counter(problem.code for _, problem in failed)
+        code = codes.most_common(1)[0][0] if codes else ParameterInvalid.code
+        raise fail(class_for_code(code)(f"none of the {total} {noun} could be embedded (the reasons are above)"))
+
+
+def resolve_model(engine: Engine, model: str, modality: Modality | None = None) -> ModelSpec:
+    """The spec of ``model`` (a name, alias, folder or hub id); an unknown name's hint suggests the close
+    names of the models that embed ``modality`` (the kind of input given on the command line), those whose
+    weights are on this machine first."""
+    try:
+        return engine.spec(model)
+    except ModelNotFound:
+        message = engine.registry.not_found_message(model, modality, runnable=engine.weights_available)
+        raise ModelNotFound(message, param="model", model=model) from None
+
+
+_REMOTE = ("http://", "https://", "data:")
+
+
+def check_source(flag: str, value: str) -> str:
+    """A ``--image``/``--audio``/``--video`` value: a URL, a data URL or base64 data pass as they are; a
+    local file that does not exist is a bad parameter (exit 2, as a missing ``--input`` is), named by its
+    flag, before any model loads."""
+    text = value.strip()
+    base64ish = len(text) >= 90 and all(c.isalnum() or c in "+/=-_\n\r" for c in text)
+    if text.lower().startswith(_REMOTE) or base64ish:
+        return value
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise ParameterInvalid(f"{flag} {value} is a folder; give one file, or the folder as --input with --out",
+                               param=flag.lstrip("-"))
+    if not path.is_file():
+        raise ParameterInvalid(f"{flag} {value} does not exist (give a file, an http(s) URL or a data: URL)",
+                               param=flag.lstrip("-"))
+    return value
 
 
 def embedding_column(results: Sequence[Embedding]) -> pa.Array:

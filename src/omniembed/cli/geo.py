@@ -7,7 +7,10 @@ Results go to stdout (JSON) or files; progress and errors go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +24,15 @@ from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvi
 from omniembed.geo.api import describe_model, get_embedding, list_models
 from omniembed.geo.export import export_batch
 from omniembed.geo.files import pca_rgb, read_grid, read_rois, write_grid
-from omniembed.geo.specs import BBox, InputPrepSpec, OutputSpec, PointBuffer, SensorSpec, TemporalSpec
+from omniembed.geo.specs import (
+    DEFAULT_WINDOW,
+    BBox,
+    InputPrepSpec,
+    OutputSpec,
+    PointBuffer,
+    SensorSpec,
+    TemporalSpec,
+)
 from omniembed.geo.types import ExportConfig, ExportTarget
 from omniembed.ray import RayEngine
 from omniembed.version import __version__
@@ -42,13 +53,31 @@ Grid = Annotated[bool, typer.Option("--grid", help="Output a grid (band, y, x) i
 Prep = Annotated[str, typer.Option("--input-prep", help="resize | tile | auto.")]
 
 
-def _temporal(start: str | None, end: str | None) -> TemporalSpec | None:
+def _temporal(start: str | None, end: str | None) -> TemporalSpec:
+    """The time window of --start/--end; neither: rs-embed's default window, said in one plain line on stderr
+    (the Python API's warning names its own parameter and the caller's source line, not these flags)."""
     if start is None and end is None:
-        return None
+        first, last = DEFAULT_WINDOW.start.isoformat(), DEFAULT_WINDOW.end.isoformat()
+        err.print(f"note: no --start/--end: using the default window {first}..{last} (as rs-embed); give --start "
+                  "YYYY-MM-DD --end YYYY-MM-DD to choose", highlight=False)
+        return TemporalSpec.range(first, last)
     if start is None or end is None:
         raise ParameterNotProvided("give both --start and --end (or neither)",
                                    param="start" if start is None else "end")
     return TemporalSpec.range(start, end)
+
+
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """The engine's warnings (a region that needs many tiles) as one plain ``warning: ...`` line each on
+    stderr, as every CLI message is: not Python's ``file:line: UserWarning:`` form."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:
+            for message in dict.fromkeys(str(w.message) for w in caught):
+                err.print(f"warning: {message}", markup=False, highlight=False)
 
 
 def _sensor(source: str | None, bands: list[str] | None, scale: float | None) -> SensorSpec | None:
@@ -92,10 +121,11 @@ def embed(
 ) -> None:
     """Embed one region."""
     try:
-        spatial = _spatial(_given(bbox), _given(point), buffer)
-        emb = get_embedding(model, spatial=spatial, temporal=_temporal(start, end),
-                            sensor=_sensor(source, band, scale), output=OutputSpec.grid() if grid else None,
-                            backend=backend, input_prep=InputPrepSpec.coerce(input_prep))
+        with _plain_warnings():
+            spatial = _spatial(_given(bbox), _given(point), buffer)
+            emb = get_embedding(model, spatial=spatial, temporal=_temporal(start, end),
+                                sensor=_sensor(source, band, scale), output=OutputSpec.grid() if grid else None,
+                                backend=backend, input_prep=InputPrepSpec.coerce(input_prep))
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     data: Any = emb.data
@@ -143,21 +173,22 @@ def export_cmd(
     from rich.progress import Progress
 
     try:
-        spatials, ids = read_rois(rois)
-        if engine_kind not in ("local", "ray"):
-            raise ParameterInvalid(f"--engine must be local or ray, not {engine_kind!r}", param="engine")
-        engine: Any = _engine()
-        if engine_kind == "ray":  # the same files as a local export (omniembed.geo.export.ray)
-            engine = RayEngine.from_engine(engine, address=address)
-        with Progress(console=err, transient=True) as bar:
-            task = bar.add_task("embedding", total=len(spatials) * len(model))
-            manifest = export_batch(spatials=spatials, temporal=_temporal(start, end), models=list(model),
-                                    target=ExportTarget.folder(str(out), names=ids),
-                                    config=ExportConfig(format=fmt, resume=True, continue_on_error=True,
-                                                        chunk_size=8, input_prep=input_prep),
-                                    output=OutputSpec.grid() if grid else None, sensor=_sensor(source, band, scale),
-                                    backend=backend, engine=engine, progress=lambda n: bar.advance(task, n))
-            assert isinstance(manifest, dict)
+        with _plain_warnings():
+            spatials, ids = read_rois(rois)
+            if engine_kind not in ("local", "ray"):
+                raise ParameterInvalid(f"--engine must be local or ray, not {engine_kind!r}", param="engine")
+            engine: Any = _engine()
+            if engine_kind == "ray":  # the same files as a local export (omniembed.geo.export.ray)
+                engine = RayEngine.from_engine(engine, address=address)
+            with Progress(console=err, transient=True) as bar:
+                task = bar.add_task("embedding", total=len(spatials) * len(model))
+                manifest = export_batch(spatials=spatials, temporal=_temporal(start, end), models=list(model),
+                                        target=ExportTarget.folder(str(out), names=ids),
+                                        config=ExportConfig(format=fmt, resume=True, continue_on_error=True,
+                                                            chunk_size=8, input_prep=input_prep),
+                                        output=OutputSpec.grid() if grid else None, sensor=_sensor(source, band, scale),
+                                        backend=backend, engine=engine, progress=lambda n: bar.advance(task, n))
+                assert isinstance(manifest, dict)
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     print(json.dumps({"out": str(out), "files": manifest["files"], "counts": manifest["counts"]}))

@@ -54,16 +54,16 @@ def write_images(path: Path, rows: list[tuple[str, Embedding]]) -> None:
 
 def embed_files(
     engine: Engine, model: str, folder: Path, files: list[Path], kind: Modality, options: dict[str, Any],
-    err: Console, chunk_size: int = CHUNK,
+    err: Console, chunk_size: int = CHUNK, noun: str = "images",
 ) -> tuple[list[tuple[str, Embedding]], list[tuple[str, OmniEmbedError]]]:
-    """Embed ``files`` (``kind``: images or videos) in chunks with a
-    progress bar: the embedded ones and the failed ones, each by its path relative to ``folder``."""
+    """Embed ``files`` (``kind``: images, audio files or videos) in chunks with a progress bar (``embedding
+    NOUN``): the embedded ones and the failed ones, each by its path relative to ``folder``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     engine.load(model, runtime=options.get("runtime"), device=options.get("device"))
     good: list[tuple[str, Embedding]] = []
     failed: list[tuple[str, OmniEmbedError]] = []
-    columns = (TextColumn(f"embedding {kind}s"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (TextColumn(f"embedding {noun}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("embed", total=len(files))
         for start in range(0, len(files), chunk_size):

@@ -6,7 +6,9 @@ import json
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from omniembed.cli.common import (
@@ -16,7 +18,7 @@ from omniembed.cli.common import (
 from omniembed.cli.common import fail as _fail
 from omniembed.cli.common import new_engine as _engine
 from omniembed.errors import OmniEmbedError
-from omniembed.registry import ModelSpec
+from omniembed.registry import ModelSpec, how_to_get_weights
 
 models_app = typer.Typer(help="List registered models, show one, or prepare their caches.", invoke_without_command=True)
 out = Console(soft_wrap=True)
@@ -27,20 +29,41 @@ def models(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List every registered model with its modalities, dimension, aliases and weights source."""
+    """List every registered model with its modalities, dimension, limits, whether its weights are on this
+    machine (and how to get them when not) and its aliases; a wide terminal also shows where weights come from."""
     if ctx.invoked_subcommand is not None:
         return
-    specs = list(_engine().registry)
+    engine = _engine()
+    specs = list(engine.registry)
+    ready = {s.name: engine.weights_available(s) for s in specs}
     if as_json:
-        print(json.dumps([s.to_dict() for s in specs], indent=2))
+        print(json.dumps([{**s.to_dict(), "weights_here": ready[s.name]} for s in specs], indent=2))
         return
-    table = Table(title="omniembed models", show_lines=False)
-    for column in ("name", "modalities", "dim", "max input", "aliases", "weights"):
-        table.add_column(column, overflow="fold")
+    console = Console(soft_wrap=True)  # made now: its width is the terminal's (or COLUMNS) when the command runs
+    columns = {"aliases": console.width >= 110, "weights from": console.width >= 150}  # what fits beside the rest
+    table = Table(title="omniembed models", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    table.add_column("name", no_wrap=True)  # a name is what people copy: never broken across lines
+    table.add_column("modalities", min_width=5)
+    table.add_column("dim", justify="right", no_wrap=True)
+    table.add_column("max input", min_width=6)
+    table.add_column("weights", no_wrap=True)
+    for column, shown in columns.items():
+        if shown:
+            table.add_column(column, overflow="fold")
     for s in specs:
-        modalities = ", ".join(map(str, s.modalities))
-        table.add_row(s.name, modalities, str(s.dim), _limits(s), "\n".join(s.aliases), s.weights.describe())
-    out.print(table)
+        here = "[green]ready[/]" if ready[s.name] else "[yellow]missing[/]"
+        extra = {"aliases": "\n".join(s.aliases), "weights from": s.weights.describe()}
+        table.add_row(s.name, ", ".join(map(str, s.modalities)), str(s.dim), _limits(s), here,
+                      *(escape(extra[c]) for c, shown in columns.items() if shown))
+    console.print(table)
+    missing = [s for s in specs if not ready[s.name]]
+    if missing:
+        console.print("Weights missing here:", highlight=False)
+        for s in missing:
+            console.print(f"  {s.name}: {escape(how_to_get_weights(s))}", highlight=False)
+    if not all(columns.values()):
+        console.print("Aliases and weight sources: `omniembed models show NAME` (or a wider terminal).",
+                      highlight=False)
 
 
 def _limits(spec: ModelSpec) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from omniembed.errors import ParameterInvalid
 
-__all__ = ["Record", "read_records"]
+__all__ = ["Record", "Records", "read_records"]
 
 
 @dataclass(frozen=True)
@@ -27,19 +27,27 @@ class Record:
         return f"line {self.line}" if self.id == str(self.line) else f"line {self.line} (id={self.id})"
 
 
-def read_records(path: Path, column: str = "text") -> list[Record]:
+class Records(list[Record]):
+    """The records of a file, and how many blank lines it had (skipped, and counted as skipped)."""
+
+    blank: int = 0
+
+
+def read_records(path: Path, column: str = "text") -> Records:
     """The records of a .txt (one text a line) or .jsonl (strings or {column, "id"}) file.
 
-    Blank lines are skipped; a JSONL line that does not parse is kept as an error in its place.
+    Blank lines are skipped (their number is ``blank``); a JSONL line that does not parse is kept as an
+    error in its place.
     """
     if not path.is_file():
-        raise ParameterInvalid(f"input file {path} does not exist", param="input")
+        raise ParameterInvalid(f"--input {path} does not exist", param="input")
     jsonl = path.suffix.lower() in {".jsonl", ".ndjson"}
-    records: list[Record] = []
+    records = Records()
     with path.open(encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, 1):
             line = line.rstrip("\n")
             if not line.strip():
+                records.blank += 1
                 continue
             if not jsonl:
                 records.append(Record(number, str(number), line))

@@ -65,7 +65,7 @@ def _files(pattern: Path) -> list[Path]:
             raise ParameterInvalid(f"no file matches --input {text}", param="input")
         return found
     if not pattern.exists():
-        raise ParameterInvalid(f"input {pattern} does not exist", param="input")
+        raise ParameterInvalid(f"--input {pattern} does not exist", param="input")
     return [pattern]
 
 

@@ -31,12 +31,13 @@ def video_files(folder: Path) -> list[Path]:
     return image_files(folder, VIDEO_SUFFIXES)[0]
 
 
-def write_videos(path: Path, rows: list[tuple[str, Embedding]]) -> None:
-    """One row per clip, then one ``video`` row with the pooled vector, per video."""
+def write_videos(path: Path, rows: list[tuple[str, Embedding]], scopes: tuple[str, str] = ("clip", "video")) -> None:
+    """One row per clip, then one ``video`` row with the pooled vector, per video (``scopes``: the names of
+    the two kinds of row; a folder of audio files has ``segment`` and ``audio`` rows)."""
     import pyarrow as pa
 
     names: list[str] = []
-    scopes: list[str] = []
+    kinds: list[str] = []
     starts: list[float] = []
     ends: list[float] = []
     vectors: list[np.ndarray] = []
@@ -44,19 +45,19 @@ def write_videos(path: Path, rows: list[tuple[str, Embedding]]) -> None:
         segments = result.meta.segments
         for segment, row in zip(segments, result.data, strict=True):
             names.append(name)
-            scopes.append("clip")
+            kinds.append(scopes[0])
             starts.append(segment.start_sec)
             ends.append(segment.end_sec)
             vectors.append(row)
         names.append(name)
-        scopes.append("video")
+        kinds.append(scopes[1])
         starts.append(segments[0].start_sec)
         ends.append(segments[-1].end_sec)
         vectors.append(result.vector)
     flat = np.concatenate([np.asarray(v, np.float32).reshape(-1) for v in vectors])
     columns = {
         "path": pa.array(names, pa.string()),
-        "scope": pa.array(scopes, pa.string()),
+        "scope": pa.array(kinds, pa.string()),
         "start_sec": pa.array(starts, pa.float64()),
         "end_sec": pa.array(ends, pa.float64()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), len(vectors[0])),
@@ -74,7 +75,7 @@ def embed_video_folder(
         raise ParameterInvalid(f"{folder} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})",
                                param="input")
     options = {k: v for k, v in options.items() if k not in ("truncate", "overlap_sec")}
-    good, failed = embed_files(engine, model, folder, files, Modality.VIDEO, options, err, CHUNK)
+    good, failed = embed_files(engine, model, folder, files, Modality.VIDEO, options, err, CHUNK, noun="videos")
     report_skipped(failed, len(files), bool(good), "video files")
     write_videos(out_path, good)
     clips = sum(len(r.meta.segments) for _, r in good)
