@@ -126,6 +126,18 @@ class Settings(BaseSettings):
     api_keys: Names = Field(default_factory=list, description="Accepted API keys; empty: no authentication.")
     cors_origins: Names = Field(default_factory=list, description="Allowed CORS origins; empty: CORS off.")
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Largest HTTP request body.")
+    max_json_depth: int = Field(
+        default=32, ge=2, description="JSON request bodies over 256 KiB: deepest nesting of arrays and objects (413)."
+    )
+    max_json_items: int = Field(
+        default=8192, ge=1, description="JSON request bodies over 256 KiB: most elements of one array (or members "
+        "of one object); never below max_items_per_request. 8192: OpenAI's token limit of one input."
+    )
+    max_json_values: int = Field(
+        default=500_000, ge=1, description="JSON request bodies over 256 KiB: most values (numbers, strings, lists, "
+        "objects) in one body, counted while parsing, before the app reads it (413). Above OpenAI's 300,000 "
+        "tokens per request."
+    )
     max_items_per_request: int = Field(
         default=2048, ge=1, description="Most inputs in one request (more: 413). At most queue_size."
     )

@@ -21,7 +21,6 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniembed.api import Engine
-from omniembed.errors import InputTooLarge
 from omniembed.service import docs, ops, playground
 from omniembed.service.batcher import Batcher
 from omniembed.service.errors import (
@@ -34,6 +33,7 @@ from omniembed.service.errors import (
 )
 from omniembed.service.fes import routes as fes
 from omniembed.service.jobs import JobRunner, JobStore
+from omniembed.service.limits import BodyLimit, JsonLimits
 from omniembed.service.metrics import Metrics
 from omniembed.service.openai import routes as openai
 from omniembed.service.state import ServiceState
@@ -46,44 +46,6 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("omniembed.service")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-
-
-class BodyLimit:
-    """Refuses request bodies over the limit, by Content-Length or while streaming (chunked uploads)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        message = f"the request body is larger than {self.limit:,} bytes (OMNIEMBED_MAX_BODY_BYTES)"
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await error_response(InputTooLarge(message), scope["path"])(scope, receive, send)
-            return
-        received = 0
-        answered = False
-
-        async def limited() -> Message:
-            nonlocal received, answered
-            msg = await receive()
-            if msg["type"] == "http.request":
-                received += len(msg.get("body", b""))
-                if received > self.limit:
-                    if not answered:
-                        answered = True
-                        await error_response(InputTooLarge(message), scope["path"])(scope, receive, send)
-                    return {"type": "http.disconnect"}  # the app stops reading; its own answer is dropped
-            return msg
-
-        async def guarded_send(msg: Message) -> None:
-            if not answered:
-                await send(msg)
-
-        await self.app(scope, limited, guarded_send)
 
 
 def _accepted_key(headers: dict[bytes, bytes], keys: list[str]) -> str | None:
@@ -217,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    app.add_middleware(JsonLimits, settings=settings)  # large JSON bodies are walked off the event loop
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -24,12 +24,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel
 
+from omniembed.contract import Options
 from omniembed.embedding import Embedding, Modality
-from omniembed.errors import ModelNotFound, OmniEmbedError, ParameterInvalid, ParameterNotProvided
+from omniembed.errors import InputTooLarge, ModelNotFound, OmniEmbedError, ParameterInvalid, ParameterNotProvided
+from omniembed.pipeline import POOLINGS
 from omniembed.registry import ModelSpec
 from omniembed.service.errors import NotFound
 from omniembed.service.fes.schemas import JobResult, JobStatus
-from omniembed.service.jobs import TASKS, embedding_payload, job_options, key_hash
+from omniembed.service.jobs import _CONFIG_KEYS, TASKS, embedding_payload, job_options, key_hash
 from omniembed.service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/api", tags=["feature-extraction-server"])
@@ -85,15 +87,51 @@ def _inputs(body: dict[str, Any], modality: Modality, batched: bool, limit: int)
     if not isinstance(items, list) or not items:
         raise ParameterInvalid(f"{key!r} must be {'a non-empty list' if batched else 'one value'}", param=key)
     if len(items) > limit:
-        raise ParameterInvalid(f"{len(items)} items; the limit is {limit} per request", param=key)
+        raise InputTooLarge(f"{len(items)} items; the limit is {limit} per request (OMNIEMBED_MAX_ITEMS_PER_REQUEST)",
+                            param=key)
     if not all(isinstance(i, str) for i in items):
         raise ParameterInvalid(f"{key!r} items must be strings (text, data URLs or URLs)", param=key)
-    config = body.get("config") or {}
-    if isinstance(config, list):  # FES batched config: one per item; omniembed applies the first
-        config = config[0] if config else {}
+    return items, _config(body.get("config"), len(items), modality)
+
+
+def _config(value: Any, items: int, modality: Modality) -> dict[str, Any]:
+    """A job's ``config``, checked when the job is submitted: an object with only the keys a job may set
+    (``_CONFIG_KEYS``), each of the right type and value (``Options``). FES's batched jobs may send a list, one
+    per item; a job applies one config to all its items, so they must be equal."""
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        return _one_config(value, "config", modality)
+    if len(value) > items:
+        raise ParameterInvalid(f"config has {len(value)} entries for {items} items: send one config object, or "
+                               "one per item", param="config")
+    configs = [_one_config(c, f"config[{i}]", modality) for i, c in enumerate(value)]
+    differs = next((i for i, c in enumerate(configs) if c != configs[0]), None)
+    if differs is not None:
+        raise ParameterInvalid(f"config[{differs}] differs from config[0]: a job applies one config to all its items; "
+                               "send one config object, or the same one for each item", param=f"config[{differs}]")
+    return configs[0] if configs else {}
+
+
+def _one_config(config: Any, where: str, modality: Modality) -> dict[str, Any]:
+    """One config object, refused by the key at fault (``param``: ``config.truncate``)."""
     if not isinstance(config, dict):
-        raise ParameterInvalid("config must be an object", param="config")
-    return items, config
+        raise ParameterInvalid(f"{where} must be an object such as {{\"truncate\": \"end\"}}, not "
+                               f"{json.dumps(config)[:60]}", param=where)
+    unknown = sorted(set(config) - set(_CONFIG_KEYS))
+    if unknown:
+        raise ParameterInvalid(f"{where} has an unknown key {unknown[0]!r}; a job's config may set: "
+                               f"{', '.join(_CONFIG_KEYS)}", param=f"{where}.{unknown[0]}")
+    given = {k: v for k, v in config.items() if v is not None}
+    try:
+        Options.of(**given).check_for(modality)
+        pooling = given.get("pooling")
+        if pooling is not None and pooling not in POOLINGS:  # Options leaves pooling to the pipeline
+            raise ParameterInvalid(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}", param="pooling")
+    except ParameterInvalid as exc:
+        param = f"{where}.{exc.param}" if exc.param else where
+        raise ParameterInvalid(f"{param}: {exc.message}", param=param) from None
+    return given
 
 
 async def _create(state: ServiceState, request: Request, task: str, model: str, body: dict[str, Any],

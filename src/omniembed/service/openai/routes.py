@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import mimetypes
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from fastapi import APIRouter, Depends, Response
@@ -22,19 +24,55 @@ from omniembed.service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
+_OPENAI_MODALITIES = frozenset({Modality.TEXT, Modality.IMAGE, Modality.AUDIO})
+_PLURAL = {Modality.TEXT: "texts", Modality.IMAGE: "images", Modality.AUDIO: "audio"}
+
 
 def _inputs(body: OpenAIEmbeddingsRequest, limit: int) -> list[str]:
-    items = [body.input] if isinstance(body.input, str) else list(body.input)
+    items = [body.input] if isinstance(body.input, str) else body.input
     if not items:
         raise ParameterInvalid("input must not be empty", param="input")
-    if not all(isinstance(i, str) for i in items):
-        raise ParameterInvalid("token-id inputs are not supported; send the text itself", param="input")
-    if len(items) > limit:
+    if len(items) > limit:  # first: nothing below looks at each item of a list over the limit
         raise InputTooLarge(
             f"input has {len(items)} items; the limit is {limit} per request (OMNIEMBED_MAX_ITEMS_PER_REQUEST)",
             param="input",
         )
+    if not isinstance(items[0], str):  # the schema makes a list all strings or all token ids
+        raise ParameterInvalid("token-id inputs are not supported; send the text itself", param="input")
     return [str(i) for i in items]
+
+
+def _media_of(item: str) -> Modality | None:
+    """The modality an input looks like: a data URL's media type, or the file type of an http(s) URL's path."""
+    head = item[:256].lower()
+    if head.startswith("data:"):
+        kind = head[5:].split("/", 1)[0]
+    elif head.startswith(("http://", "https://")):
+        kind = (mimetypes.guess_type(urlsplit(item[:4096]).path)[0] or "").split("/", 1)[0]
+    else:
+        return None
+    return {"image": Modality.IMAGE, "audio": Modality.AUDIO}.get(kind)
+
+
+def _check_modality(spec: ModelSpec, modality: Modality, items: list[str]) -> None:
+    """A model that does not embed the request's modality: say which ``modality`` would do, from the model's
+    modalities and what the inputs look like (an image sent without ``"modality": "image"``)."""
+    if modality in spec.modalities:
+        return
+    takes = [m for m in spec.modalities if m in _OPENAI_MODALITIES]
+    looks = next((m for m in map(_media_of, items) if m is not None), None)
+    fix = looks if looks in takes else takes[0] if len(takes) == 1 else None
+    message = (f"model {spec.name!r} does not embed {_PLURAL.get(modality, modality)} (it takes: "
+               f"{', '.join(map(str, spec.modalities))})")
+    if looks is not None and looks is not modality:
+        message += f"; the input looks like {'an image' if looks is Modality.IMAGE else 'audio'} (a URL or data URL)"
+    if fix is Modality.TEXT:
+        raise ParameterInvalid(f'{message}. To embed texts, leave "modality" out (or set "modality": "text").',
+                               param="modality")
+    if fix is not None:
+        raise ParameterInvalid(f'{message}. To embed {_PLURAL[fix]}, set "modality": "{fix}" in the request, with '
+                               "URLs or data URLs as the inputs.", param="modality")
+    raise ParameterInvalid(f"{message}. GET /v1/models lists each model's modalities.", param="model")
 
 
 def _check_dimensions(vector: np.ndarray, dimensions: int | None, model: str) -> None:
@@ -54,6 +92,7 @@ async def create_embeddings(body: OpenAIEmbeddingsRequest, state: ServiceState =
     request again would cost more than the embedding."""
     items = _inputs(body, state.settings.max_items_per_request)
     modality = Modality(body.modality)
+    _check_modality(state.engine.served_spec(body.model, modality), modality, items)
     options: dict[str, Any] = {"truncate": body.truncate} if modality is Modality.TEXT else {}
     results = await state.require_batcher().embed(body.model, modality, items, **options)
     data: list[dict[str, Any]] = []
@@ -77,8 +116,6 @@ async def create_embeddings(body: OpenAIEmbeddingsRequest, state: ServiceState =
     content = json.dumps({"object": "list", "data": data, "model": model, "usage": usage}, separators=(",", ":"))
     return Response(content, media_type="application/json")
 
-
-_OPENAI_MODALITIES = frozenset({Modality.TEXT, Modality.IMAGE, Modality.AUDIO})
 
 
 def _model_object(spec: ModelSpec) -> dict[str, object]:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from omniembed.errors import OmniEmbedError
 from omniembed.service.schemas import ErrorBody
 
+_Texts = Annotated[list[str], Field(fail_fast=True)]
+_TokenIds = Annotated[list[int], Field(fail_fast=True)]
+_TokenIdLists = Annotated[list[list[int]], Field(fail_fast=True)]
+
 
 class OpenAIEmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | _Texts | _TokenIds | _TokenIdLists
+    """A text, texts, or token ids (refused: send the text). Each list form stops at its first mismatch
+    (``fail_fast``), so telling them apart costs one pass over the list, not one error per item and form."""
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
