@@ -125,6 +125,73 @@ def _tab_to(page: Any, element_id: str, limit: int = 40) -> None:
     raise AssertionError(f"#{element_id} cannot be reached with the Tab key")
 
 
+# Chromium reports a <select>'s scrollWidth as its clientWidth even where its text is cut, so a select's need is
+# measured instead: a copy of it, free to take its own width (that of its longest option), beside it.
+SELECT_WIDTHS = """() => [...document.querySelectorAll('select')].filter(s => s.getClientRects().length).map(s => {
+    const copy = s.cloneNode(true);
+    copy.removeAttribute('id');
+    Object.assign(copy.style,
+                  {position: 'absolute', visibility: 'hidden', width: 'auto', maxWidth: 'none', minWidth: '0'});
+    s.parentNode.append(copy);
+    const need = copy.getBoundingClientRect().width;
+    copy.remove();
+    return [s.id, s.getBoundingClientRect().width, need];
+})"""
+# the scatter labels a reader sees, each the box round a point's visible text and thumbnail:
+# [input, text, left, top, right, bottom] in CSS pixels
+SCATTER_LABELS = """svg => [...svg.querySelectorAll('g.point')].map(g => {
+    const parts = [...g.querySelectorAll('text, image')].filter(e => getComputedStyle(e).visibility !== 'hidden')
+        .map(e => e.getBoundingClientRect()).filter(r => r.width && r.height);
+    if (!parts.length) return null;
+    const text = [...g.querySelectorAll('text')].map(t => t.textContent).join(' ');
+    return [+g.dataset.input, text, Math.min(...parts.map(r => r.left)), Math.min(...parts.map(r => r.top)),
+            Math.max(...parts.map(r => r.right)), Math.max(...parts.map(r => r.bottom))];
+}).filter(Boolean)"""
+
+
+def _unclipped(page: Any) -> list[str]:
+    """The ids of the visible dropdowns, after asserting that each is as wide as its longest option."""
+    widths = page.evaluate(SELECT_WIDTHS)
+    assert all(need > 40 for _, _, need in widths), widths  # the measure itself works
+    assert [(i, round(w), round(need)) for i, w, need in widths if w + 0.5 < need] == []
+    return [i for i, _, _ in widths]
+
+
+def _labels_apart(page: Any, model: str) -> list[list[Any]]:
+    """The scatter's visible labels, after asserting that no two of them intersect."""
+    labels: list[list[Any]] = page.eval_on_selector(f'.space[data-model="{model}"] svg.scatter', SCATTER_LABELS)
+    crossing = [(a[0], b[0]) for i, a in enumerate(labels) for b in labels[i + 1:]
+                if a[2] < b[4] and b[2] < a[4] and a[3] < b[5] and b[3] < a[5]]
+    assert crossing == [], labels
+    return labels
+
+
+def _colour(value: float) -> str:
+    """The page's colour scale (views.js cosineColour): -1 red, 0 white, 1 blue, as getComputedStyle writes it."""
+    t = max(-1.0, min(1.0, value))
+    rgb = (255 - 222 * t, 255 - 160 * t, 255 - 75 * t) if t >= 0 else (255 + 30 * t, 255 + 200 * t, 255 + 200 * t)
+    return "rgb({}, {}, {})".format(*(int(c) for c in rgb))
+
+
+def _legend(page: Any, whole: str) -> None:
+    """The timelines' colour key: one entry per cosine, coloured as the bars are, naming what it compares with."""
+    legend = page.locator(".space .legend")
+    assert legend.count() == 1 and f"cosine with the whole {whole}" in legend.inner_text()
+    entries = legend.locator("li").evaluate_all("ls => ls.map(l => [+l.dataset.value, l.innerText, "
+                                                "getComputedStyle(l.querySelector('.swatch')).backgroundColor])")
+    assert [e[0] for e in entries] == [1, 0.75, 0.5, 0.25, 0, -0.5, -1]
+    assert [e[2] for e in entries] == [_colour(e[0]) for e in entries]
+    assert "same direction" in entries[0][1] and "unrelated" in entries[4][1] and "opposite" in entries[6][1]
+    bars = page.eval_on_selector_all("svg.timeline rect.segment",
+                                     "rs => rs.map(r => [+r.dataset.value, r.getAttribute('fill')])")
+    channels = [(_channels(fill), _channels(_colour(value))) for value, fill in bars]  # value: to 6 decimals
+    assert bars and all(np.abs(np.subtract(a, b)).max() <= 1 for a, b in channels)  # the bars follow the key's scale
+
+
+def _channels(colour: str) -> list[int]:
+    return [int(c) for c in colour.removeprefix("rgb(").removesuffix(")").split(",")]
+
+
 def test_page_embeds_texts_and_images(server: Server, browser: Any, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     images = {"chelsea.png": png_bytes(photo("chelsea")[::4, ::4]), "coffee.png": png_bytes(photo("coffee")[::4, ::4])}
@@ -179,6 +246,7 @@ def test_page_embeds_texts_and_images(server: Server, browser: Any, tmp_path: Pa
     bars = page.eval_on_selector_all('svg.timeline[data-input="7"] rect.segment', "rs => rs.map(r => +r.dataset.value)")
     assert len(segments) > 1
     np.testing.assert_allclose(bars, _cosines(np.vstack([pooled, segments]))[0, 1:], atol=1e-4)
+    _legend(page, "clip")
 
     # neighbours and the PCA scatter follow the same cosines
     nearest = page.eval_on_selector_all('.space[data-model="minilm"] .neighbours > li',
@@ -349,6 +417,7 @@ def test_page_embeds_a_video(server: Server, browser: Any, tmp_path: Path, monke
                                      "rs => rs.map(r => [+r.dataset.start, +r.dataset.end, +r.dataset.value])")
     np.testing.assert_allclose([b[:2] for b in bars], spans, atol=1e-4)  # one bar per clip, at its times
     np.testing.assert_allclose([b[2] for b in bars], _cosines(np.vstack([whole, clips]))[0, 1:], atol=1e-4)
+    _legend(page, "video")
     picture = _vectors(server.url, model, [f"data:image/png;base64,{base64.b64encode(image).decode()}"], "image")[0]
     np.testing.assert_allclose(_heatmap(page, model), _cosines(np.vstack([picture, whole])), atol=1e-4)
 
@@ -374,4 +443,113 @@ def test_page_embeds_a_video(server: Server, browser: Any, tmp_path: Path, monke
     assert shown[2] == spans
     _screenshot(page.locator('.space[data-model="efficientnet-lite0"]'), tmp_path, "playground-video.png")
     assert problems == []
+    page.close()
+
+
+LONG = " ".join(f"word{i % 50}" for i in range(400))  # 400 words: a page of text
+TWINS = ["a cat sits on the mat", "a cat sits on the mat.", "the stock market fell sharply"]  # #1 and #2: one point
+
+
+def _run(page: Any, url: str, texts: list[str]) -> None:
+    page.goto(f"{url}/")
+    page.wait_for_selector("#model-text")
+    page.select_option("#model-text", "minilm")
+    page.fill("#texts", "\n".join(texts))
+    page.click("#embed")
+    page.wait_for_selector('#results[data-state="done"]', timeout=120_000)
+
+
+def test_the_embed_button_shows_at_1280x800(server: Server, browser: Any, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{server.url}/")
+    page.wait_for_selector("#model-video")  # every panel is built
+    page.wait_for_selector("#geo-panel:not([hidden])")
+    page.screenshot(path=str(tmp_path / "top-1280x800.png"))
+    box = page.locator("#embed").bounding_box()
+    assert box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= 1280 and box["y"] + box["height"] <= 800, box
+    centre = f"document.elementFromPoint({box['x'] + box['width'] / 2}, {box['y'] + box['height'] / 2}).id"
+    assert page.evaluate(centre) == "embed" and page.locator("#embed").is_enabled()  # nothing covers it
+    assert page.evaluate("scrollY") == 0
+    page.close()
+
+
+def test_no_dropdown_cuts_its_text(server: Server, browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{server.url}/")
+    page.wait_for_selector("#model-video")
+    page.wait_for_selector("#geo-panel:not([hidden])")
+    shown = _unclipped(page)
+    assert {"model-text", "model-image", "model-audio", "model-video", "truncate", "geo-model", "geo-area"} <= {*shown}
+    assert page.get_attribute("#model-audio", "title").startswith(page.input_value("#model-audio") + " · ")
+    page.click("#embed")
+    page.wait_for_selector('#results[data-state="done"]', timeout=60_000)
+    assert {"snippet-input", "snippet-kind"} <= set(_unclipped(page))
+    page.close()
+
+
+def test_a_long_text_keeps_the_charts_in_view(server: Server, browser: Any, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    _run(page, server.url, [*TWINS, LONG])
+    card = page.locator('.input-card[data-input="4"]')
+    assert card.bounding_box()["height"] < 800 / 2  # was about 4,500 px: every word on its own card
+    assert page.locator('.input-card[data-input="1"]').bounding_box()["height"] < 800 / 2
+    more = card.locator("button.more")
+    assert more.is_visible() and more.inner_text() == "Show all 400 words"
+    assert page.locator('.input-card[data-input="1"] button.more').is_hidden()  # a short text shows whole
+    page.eval_on_selector("#results", "r => r.scrollIntoView()")
+    page.screenshot(path=str(tmp_path / "long-1280x800.png"))
+    for chart in ('table.heatmap[data-model="minilm"]', '.space[data-model="minilm"] svg.scatter'):
+        box = page.locator(chart).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 800, (chart, box)  # in view beside the cards
+    np.testing.assert_allclose(_heatmap(page, "minilm"), _cosines(_vectors(server.url, "minilm", [*TWINS, LONG])),
+                               atol=1e-4)
+    more.click()  # the whole text, in a box that scrolls, and back
+    quote = card.locator("blockquote")
+    assert more.get_attribute("aria-expanded") == "true" and quote.inner_text() == LONG
+    assert quote.evaluate("q => q.scrollHeight > q.clientHeight + 100 && getComputedStyle(q).overflowY === 'auto'")
+    more.click()
+    assert more.get_attribute("aria-expanded") == "false" and more.inner_text() == "Show all 400 words"
+    assert card.bounding_box()["height"] < 800 / 2
+    page.close()
+
+
+def test_scatter_labels_never_overlap(server: Server, browser: Any, tmp_path: Path) -> None:
+    """Two texts that land on one point: both labelled, apart; hovering a point shows its whole label."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    _run(page, server.url, [*TWINS, "a kitten sleeps on a rug"])
+    page.eval_on_selector(".space", "s => s.scrollIntoView()")
+    page.screenshot(path=str(tmp_path / "labels-1280x800.png"))
+    labels = _labels_apart(page, "minilm")
+    assert sorted(label[0] for label in labels) == [1, 2, 3, 4]  # none hidden: there is room for all four
+    assert {label[1] for label in labels} >= {"#1 a cat sits on the mat", "#3 the stock market fell sharp…"}
+    readout = page.locator('.space[data-model="minilm"] .point-readout')
+    page.hover('.space[data-model="minilm"] svg.scatter g.point[data-input="2"] circle')
+    assert readout.inner_text().startswith("#2 a cat sits on the mat. (PC1 ")
+    page.close()
+
+
+def test_twenty_inputs(server: Server, browser: Any, tmp_path: Path) -> None:
+    topics = ["cats", "dogs", "the stock market", "the rain", "music"]
+    texts = [f"sentence number {i} is about {topics[i % 5]} and other things" for i in range(20)]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    _run(page, server.url, texts)
+    states = page.eval_on_selector_all(".input-card", "cs => cs.map(c => c.dataset.state)")
+    assert states == ["ok"] * 20
+    shown = _heatmap(page, "minilm")
+    assert shown.shape == (20, 20)
+    np.testing.assert_allclose(shown, _cosines(_vectors(server.url, "minilm", texts)), atol=1e-4)
+    heat = page.locator('.space[data-model="minilm"] .scroll')
+    assert heat.evaluate("s => s.scrollWidth <= s.clientWidth")  # all twenty columns show at 1280 px
+    assert page.locator('.space[data-model="minilm"] .neighbours > li').count() == 20
+    assert page.locator('.space[data-model="minilm"] svg.scatter g.point').count() == 20
+    page.eval_on_selector('.space[data-model="minilm"] svg.scatter', "s => s.scrollIntoView({block: 'center'})")
+    page.screenshot(path=str(tmp_path / "twenty-1280x800.png"))
+    labels = _labels_apart(page, "minilm")
+    assert len(labels) >= 10  # thinned, not emptied
+    placed = page.eval_on_selector_all('.space[data-model="minilm"] g.point', "gs => gs.map(g => g.dataset.placed)")
+    thinned = [i + 1 for i, kind in enumerate(placed) if kind != "full"]
+    assert thinned  # twenty labels do not all fit whole in the frame
+    page.hover(f'.space[data-model="minilm"] svg.scatter g.point[data-input="{thinned[0]}"] circle')
+    readout = page.locator('.space[data-model="minilm"] .point-readout').inner_text()
+    assert readout.startswith(f"#{thinned[0]} {texts[thinned[0] - 1]} (PC1 ")  # the whole label on hover
     page.close()

@@ -4,7 +4,7 @@
 //   /v1.3/embed/tasks routes (video: any model that takes images embeds a video by its frames, option
 //   "visual"), and GET /playground/api/runtime (runtime, device and precision per model, from the loaded
 //   model once it has run: the facts the protocol answers do not carry).
-import { cosineMatrix, el, heatmap, neighbours, norm, scatter, timeline } from "./views.js";
+import { cosineMatrix, el, heatmap, legend, neighbours, norm, placeLabels, scatter, timeline } from "./views.js";
 import { SNIPPETS } from "./snippets.js";
 import { ApiError, api, auth } from "./api.js";
 import { setupGeo } from "./geo.js";
@@ -114,7 +114,7 @@ async function loadModels() {
   }
   $("key-error").textContent = "";
   if (auth.key) { auth.keyed = true; $("key-panel").hidden = false; $("key-state").textContent = "Key accepted."; }
-  status.textContent = `${state.models.length} models can run on this server.`;
+  status.textContent = `${state.models.length} models can run on this server; only those are offered.`;
   await loadRuntimes();
   buildPickers();
   setupGeo();
@@ -131,21 +131,32 @@ async function loadRuntimes() {
 // image vectors (the /v1.3/embed/tasks "visual" option), so any model that takes images takes video.
 const takes = (m, modality) => m.modalities.includes(modality) || (modality === "video" && m.modalities.includes("image"));
 
+// Each panel offers its own model, at the top of the panel. An option is the model's name alone, so a dropdown is
+// as wide as its longest name; the label beside it says the chosen model's dimension and what else it takes (a
+// joint model puts those inputs in one space), and the select's title repeats both.
 function buildPickers() {
-  const box = $("model-pickers");
-  box.replaceChildren();
   const present = new Set(state.models.flatMap((m) => m.modalities));
   for (const modality of Object.keys(NAMES)) {
     const takers = state.models.filter((m) => takes(m, modality));
     if (modality !== "text" && !takers.length) { $(`${modality}-panel`)?.remove(); continue; }
     if (modality !== "text" && !$(`${modality}-panel`)) buildMediaPanel(modality);
-    if (!takers.length) continue;
+    const slot = $(`${modality}-model-slot`);
+    if (!takers.length) { slot.replaceChildren(); continue; }
     const select = el("select", { id: `model-${modality}`, name: `model-${modality}` },
-      takers.map((m) => el("option", { value: m.id, text: `${m.id} — ${m.modalities.join(", ")} · ${m.dimensions}-d` })));
+      takers.map((m) => el("option", { value: m.id, text: m.id })));
     // a model that also takes texts keeps them in one space; a video goes with the images
     const pick = $(modality === "video" ? "model-image" : "model-text")?.value;
     select.value = takers.some((m) => m.id === pick) ? pick : takers[0].id;
-    box.append(el("div", { class: "field" }, el("label", { for: select.id, text: `${NAMES[modality]} model` }), select));
+    const about = el("span", { class: "model-facts" });
+    const describe = () => {
+      const m = takers.find((x) => x.id === select.value);
+      const also = m.modalities.filter((x) => x !== modality && !(modality === "video" && x === "image"));
+      about.textContent = ` · ${m.dimensions}-d${also.length ? ` · also ${also.join(", ")}` : ""}`;
+      select.title = `${m.id}${about.textContent}`;
+    };
+    select.addEventListener("change", describe);
+    describe();
+    slot.replaceChildren(el("div", { class: "field" }, el("label", { for: select.id }, `${NAMES[modality]} model`, about), select));
   }
   $("texts").disabled = !present.has("text");
   $("embed").disabled = !state.models.length;
@@ -164,12 +175,12 @@ function buildMediaPanel(modality) {
       el("input", { type: "url", id: id("url"), placeholder: "https://…" }),
       el("button", { type: "button", id: id("add-url"), text: "Add URL" })));
   const clip = modality !== "video" ? null : [
-    el("p", { class: "hint", text: "Embedded by its frames with the video model (an image model), so its clips and " +
-      "the whole video land among that model's images." }),
+    el("p", { class: "hint", text: "Embedded by its frames with an image model: its clips and the whole video land " +
+      "among that model's images." }),
     el("div", { class: "field" }, el("label", { for: "video-clip", text: "Clip length in seconds (2 to 10)" }),
       el("input", { type: "number", id: "video-clip", name: "video-clip", min: 2, max: 10, step: "any", value: 6 }))];
   const panel = el("section", { class: "panel", id: id("panel"), "aria-labelledby": id("title") },
-    el("h2", { id: id("title"), text: title }), clip, drop, el("ul", { class: "media-list", id: id("list"), "aria-label": `${title} to embed` }));
+    el("h2", { id: id("title"), text: title }), el("div", { id: id("model-slot") }), clip, drop, el("ul", { class: "media-list", id: id("list"), "aria-label": `${title} to embed` }));
   $("inputs-grid").append(panel);
   state.media[modality] = state.media[modality] || [];
   $(id("files")).addEventListener("change", (e) => { addFiles(modality, e.target.files); e.target.value = ""; });
@@ -265,8 +276,22 @@ function errorLine(exc, what = "") {
     el("code", { text: exc.code }), ` ${what}${exc.message}`);
 }
 
+// A text shows its first lines; a longer one gets a button that shows it all (fitCards decides, once on the page).
 function renderCard(it) {
-  const body = it.modality === "text" ? el("blockquote", { text: it.text }) : preview(it.modality, it.thumb, it.name);
+  let body = preview(it.modality, it.thumb, it.name);
+  if (it.modality === "text") {
+    const quote = el("blockquote", { id: `text-${it.n}`, class: "clamp", text: it.text });
+    const words = it.text.split(/\s+/).length;
+    const more = el("button", { type: "button", class: "more", hidden: true, "aria-expanded": "false", "aria-controls": quote.id,
+      "data-more": `Show all ${words} words`, text: `Show all ${words} words` });
+    more.addEventListener("click", () => {
+      const open = quote.classList.toggle("open");
+      more.setAttribute("aria-expanded", String(open));
+      more.textContent = open ? "Show less" : more.dataset.more;
+      if (open) quote.tabIndex = 0; else quote.removeAttribute("tabindex");  // the open text scrolls: keyboard too
+    });
+    body = [quote, more];
+  }
   const card = el("li", { class: "input-card", "data-input": it.n, "data-modality": it.modality, "data-state": it.error ? "error" : it.vector ? "ok" : "pending" },
     el("h3", {}, `#${it.n} `, el("span", { class: "tag", text: it.modality }), it.modality === "text" ? "" : ` ${it.name}`), body);
   if (it.error) card.append(errorLine(it.error));
@@ -275,6 +300,20 @@ function renderCard(it) {
   if (it.segmentError) card.append(errorLine(it.segmentError, "segments: "));
   return card;
 }
+
+function fitCards() {
+  for (const quote of document.querySelectorAll("#input-cards blockquote.clamp:not(.open)")) {
+    quote.nextElementSibling.hidden = quote.scrollHeight <= quote.clientHeight + 1;
+  }
+}
+
+function showCard(it) {
+  const card = renderCard(it);
+  $("input-cards").querySelector(`[data-input="${it.n}"]`).replaceWith(card);
+  fitCards();
+}
+
+const MANY = 8;  // more inputs than this: the heatmap takes the whole width, so that all its columns show
 
 function renderSpaces(inputs) {
   const box = $("spaces");
@@ -285,19 +324,25 @@ function renderSpaces(inputs) {
     const matrix = cosineMatrix(items.map((it) => it.vector));
     const readout = el("p", { class: "readout", text: "Hover a cell for its value." });
     const onHover = (a, b, v) => { readout.textContent = `cosine(#${a.n} ${a.short}, #${b.n} ${b.short}) = ${v.toFixed(4)}`; };
-    const section = el("section", { class: "space", "data-model": model, "aria-label": `Results for ${model}` },
+    const pointOut = el("p", { class: "readout point-readout", text: "Hover a point for its input." });
+    const onPoint = (it, [x, y]) => { pointOut.textContent = `#${it.n} ${it.label} (PC1 ${x.toFixed(3)}, PC2 ${y.toFixed(3)})`; };
+    const plot = items.length > 1 ? scatter(items, items.map((it) => it.vector), model, onPoint) : null;
+    const section = el("section", { class: `space${items.length > MANY ? " many" : ""}`, "data-model": model, "aria-label": `Results for ${model}` },
       el("h3", { text: `${model} · ${items[0].vector.length}-d · ${items.length} input${items.length > 1 ? "s" : ""}` }),
       el("div", { class: "views" },
-        el("div", { class: "view" }, el("h4", { text: "Cosine similarity" }), el("div", { class: "scroll" }, heatmap(items, matrix, model, onHover)), readout),
-        el("div", { class: "view" }, el("h4", { text: "Nearest neighbours" }), neighbours(items, matrix)),
-        items.length > 1 ? el("div", { class: "view" }, el("h4", { text: "PCA projection" }), scatter(items, items.map((it) => it.vector), model)) : null));
+        el("div", { class: "view heat" }, el("h4", { text: "Cosine similarity" }), el("div", { class: "scroll" }, heatmap(items, matrix, model, onHover)), readout),
+        el("div", { class: "view" }, el("h4", { text: "Nearest neighbours" }),
+          el("div", { class: "neighbour-box", tabindex: 0, role: "region", "aria-label": `Nearest neighbours by ${model}` }, neighbours(items, matrix))),
+        plot ? el("div", { class: "view" }, el("h4", { text: "PCA projection" }), plot, pointOut) : null));
     const timed = items.filter((it) => it.segments && it.segments.length);
     if (timed.length) {
-      section.append(el("h4", { text: "Segments and clips, coloured by cosine with the whole input" }), ...timed.map((it) =>
+      const whole = timed[0].modality === "video" ? "video" : "clip";
+      section.append(el("h4", { text: "Segments and clips, coloured by cosine with the whole input" }), legend(whole), ...timed.map((it) =>
         el("figure", { class: "segments" }, el("figcaption", { text: `#${it.n} ${it.short}` }),
           timeline(it, it.segments, it.vector, it.modality === "video" ? "video" : "clip"))));
     }
     box.append(section);
+    if (plot) placeLabels(plot);  // measured, so once on the page
   }
 }
 
@@ -319,13 +364,15 @@ async function run(event) {
   $("embed").disabled = true;
   $("run-status").textContent = `Embedding ${inputs.length} inputs…`;
   $("input-cards").replaceChildren(...inputs.map(renderCard));
+  fitCards();
   $("spaces").replaceChildren();
   await Promise.all(inputs.map(async (it) => {
     await embedOne(it);
-    $("input-cards").querySelector(`[data-input="${it.n}"]`).replaceWith(renderCard(it));
+    showCard(it);
   }));
   await loadRuntimes();  // the models have run: their facts now come from the loaded models
   $("input-cards").replaceChildren(...inputs.map(renderCard));
+  fitCards();
   renderSpaces(inputs);
   $("snippet-input").replaceChildren(...inputs.map((it) => el("option", { value: it.n, text: `#${it.n} ${it.modality}: ${it.short}` })));
   renderSnippet();
@@ -345,6 +392,7 @@ $("key-form").addEventListener("submit", (e) => {
   loadModels();
 });
 $("embed-form").addEventListener("submit", run);
+addEventListener("resize", fitCards);
 $("snippet-input").addEventListener("change", renderSnippet);
 $("snippet-kind").replaceChildren(...Object.entries(SNIPPETS).map(([k, [name]]) => el("option", { value: k, text: name })));
 $("snippet-kind").addEventListener("change", renderSnippet);

@@ -142,7 +142,8 @@ export function neighbours(items, matrix, k = 3) {
   return list;
 }
 
-export function scatter(items, vectors, model) {
+// The scatter's points; each label is placed by placeLabels once the SVG is on the page (it measures them).
+export function scatter(items, vectors, model, onHover = () => {}) {
   const { points, explained } = pca2(vectors);
   const w = 480, h = 320, pad = 36;
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
@@ -159,20 +160,76 @@ export function scatter(items, vectors, model) {
     svg("text", { x: 12, y: h / 2, transform: `rotate(-90 12 ${h / 2})`, "text-anchor": "middle", class: "axis", text: `PC2 (${pct[1]})` }));
   items.forEach((it, i) => {
     const x = sx(points[i][0]), y = sy(points[i][1]);
-    const g = svg("g", { class: `point ${it.modality}`, "data-input": it.n },
+    const g = svg("g", { class: `point ${it.modality}`, "data-input": it.n, "data-x": x, "data-y": y,
+      "data-label": `#${it.n} ${it.short}`, "data-thumb": it.thumb && it.modality === "image" ? it.thumb : "" },
       svg("title", { text: `#${it.n} ${it.label}: (${points[i][0].toFixed(3)}, ${points[i][1].toFixed(3)})` }),
-      svg("circle", { cx: x, cy: y, r: 4 }));
-    if (it.thumb && it.modality === "image") {
-      const right = x > w / 2;
-      g.append(svg("image", { href: it.thumb, x: right ? x - 31 : x + 5, y: y - 30, width: 26, height: 26, preserveAspectRatio: "xMidYMid slice" }));
-      g.append(svg("text", { x: right ? x - 34 : x + 34, y: y - 12, "text-anchor": right ? "end" : "start", text: `#${it.n}` }));
-    } else {
-      const right = x > w / 2;  // labels grow towards the middle, so none is cut at an edge
-      g.append(svg("text", { x: right ? x - 7 : x + 7, y: y + 4, "text-anchor": right ? "end" : "start", text: `#${it.n} ${it.short}` }));
-    }
+      svg("circle", { cx: x, cy: y, r: 4 }), svg("g", { class: "label" }));
+    g.addEventListener("mouseenter", () => onHover(it, points[i]));
     root.append(g);
   });
   return root;
+}
+
+const overlap = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+
+// Each point's label, in input order, goes to the first place beside its point (right, left, above, below, then
+// the diagonals) where it stays in the frame and touches no axis title, no point and no label placed before it;
+// where the whole label fits nowhere, "#n" alone is tried; where that fits nowhere either, the label is hidden
+// (data-placed="hidden") and shows only while the point is hovered. Images: the thumbnail and "#n", then "#n".
+export function placeLabels(root) {
+  const [, , w, h] = root.getAttribute("viewBox").split(" ").map(Number);
+  const pad = 2, gap = 6;
+  const box = (b, margin = 0) => ({ x: b.x - margin, y: b.y - margin, w: b.width + 2 * margin, h: b.height + 2 * margin });
+  const taken = [...root.querySelectorAll(".axis")].map((t) => {
+    const b = t.getBBox();  // the PC2 title is turned a quarter: its box turns with it
+    return t.hasAttribute("transform") ? { x: 12 - b.height / 2, y: h / 2 - b.width / 2, w: b.height, h: b.width } : box(b);
+  });
+  const groups = [...root.querySelectorAll("g.point")];
+  for (const g of groups) taken.push({ x: +g.dataset.x - 5, y: +g.dataset.y - 5, w: 10, h: 10 });
+  for (const g of groups) {
+    const x = +g.dataset.x, y = +g.dataset.y, n = `#${g.dataset.input}`;
+    const label = g.querySelector("g.label");
+    const variants = g.dataset.thumb
+      ? [[svg("image", { href: g.dataset.thumb, x: 0, y: 0, width: 26, height: 26, preserveAspectRatio: "xMidYMid slice" }),
+        svg("text", { x: 29, y: 17, text: n })], [svg("text", { x: 0, y: 0, text: n })]]
+      : [[svg("text", { x: 0, y: 0, text: g.dataset.label })], [svg("text", { x: 0, y: 0, text: n })]];
+    let placed = null;
+    for (const [k, parts] of variants.entries()) {
+      label.replaceChildren(...parts);
+      const b = label.getBBox();
+      const spots = [[x + gap, y - b.height / 2], [x - gap - b.width, y - b.height / 2], [x - b.width / 2, y - gap - b.height],
+        [x - b.width / 2, y + gap], [x + gap - 2, y - gap + 2 - b.height], [x - gap + 2 - b.width, y - gap + 2 - b.height],
+        [x + gap - 2, y + gap - 2], [x - gap + 2 - b.width, y + gap - 2]];
+      for (const [left, top] of spots) {
+        const r = { x: left, y: top, w: b.width, h: b.height };
+        if (r.x < pad || r.y < pad || r.x + r.w > w - pad || r.y + r.h > h - pad || taken.some((t) => overlap(r, t))) continue;
+        placed = { r, dx: left - b.x, dy: top - b.y, kind: k ? "number" : "full" };
+        break;
+      }
+      if (placed) break;
+    }
+    if (!placed) {  // shown on hover only: beside the point, kept in the frame
+      label.replaceChildren(...variants[0]);
+      const b = label.getBBox();
+      const left = Math.min(Math.max(x + gap, pad), w - pad - b.width), top = Math.min(Math.max(y - b.height / 2, pad), h - pad - b.height);
+      placed = { r: null, dx: left - b.x, dy: top - b.y, kind: "hidden" };
+    }
+    label.setAttribute("transform", `translate(${placed.dx.toFixed(1)} ${placed.dy.toFixed(1)})`);
+    g.dataset.placed = placed.kind;
+    if (placed.r) taken.push(placed.r);
+  }
+}
+
+// The colour key of segments and clips: the cosine of each with the whole input, as the bars are coloured.
+export const LEGEND = [[1, "1: same direction as the whole"], [0.75, "0.75"], [0.5, "0.5"], [0.25, "0.25"],
+  [0, "0: unrelated"], [-0.5, "−0.5"], [-1, "−1: opposite"]];
+
+export function legend(whole) {
+  return el("div", { class: "legend" },
+    el("span", { class: "legend-title", text: `Colour: cosine with the whole ${whole}` }),
+    el("ul", { "aria-label": `Colour key: cosine with the whole ${whole}` }, LEGEND.map(([value, text]) =>
+      el("li", { "data-value": value },
+        el("span", { class: "swatch", "aria-hidden": "true", style: { background: cosineColour(value).background } }), text))));
 }
 
 // Segments of an audio clip (or clips of a video) on a time axis, each coloured by its cosine with the whole
