@@ -13,6 +13,7 @@ from rich.table import Table
 
 from omniembed.cli.common import (
     err,
+    resolve_model,
     show_progress,
 )
 from omniembed.cli.common import fail as _fail
@@ -79,12 +80,12 @@ def _limits(spec: ModelSpec) -> str:
 
 @models_app.command("show")
 def models_show(
-    name: Annotated[str, typer.Argument(help="Model name or alias (case-insensitive).")],
+    name: Annotated[str, typer.Argument(help="Model name or alias (case-insensitive), or a local model folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show everything omniembed knows about one model."""
     try:
-        spec = _engine().registry.resolve(name)
+        spec = resolve_model(_engine(), name)
     except OmniEmbedError as exc:
         raise _fail(exc) from None
     data = spec.to_dict()
