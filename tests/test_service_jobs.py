@@ -113,3 +113,38 @@ def test_overload_answers_429_not_errors(tmp_path: Path, settings: omniembed.Set
     finally:
         server.stop()
     assert len(statuses) == 500 and set(statuses) == {200, 429}
+
+
+def test_queued_jobs_wait_their_turn_instead_of_failing(tmp_path: Path, settings: omniembed.Settings) -> None:
+    """Issue 25, defect 2, scaled down: 40 jobs (30 of 4 texts, 10 single) on a server whose model queue holds
+    4 items. Before, the runner put every job's items into the queue under the request rules: most jobs
+    failed at once as too_many_requests (in the issue's run, behind a larger queue: request_timeout). Now
+    every job completes, once, with the library's vectors, and a request sent meanwhile is answered."""
+    server = Server(tmp_path, settings.cache_dir, OMNIEMBED_QUEUE_SIZE="4", OMNIEMBED_MAX_ITEMS_PER_REQUEST="4",
+                    OMNIEMBED_REQUEST_TIMEOUT_SEC="30")
+    texts = [[f"{SENTENCES[(k + j) % len(SENTENCES)]} ({k}.{j})" for j in range(4)] for k in range(30)]
+    try:
+        server.start()
+        batched = [httpx.post(f"{server.url}/api/tasks/text-embedding/batched/minilm/jobs", json={"text": t})
+                   .json()["id"] for t in texts]
+        single = [httpx.post(f"{server.url}/api/tasks/text-embedding/minilm/jobs", json={"text": f"single {k}"})
+                  .json()["id"] for k in range(10)]
+        request = httpx.post(f"{server.url}/v1/embeddings", json={"model": "minilm", "input": ["a", "b", "c", "d"]},
+                             timeout=60)
+        assert request.status_code == 200, request.text
+        db = tmp_path / "jobs.sqlite3"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            rows = _rows(db)
+            if all(rows[i]["status"] in ("complete", "failed") for i in batched + single):
+                break
+            time.sleep(0.2)
+        errors = sorted({r["error"] for r in rows.values() if r["error"]})
+        assert [rows[i]["status"] for i in batched + single] == ["complete"] * 40, errors
+        assert all((rows[i]["runs"], rows[i]["completions"]) == (1, 1) for i in batched + single)
+        got = httpx.get(f"{server.url}/api/tasks/text-embedding/batched/jobs/{batched[-1]}").json()["result"]
+    finally:
+        if server.proc is not None:
+            server.stop()
+    want = omniembed.Engine(settings).embed_batch("minilm", texts[-1])
+    np.testing.assert_allclose([g["embedding"] for g in got], [w.data for w in want], atol=1e-4)

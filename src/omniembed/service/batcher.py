@@ -24,9 +24,11 @@ separate preparation thread, ``run_sync``; long media (a TwelveLabs video task) 
 them in chunks of one gathered batch, each once the previous one is embedded, into a lane of their own
 that waits for room (at most ``queue_size`` job items per queue) instead of refusing. Requests come
 first: a batch takes waiting request items before job items, except that while job items wait, each batch
-keeps one encoder batch (``batch_size`` items) for them, so jobs keep moving under a steady request load.
-Jobs therefore never make a request wait behind more than the batch being encoded, nor fill the request
-queue. A job deadline, if any, is the job runner's (``job_timeout_sec``).
+keeps one encoder batch (``batch_size`` items) for them; and on a model's thread, a batch with request items
+runs before a waiting batch of job items only from another queue of the model (up to ``JOB_YIELDS`` times
+in a row), so jobs keep moving under a steady request load. A request thus waits behind at most the batch
+being encoded, never behind the jobs queued, and jobs never fill the request queue. A job deadline, if any,
+is the job runner's (``job_timeout_sec``).
 
 Requests from different clients share encoder calls, never errors: the pipeline isolates a bad item, and
 each item's error is given back with its index in its own request.
@@ -37,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -54,6 +58,8 @@ from omniembed.service.metrics import Metrics
 __all__ = ["Batcher"]
 
 GATHER_BATCHES = 4
+JOB_YIELDS = 3
+"""How many later batches with request items may run before a waiting batch of job items only."""
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +73,38 @@ class _Pending:
 
 def _take(lane: deque[_Pending], n: int) -> list[_Pending]:
     return [lane.popleft() for _ in range(min(n, len(lane)))]
+
+
+class _Turns:
+    """Whose batch runs next on a model's thread, across that model's queues (one per modality and options):
+    first come, first served, except that a batch of job items only lets up to ``JOB_YIELDS`` batches with
+    request items that came after it go first (so requests overtake jobs, and jobs still move)."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self.order = itertools.count()
+
+    async def acquire(self, job_only: bool) -> None:
+        if not self.busy and not self.waiting:
+            self.busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiting, (next(self.order) + (JOB_YIELDS if job_only else 0), int(job_only), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed the turn just as it was cancelled: pass it on
+                self.release()
+            raise
+
+    def release(self) -> None:
+        while self.waiting:
+            _order, _job_only, turn = heapq.heappop(self.waiting)
+            if not turn.done():
+                turn.set_result(None)  # busy stays True: the turn passes to this waiter
+                return
+        self.busy = False
 
 
 class _ModelQueue:
@@ -88,6 +126,7 @@ class _ModelQueue:
         self.job_share = min(settings.batch_size, self.gather)
         self.job_chunk = min(self.gather, self.maxsize)
         self.executor = batcher.model_thread(model)
+        self.turns = batcher.model_turns(model)
         self.task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher:{model}:{modality}")
 
     def room(self) -> int:
@@ -108,16 +147,18 @@ class _ModelQueue:
             await self.job_space.wait()
         self.put(pending, job=True)
 
-    def _batch(self) -> list[_Pending]:
-        """Requests first; while job items wait, ``job_share`` of the batch is theirs."""
+    def _batch(self) -> tuple[list[_Pending], bool]:
+        """Requests first; while job items wait, ``job_share`` of the batch is theirs. Also: whether the
+        batch holds request items (it then runs before other queues' batches of job items only)."""
         jobs_first = min(len(self.jobs), self.job_share)
         batch = _take(self.requests, self.gather - jobs_first)
         taken_jobs = _take(self.jobs, self.gather - len(batch))
         if taken_jobs:
             self.job_space.set()
-        return [p for p in [*batch, *taken_jobs] if not p.future.done()]  # skip requests that timed out
+        live = [p for p in [*batch, *taken_jobs] if not p.future.done()]  # skip requests that timed out
+        return live, bool(batch)
 
-    async def _next_batch(self) -> list[_Pending] | None:
+    async def _next_batch(self) -> tuple[list[_Pending], bool] | None:
         """The next batch to encode; None when the queue stayed idle for ``queue_idle_sec``."""
         settings = self.batcher.engine.settings
         loop = asyncio.get_running_loop()
@@ -140,24 +181,28 @@ class _ModelQueue:
         loop = asyncio.get_running_loop()
         metrics = self.batcher.metrics
         while True:
-            batch = await self._next_batch()
-            if batch is None:
+            taken = await self._next_batch()
+            if taken is None:
                 if not self.waiting():  # no await between this check and the removal: nothing can slip in
                     self.batcher.forget(self)
                     return
                 continue
+            batch, requested = taken
             metrics.queue_depth.labels(self.model).set(self.waiting())
             if not batch:
                 continue
             call = functools.partial(self.batcher.engine.run, self.model, self.modality, [p.item for p in batch],
                                      self.options, errors="return")
             results: list[Embedding | OmniEmbedError]
+            await self.turns.acquire(job_only=not requested)
             try:
                 results = await loop.run_in_executor(self.executor, call)
             except OmniEmbedError as exc:  # a whole-call problem (model, weights, options): every item gets it
                 results = [exc] * len(batch)
             except Exception as exc:  # a defect: logged with its traceback; the worker lives on
                 results = [InternalError.from_exception(exc, f"embedding with {self.model}", logger=log)] * len(batch)
+            finally:
+                self.turns.release()
             metrics.batch_size.labels(self.model).observe(len(batch))
             metrics.items.labels(self.model, str(self.modality)).inc(
                 sum(isinstance(r, Embedding) for r in results)
@@ -176,6 +221,7 @@ class Batcher:
         self.engine = engine
         self.metrics = metrics
         self._threads: dict[str, ThreadPoolExecutor] = {}  # one inference thread per model
+        self._turns: dict[str, _Turns] = {}  # and the order its queues' batches run in
         # blocking work of no model's queue (resolving a start-up model, fitting a text): one at a time
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniembed-prepare")
         # long media (a video or audio task runs for minutes): its own thread, so the queues keep answering
@@ -187,6 +233,10 @@ class Batcher:
         if model not in self._threads:
             self._threads[model] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"omniembed-{model}")
         return self._threads[model]
+
+    def model_turns(self, model: str) -> _Turns:
+        """The order in which the batches of ``model``'s queues run on its thread."""
+        return self._turns.setdefault(model, _Turns())
 
     def _queue(self, model: str, modality: Modality, options: Options) -> _ModelQueue:
         spec = self.engine.served_spec(model, modality)  # in memory only: no disk or hub lookups on the event loop
@@ -254,6 +304,7 @@ class Batcher:
         if self._queues.get(queue.key) is queue:
             del self._queues[queue.key]
         if all(q.model != queue.model for q in self._queues.values()):
+            self._turns.pop(queue.model, None)
             thread = self._threads.pop(queue.model, None)
             if thread is not None:
                 thread.shutdown(wait=False)
