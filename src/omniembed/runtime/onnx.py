@@ -9,12 +9,23 @@ Exporting is the slow part of a cold start, so it says so: one line when it star
 done, on the ``omniembed.runtime`` logger at INFO (``omniembed serve`` and ``models prepare`` show them).
 The exporter's own chatter (onnxscript's and onnx_ir's INFO messages, some 1,000 characters long, and
 its print()s) is kept out of the log and off stdout.
+
+No telemetry. ONNX Runtime 1.32's Linux wheel (its POSIX "1DS" telemetry, on by default; macOS's too)
+looks up ``mobile.events.data.microsoft.com`` about 6 s after the first session starts and retries on a
+back-off (measured here: 5.5, 8, 21, 43 s apart), and keeps an event queue and a device id under
+``~/.cache/Microsoft/DeveloperTools/.onnxruntime``. Its only full off switch is the environment variable
+``ORT_DISABLE_TELEMETRY=1``, read once, when onnxruntime is imported (set later, or
+``onnxruntime.disable_telemetry_events()`` alone, it still looks the host up: measured). So importing
+this module (``import omniembed`` does) sets it unless the environment already says otherwise, before
+anything here imports onnxruntime; child processes (the server's, Ray's workers) inherit it. Every session
+also calls ``disable_telemetry_events()``, which is what is left when onnxruntime was imported first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 import time
@@ -28,7 +39,7 @@ from omniembed.errors import RuntimeUnavailable
 from omniembed.runtime.base import GraphSpec, cached_artifact, export_inputs, first_line, named_outputs
 from omniembed.settings import Settings
 
-__all__ = ["OnnxEncoder", "export_graph", "quiet_exporters", "step"]
+__all__ = ["TELEMETRY_SWITCH", "OnnxEncoder", "export_graph", "quiet_exporters", "step"]
 
 log = logging.getLogger(__name__)
 progress = logging.getLogger("omniembed.runtime")
@@ -39,6 +50,28 @@ EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torc
                     "torch._inductor", "torch.fx.experimental.symbolic_shapes")
 """Loggers of torch's exporters and compilers that report every pass at INFO (onnxscript alone wrote 201
 of the 215 lines of a cold ``omniembed serve``)."""
+TELEMETRY_SWITCH = "ORT_DISABLE_TELEMETRY"
+"""ONNX Runtime's off switch for its telemetry, read when onnxruntime is imported."""
+_OPERATOR_CHOICE = os.environ.get(TELEMETRY_SWITCH)
+"""The environment's own value, if any: ``ORT_DISABLE_TELEMETRY=0`` is an operator's choice, and kept."""
+_IMPORTED_FIRST = "onnxruntime" in sys.modules
+"""onnxruntime was imported before omniembed: the switch below comes too late for this process."""
+os.environ.setdefault(TELEMETRY_SWITCH, "1")
+_warned = False
+
+
+def _no_telemetry(ort: object) -> None:
+    """Turn ONNX Runtime's telemetry events off for this process (unless the environment asked for them),
+    and say once when it was imported before omniembed and so still looks up its collector."""
+    global _warned
+    if _OPERATOR_CHOICE is not None and _OPERATOR_CHOICE.strip().lower() in ("0", "false", "no", "off"):
+        return
+    ort.disable_telemetry_events()  # type: ignore[attr-defined]
+    if _IMPORTED_FIRST and _OPERATOR_CHOICE is None and not _warned:
+        _warned = True
+        log.warning("onnxruntime was imported before omniembed, so its telemetry could only be muted, not "
+                    "turned off: it may still look up its collector. Set %s=1 in the environment to turn it "
+                    "off", TELEMETRY_SWITCH)
 
 
 def quiet_exporters() -> None:
@@ -126,6 +159,7 @@ class OnnxEncoder:
         except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
             raise RuntimeUnavailable("runtime 'onnx' needs onnxruntime: pip install onnxruntime",
                                      hint="pip install onnxruntime") from exc
+        _no_telemetry(ort)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
