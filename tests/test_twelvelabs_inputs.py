@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -96,3 +97,43 @@ def test_an_audio_offset_past_any_audio_is_refused_by_name(server: Server, wav: 
     assert answer.status_code == 400, answer.text
     assert answer.json()["code"] == "parameter_invalid" and "Error" not in answer.json()["message"]
     assert "past the end of the audio" in answer.json()["message"]
+
+
+@pytest.mark.parametrize("when", ["2026-01-01T00:00:00Z", "2026-01-01t00:00:00z", "2016-12-31T23:59:60Z",
+                                  "0000-01-01T00:00:00Z", "2026-01-01T00:00:00.123456789+05:30"])
+def test_task_lists_take_every_rfc3339_time(server: Server, when: str) -> None:
+    """The schema says ``format: date-time`` (RFC 3339): every form of it is read (lower-case ``t``/``z``,
+    a leap second, year 0000 were 400 before)."""
+    for path in ("/v1.3/embed/tasks", "/v1.3/embed-v2/tasks"):
+        answer = httpx.get(f"{server.url}{path}", params={"started_at": when, "ended_at": when}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["page_info"]["total_results"] == 0
+    answer = httpx.get(f"{server.url}/v1.3/embed/tasks", params={"started_at": "yesterday"}, timeout=30)
+    assert answer.status_code == 400 and answer.json()["code"] == "parameter_invalid"
+
+
+def test_the_schema_says_what_the_twelvelabs_routes_check(server: Server) -> None:
+    """What the routes refuse by value, the OpenAPI schema declares (schemathesis then sends only what they
+    accept as valid): names, enumerations, bounds and times."""
+    spec = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+    schemas = spec["components"]["schemas"]
+
+    def form(path: str) -> dict[str, Any]:
+        ref = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+        return dict(schemas[ref.rsplit("/", 1)[1]]["properties"])
+
+    embed, task = form("/v1.3/embed"), form("/v1.3/embed/tasks")
+    assert embed["model_name"]["pattern"] == task["model_name"]["pattern"] == r"\S"
+    assert embed["text_truncate"]["enum"] == ["none", "start", "end"]
+    assert embed["audio_start_offset_sec"]["minimum"] == task["video_start_offset_sec"]["minimum"] == 0
+    assert (task["video_clip_length"]["minimum"], task["video_clip_length"]["maximum"]) == (2, 10)
+    assert task["video_embedding_scope"]["items"]["enum"] == ["clip", "video"]
+    assert task["video_embedding_option"]["items"]["enum"] == ["visual", "audio"]
+    listing = {p["name"]: p["schema"] for p in spec["paths"]["/v1.3/embed/tasks"]["get"]["parameters"]}
+    assert listing["status"]["enum"] == ["processing", "ready", "failed"]
+    assert listing["started_at"]["format"] == listing["ended_at"]["format"] == "date-time"
+    v2 = schemas["EmbedV2TaskRequest"]["properties"]
+    assert v2["input_type"]["enum"] == ["video", "audio", "image"] and v2["model_name"]["pattern"] == r"\S"
+    assert schemas["EmbedV2Request"]["properties"]["input_type"]["enum"] == [
+        "text", "image", "text_image", "audio", "video", "multi_input"]
+    assert schemas["MediaInput"]["properties"]["embedding_scope"]["items"]["enum"] == ["clip", "local", "asset"]

@@ -25,11 +25,12 @@ import math
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
 from omniembed.service.twelvelabs.embed import Fitted, fit_request_text, fit_with_engine
+from omniembed.service.twelvelabs.forms import NAMED, NOT_NEGATIVE, each_of, one_of
 from omniembed.service.twelvelabs.tasks import MediaPlan, TwelveLabsFace, run_plan, v2_data, v2_metadata
 
 __all__ = ["EmbedV2Request", "EmbedV2TaskRequest", "check_clip", "embed_now", "plan_task", "video_models"]
@@ -62,11 +63,11 @@ class MediaInput(_In):
     """Audio or video: the source, the span, the clips and what to embed."""
 
     media_source: MediaSource
-    start_sec: float | None = None
-    end_sec: float | None = None
+    start_sec: float | None = Field(None, json_schema_extra=NOT_NEGATIVE)
+    end_sec: float | None = Field(None, json_schema_extra={"exclusiveMinimum": 0})
     segmentation: dict[str, Any] | None = None
-    embedding_option: list[str] | None = None
-    embedding_scope: list[str] | None = None
+    embedding_option: list[str] | None = Field(None, json_schema_extra=each_of("visual", "audio"))
+    embedding_scope: list[str] | None = Field(None, json_schema_extra=each_of("clip", "local", "asset"))
     embedding_type: list[str] | None = None
 
 
@@ -81,10 +82,10 @@ class MultiInput(_In):
 
 
 class EmbedV2TaskRequest(_In):
-    input_type: str
-    model_name: str
-    embedding_uncertainty: bool | None = None
-    embedding_dimension: int | None = None
+    input_type: str = Field(json_schema_extra=one_of("video", "audio", "image"))
+    model_name: str = Field(json_schema_extra=NAMED)
+    embedding_uncertainty: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
+    embedding_dimension: int | None = Field(None, json_schema_extra={"minimum": 1})
     audio: MediaInput | None = None
     video: MediaInput | None = None
     image: ImageInput | None = None
@@ -92,6 +93,7 @@ class EmbedV2TaskRequest(_In):
 
 
 class EmbedV2Request(EmbedV2TaskRequest):
+    input_type: str = Field(json_schema_extra=one_of("text", "image", "text_image", "audio", "video", "multi_input"))
     auto_truncate: bool | None = None
     text: TextInput | None = None
     text_image: TextImageInput | None = None

@@ -22,7 +22,22 @@ from starlette.formparsers import FormParser, MultiPartException, MultiPartParse
 
 from omniembed.errors import ParameterInvalid
 
-__all__ = ["FormRoute"]
+__all__ = ["NAMED", "NOT_NEGATIVE", "FormRoute", "each_of", "one_of"]
+
+NAMED: dict[str, Any] = {"pattern": r"\S"}
+"""Schema hint of a name the routes require (``model_name``): not empty, not only spaces."""
+NOT_NEGATIVE: dict[str, Any] = {"minimum": 0}
+
+
+def one_of(*values: str) -> dict[str, Any]:
+    """Schema hint of a field that takes one of ``values``. The routes check it themselves, in TwelveLabs'
+    words; the schema says it too, so that what the schema allows is what they accept."""
+    return {"enum": list(values)}
+
+
+def each_of(*values: str) -> dict[str, Any]:
+    """Schema hint of a list field whose items are each one of ``values``."""
+    return {"items": {"enum": list(values)}}
 
 
 def _utf8(data: bytes, name: str) -> None:

@@ -14,7 +14,7 @@ from omniembed.service.errors import public_message
 from omniembed.service.state import ServiceState, get_state
 from omniembed.service.twelvelabs.embed import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
 from omniembed.service.twelvelabs.embed_v2 import EmbedV2Request, embed_now
-from omniembed.service.twelvelabs.forms import FormRoute
+from omniembed.service.twelvelabs.forms import NAMED, NOT_NEGATIVE, FormRoute, one_of
 from omniembed.service.twelvelabs.schemas import EmbeddingResponse
 from omniembed.service.twelvelabs.tasks import MODEL_HEADER, TwelveLabsFace
 
@@ -47,14 +47,14 @@ def model_header(state: ServiceState, names: list[str]) -> dict[str, str]:
 async def embed(
     state: Annotated[ServiceState, Depends(get_state)],
     face: Annotated[TwelveLabsFace, Depends(get_face)],
-    model_name: Annotated[str | None, Form()] = None,
+    model_name: Annotated[str | None, Form(json_schema_extra=NAMED)] = None,
     text: Annotated[str | None, Form()] = None,
-    text_truncate: Annotated[str | None, Form()] = None,
+    text_truncate: Annotated[str | None, Form(json_schema_extra=one_of("none", "start", "end"))] = None,
     image_url: Annotated[str | None, Form()] = None,
     image_file: Annotated[UploadFile | None, File()] = None,
     audio_url: Annotated[str | None, Form()] = None,
     audio_file: Annotated[UploadFile | None, File()] = None,
-    audio_start_offset_sec: Annotated[float | None, Form()] = None,
+    audio_start_offset_sec: Annotated[float | None, Form(json_schema_extra=NOT_NEGATIVE)] = None,
 ) -> JSONResponse:
     image_bytes, image_name = await _read(image_file)
     audio_bytes, audio_name = await _read(audio_file)

@@ -13,6 +13,7 @@ v2 (``client.embed.v_2.tasks``): ``POST /v1.3/embed-v2/tasks`` (JSON) -> ``{_id,
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse
 from omniembed.errors import ParameterInvalid, ParameterNotProvided
 from omniembed.service.errors import NotFound
 from omniembed.service.twelvelabs.embed_v2 import EmbedV2TaskRequest, check_clip, plan_task, video_models
-from omniembed.service.twelvelabs.forms import FormRoute
+from omniembed.service.twelvelabs.forms import NAMED, NOT_NEGATIVE, FormRoute, each_of, one_of
 from omniembed.service.twelvelabs.routes import get_face, model_header
 from omniembed.service.twelvelabs.tasks import (
     TASK_V1,
@@ -51,12 +52,24 @@ async def _row(face: TwelveLabsFace, task: str, task_id: str, request: Request) 
     return row
 
 
+_RFC3339 = re.compile(r"(\d{4})(-\d{2}-\d{2})[Tt ](\d{2}:\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
 def _when(value: str | None, param: str) -> float | None:
+    """An RFC 3339 time as a timestamp: any form it allows (``t``/``z`` in lower case, a leap second, year
+    0000, which no task predates: read as year 1), or any other form Python's ``fromisoformat`` reads."""
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        rfc = _RFC3339.fullmatch(value.strip())
+        if rfc is None:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        year, date, minutes, seconds, fraction, zone = rfc.groups()
+        leap = seconds == "60"
+        text = (f"{max(int(year), 1):04d}{date}T{minutes}:{'59' if leap else seconds}{(fraction or '')[:7]}"
+                f"{'+00:00' if zone in 'Zz' else zone}")
+        return datetime.fromisoformat(text).timestamp() + (1.0 if leap else 0.0)
+    except (ValueError, OverflowError):
         raise ParameterInvalid(f"The {param} parameter is invalid. Use RFC 3339 (YYYY-MM-DDTHH:mm:ssZ).",
                                param=param) from None
 
@@ -75,6 +88,8 @@ async def _list(face: TwelveLabsFace, task: str, request: Request, page: int, pa
 
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PageLimit = Annotated[int, Query(ge=1, le=50)]
+Status = Annotated[str | None, Query(json_schema_extra=one_of("processing", "ready", "failed"))]
+When = Annotated[str | None, Query(json_schema_extra={"format": "date-time"})]
 
 
 # -- v1 --------------------------------------------------------------------------------------------------
@@ -84,14 +99,14 @@ PageLimit = Annotated[int, Query(ge=1, le=50)]
 async def create_v1_task(
     request: Request,
     face: Face,
-    model_name: Annotated[str | None, Form()] = None,
+    model_name: Annotated[str | None, Form(json_schema_extra=NAMED)] = None,
     video_file: Annotated[UploadFile | None, File()] = None,
     video_url: Annotated[str | None, Form()] = None,
-    video_start_offset_sec: Annotated[float | None, Form()] = None,
-    video_end_offset_sec: Annotated[float | None, Form()] = None,
-    video_clip_length: Annotated[float | None, Form()] = None,
-    video_embedding_scope: Annotated[list[str] | None, Form()] = None,
-    video_embedding_option: Annotated[list[str] | None, Form()] = None,
+    video_start_offset_sec: Annotated[float | None, Form(json_schema_extra=NOT_NEGATIVE)] = None,
+    video_end_offset_sec: Annotated[float | None, Form(json_schema_extra={"exclusiveMinimum": 0})] = None,
+    video_clip_length: Annotated[float | None, Form(json_schema_extra={"minimum": 2, "maximum": 10})] = None,
+    video_embedding_scope: Annotated[list[str] | None, Form(json_schema_extra=each_of("clip", "video"))] = None,
+    video_embedding_option: Annotated[list[str] | None, Form(json_schema_extra=each_of("visual", "audio"))] = None,
 ) -> JSONResponse:
     """Create a video embedding task (the SDK's ``client.embed.tasks.create``)."""
     if not model_name or not model_name.strip():
@@ -134,8 +149,8 @@ async def v1_task_retrieve(
 
 @router.get("/embed/tasks", responses={200: {"description": "`data` (newest first) and `page_info`."}})
 async def v1_task_list(
-    request: Request, face: Face, page: Page = 1, page_limit: PageLimit = 10, status: str | None = None,
-    started_at: str | None = None, ended_at: str | None = None,
+    request: Request, face: Face, page: Page = 1, page_limit: PageLimit = 10, status: Status = None,
+    started_at: When = None, ended_at: When = None,
 ) -> JSONResponse:
     return await _list(face, TASK_V1, request, page, page_limit, status, started_at, ended_at)
 
@@ -162,7 +177,7 @@ async def v2_task_retrieve(task_id: str, request: Request, face: Face) -> JSONRe
 
 @router.get("/embed-v2/tasks", responses={200: {"description": "`data` (newest first) and `page_info`."}})
 async def v2_task_list(
-    request: Request, face: Face, page: Page = 1, page_limit: PageLimit = 10, status: str | None = None,
-    started_at: str | None = None, ended_at: str | None = None,
+    request: Request, face: Face, page: Page = 1, page_limit: PageLimit = 10, status: Status = None,
+    started_at: When = None, ended_at: When = None,
 ) -> JSONResponse:
     return await _list(face, TASK_V2, request, page, page_limit, status, started_at, ended_at)
