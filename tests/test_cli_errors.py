@@ -252,6 +252,8 @@ def test_a_video_under_an_audio_model_embeds_its_sound_and_the_flag_is_named(
     assert "embedding_option=" not in wrong.stderr
     helped = runner.invoke(app, ["embed", "--help"], env={"COLUMNS": "200"})
     assert "--video" in helped.stdout and "--embedding-option" in helped.stdout
+    listed = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout.splitlines()  # the command list
+    assert any("embed" in line and "--video" in line for line in listed), listed
 
 
 def test_a_folder_of_wavs_is_embedded_as_audio(tmp_path: Path, engine: omniembed.Engine) -> None:
@@ -312,6 +314,10 @@ def test_nothing_embedded_has_its_code_and_blank_lines_count_as_skipped(tmp_path
     assert result.exit_code == 0, result.output
     assert f"wrote 2 embeddings to {out}; 3 skipped (3 blank lines)" in result.stderr
     assert pq.read_table(out).column("id").to_pylist() == ["1", "4"]
+    shards = tmp_path / "gaps"
+    result = runner.invoke(app, ["embed", "minilm", "-i", str(src), "-o", f"{shards}/", "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote 1 shards to {shards}: 2 embeddings, 0 error rows; 3 blank lines skipped" in result.stderr
 
 
 def test_geo_without_dates_says_one_plain_line(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
@@ -329,3 +335,21 @@ def test_geo_without_dates_says_one_plain_line(tmp_path_factory: pytest.TempPath
         "note: no --start/--end: using the default window 2022-06-01..2022-09-01 (as rs-embed); give --start "
         "YYYY-MM-DD --end YYYY-MM-DD to choose"]
     assert len(json.loads(proc.stdout)["embedding"]) == 64
+
+
+def test_a_folder_of_audio_files_to_shards_is_one_pooled_row_per_file(tmp_path: Path, engine: omniembed.Engine) -> None:
+    folder = tmp_path / "tones"
+    folder.mkdir()
+    for k, freq in enumerate((220.0, 440.0, 880.0)):
+        sf.write(folder / f"t{k}.wav", tone(2.5, 16000, freq), 16000)
+    out = tmp_path / "shards"
+    result = runner.invoke(app, ["embed", "speaker-ge2e", "--input", str(folder), "--out", f"{out}/",
+                                 "--runtime", "torch"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote 1 shards to {out}: 3 embeddings, 0 error rows" in result.stderr
+    assert json.loads((out / "_manifest.json").read_text())["modality"] == "audio"
+    table = pq.read_table(out / "part-00000.parquet").to_pydict()
+    assert table["id"] == ["t0.wav", "t1.wav", "t2.wav"]
+    for name, vector in zip(table["id"], table["embedding"], strict=True):
+        expected = engine.embed("speaker-ge2e", audio=str(folder / name), runtime="torch").vector
+        np.testing.assert_allclose(vector, expected, atol=1e-4)

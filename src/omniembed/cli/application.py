@@ -12,8 +12,8 @@ from omniembed.cli.serve import serve
 __all__ = ["app", "main"]
 
 app = typer.Typer(
-    help="omniembed: text, images, audio and Earth-observation regions to embedding vectors, offline, from one "
-    "engine.",
+    help="omniembed: text, images, audio, video and Earth-observation regions to embedding vectors, offline, "
+    "from one engine.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},

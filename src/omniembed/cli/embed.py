@@ -159,10 +159,12 @@ def embed(
     concurrency: Annotated[int | None, typer.Option(min=1, help="--engine ray: encoder actors (default CPUs).")] = None,
     shard_rows: Annotated[int, typer.Option(min=1, help="--out DIR/: rows per Parquet shard.")] = 10_000,
 ) -> None:
-    """Embed one text (--text), image (--image), audio file (--audio) or video (--video), or a text file or a
-    folder of images, audio files or videos (--input ... --out out.parquet). With --out, one input is written
-    to Parquet in the same format. Errors exit 2 for a bad parameter (a file that does not exist, an unknown
-    option value), else 1."""
+    """Embed one --text, --image, --audio or --video, or many with --input FILE-or-FOLDER --out out.parquet.
+
+    --input takes a .txt (one text a line) or .jsonl file, or a folder of images, audio files or videos (by
+    what the model embeds). With --out, one input is written to Parquet in the same format. Errors exit 2 for
+    a bad parameter (a file that does not exist, an unknown option value), else 1.
+    """
     options: dict[str, Any] = {
         "truncate": truncate, "normalize": normalize, "pooling": pooling, "runtime": runtime, "device": device
     }
@@ -176,9 +178,13 @@ def embed(
         sharded = out_path is not None and (engine_kind != "local" or not out_path.suffix or out_path.is_dir())
         if input_path is not None and out_path is not None and (sharded or input_path.suffix == ".parquet"):
             # a corpus to shards under a manifest (--out DIR/), in-process or on a Ray cluster (cli/scale.py)
+            kind = _folder_kind(spec, input_path, option) if input_path.is_dir() else Modality.TEXT
+            if kind is Modality.VIDEO:
+                raise ParameterInvalid("a folder of videos is written to one file (--out FILE.parquet), not to "
+                                       "shards (--out DIR/, --engine ray)", param="out")
             embed_sharded(engine, model, input_path, out_path, {**options, "batch_size": batch_size}, err,
                           column=column, engine_kind=engine_kind, address=address, concurrency=concurrency,
-                          shard_rows=shard_rows)
+                          shard_rows=shard_rows, folder_modality=str(kind))
             return
         if out_path is not None:
             check_out(out_path)

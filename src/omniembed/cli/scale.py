@@ -1,12 +1,13 @@
 """``omniembed embed MODEL --input X --out DIR/ [--engine ray]``: a corpus to Parquet shards under a manifest.
 
 The inputs (a ``.parquet`` file's ``--column``, a ``.txt`` / ``.jsonl`` file or a glob of them, or a folder of
-images) are numbered once and cut into shards of ``--shard-rows`` rows: ``DIR/part-00000.parquet`` ... with
-the columns ``id`` (string), ``embedding`` (fixed-size list of float32; null for a bad row) and ``error``
-(struct of ``code`` and ``message``; null for a good row), in input order. A shard is written to a temporary
-file and renamed into place, then listed in ``DIR/_manifest.json`` (also replaced atomically): the manifest
-is what "done" means. A re-run with the same inputs and options embeds only the shards the manifest does
-not list, so a run killed half way resumes and no row is written twice.
+images or, for an audio model, audio files: one row per file, its pooled vector) are numbered once and cut
+into shards of ``--shard-rows`` rows: ``DIR/part-00000.parquet`` ... with the columns ``id`` (string),
+``embedding`` (fixed-size list of float32; null for a bad row) and ``error`` (struct of ``code`` and
+``message``; null for a good row), in input order. A shard is written to a temporary file and renamed into
+place, then listed in ``DIR/_manifest.json`` (also replaced atomically): the manifest is what "done" means. A
+re-run with the same inputs and options embeds only the shards the manifest does not list, so a run killed
+half way resumes and no row is written twice.
 
 ``--engine local`` (the default) embeds in this process; ``--engine ray`` sends the rows to a Ray cluster
 (``--address``; ``omniembed.ray.embed_dataset`` with ``--concurrency`` encoder actors) and writes each shard
@@ -29,11 +30,13 @@ from rich.console import Console
 
 from omniembed.api import Engine
 from omniembed.atomic import atomic_path
+from omniembed.cli.audio import AUDIO_SUFFIXES
 from omniembed.cli.images import image_files
 from omniembed.cli.records import read_records
 from omniembed.contract import Options
 from omniembed.embedding import Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.inputs.image import IMAGE_SUFFIXES
 from omniembed.ray import _modality, connect, embed_dataset
 from omniembed.ray.stages import error_column, existing_errors
 
@@ -55,6 +58,8 @@ class Corpus:
     modality: str
     sources: list[str]
     failed: dict[int, OmniEmbedError] = field(default_factory=dict)
+    blank: int = 0
+    """Blank lines of the text files (skipped; the summary counts them)."""
 
 
 def _files(pattern: Path) -> list[Path]:
@@ -72,9 +77,12 @@ def _files(pattern: Path) -> list[Path]:
 def read_corpus(pattern: Path, column: str, modality: str) -> Corpus:
     """The rows of a folder of images, a .parquet file (``column``; ids from an ``id`` column, else the row
     number), or .txt / .jsonl files (JSONL: strings or objects with ``column`` and an optional ``id``)."""
-    if pattern.is_dir():
-        files, _ = image_files(pattern)
-        return Corpus([str(p.relative_to(pattern)) for p in files], [str(p.resolve()) for p in files], "image",
+    if pattern.is_dir():  # a folder of images or of audio files (``modality``), one row per file
+        files, _ = image_files(pattern, AUDIO_SUFFIXES if modality == "audio" else IMAGE_SUFFIXES)
+        if not files:
+            raise ParameterInvalid(f"--input {pattern} holds no {'audio' if modality == 'audio' else 'image'} files",
+                                   param="input")
+        return Corpus([str(p.relative_to(pattern)) for p in files], [str(p.resolve()) for p in files], modality,
                       [str(pattern)])
     paths = _files(pattern)
     corpus = Corpus([], [], modality, [str(p) for p in paths])
@@ -107,7 +115,9 @@ def _read_parquet(path: Path, column: str, prefix: str, corpus: Corpus) -> None:
 
 
 def _read_lines(path: Path, column: str, prefix: str, corpus: Corpus) -> None:
-    for record in read_records(path, column):
+    records = read_records(path, column)
+    corpus.blank += records.blank
+    for record in records:
         if isinstance(record.value, OmniEmbedError):  # a JSONL line that does not parse: an error row
             corpus.failed[len(corpus.ids)] = record.value.at_index(None)
         corpus.ids.append(prefix + record.id)
@@ -180,14 +190,16 @@ def _pending(corpus: Corpus, manifest: Manifest, shard_rows: int) -> list[int]:
 
 def embed_sharded(engine: Engine, model: str, input_path: Path, out: Path, options: dict[str, Any], err: Console,
                   *, column: str = "text", engine_kind: str = "local", address: str | None = None,
-                  concurrency: int | None = None, shard_rows: int = 10_000) -> dict[str, Any]:
-    """Embed ``input_path`` into shards under ``out`` (see the module docstring); returns the manifest."""
+                  concurrency: int | None = None, shard_rows: int = 10_000,
+                  folder_modality: str = "image") -> dict[str, Any]:
+    """Embed ``input_path`` into shards under ``out`` (see the module docstring); returns the manifest.
+    ``folder_modality``: what a folder as ``input_path`` holds (``image`` or ``audio``, by the model)."""
     if engine_kind not in ("local", "ray"):
         raise ParameterInvalid(f"--engine must be local or ray, not {engine_kind!r}", param="engine")
     if out.suffix.lower() == ".parquet" or (out.exists() and not out.is_dir()):
         raise ParameterInvalid(f"--out {out} must be a folder for sharded output", param="out")
     settings = engine.settings.model_dump(mode="json")
-    modality = "image" if input_path.is_dir() else _modality(model, column, None, settings, ())
+    modality = folder_modality if input_path.is_dir() else _modality(model, column, None, settings, ())
     corpus = read_corpus(input_path, column, modality)
     text = corpus.modality == "text"
     options = {k: v for k, v in options.items() if v is not None and (text or k != "truncate")}
@@ -220,8 +232,9 @@ def embed_sharded(engine: Engine, model: str, input_path: Path, out: Path, optio
     manifest.save(complete=True)
     body = json.loads(manifest.path.read_text())
     counts = body["counts"]
+    blank = f"; {corpus.blank} blank line{'s' if corpus.blank != 1 else ''} skipped" if corpus.blank else ""
     err.print(f"wrote {len(manifest.shards)} shards to {out}: {counts['embedded']} embeddings, {counts['errors']} "
-              "error rows", highlight=False)
+              f"error rows{blank}", highlight=False)
     return dict(body)
 
 
