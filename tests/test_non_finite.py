@@ -78,7 +78,7 @@ def test_a_float_wav_with_non_finite_samples_is_input_unreadable(settings: omnie
                              errors="return")
     assert [type(r).__name__ for r in out] == ["Embedding", "InputUnreadable", "Embedding", "InputUnreadable"]
     assert [r.index for r in out if isinstance(r, OmniEmbedError)] == [1, 3]
-    assert "22,050 NaN or infinite samples (the first at 0.000 s)" in out[3].message  # type: ignore[union-attr]
+    assert "22,050 NaN or infinite samples (the first at 0.000 s)" in out[3].message
     for r in (out[0], out[2]):  # the others are embedded as if alone
         assert isinstance(r, Embedding)
         np.testing.assert_allclose(r.vector, want.vector, atol=1e-5)
@@ -115,7 +115,7 @@ def test_an_image_array_with_non_finite_pixels_is_input_unreadable(kind: str) ->
 # -- the server: a 4xx JSON error, never a body with NaN ------------------------------------------------------
 
 
-def test_the_openai_route_refuses_non_finite_audio_with_json(tmp_path: Path, cache_dir: Path) -> None:
+def test_the_server_refuses_non_finite_audio_with_json(tmp_path: Path, cache_dir: Path) -> None:
     server = Server(tmp_path / "data", cache_dir, OMNIEMBED_SERVE_MODELS="sfx-cnn").start()
     try:
         def post(*wavs: bytes) -> httpx.Response:
@@ -137,6 +137,16 @@ def test_the_openai_route_refuses_non_finite_audio_with_json(tmp_path: Path, cac
                 assert error["code"] == "input_unreadable", answer
                 assert "NaN or infinite samples" in error["message"]
                 assert f"input[{len(body) - 1}]" in json.dumps(answer), answer  # the bad item is named
+            # TwelveLabs' face (it answered 500): a 400 in its own error shape
+            r = httpx.post(f"{server.url}/v1.3/embed", timeout=120, data={"model_name": "sfx-cnn"},
+                           files={"audio_file": ("clip.wav", _wav(value), "audio/wav")})
+            assert r.status_code == 400, (kind, r.status_code, r.text[:300])
+            answer = _strict_json(r.text)
+            assert answer["code"] == "input_unreadable" and "NaN or infinite samples" in answer["message"], answer
+        good = httpx.post(f"{server.url}/v1.3/embed", timeout=120, data={"model_name": "sfx-cnn"},
+                          files={"audio_file": ("clip.wav", _wav(None), "audio/wav")})
+        assert good.status_code == 200, good.text[:300]
+        assert np.isfinite(_strict_json(good.text)["audio_embedding"]["segments"][0]["float"]).all()
     finally:
         server.stop()
 
