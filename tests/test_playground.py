@@ -552,4 +552,6 @@ def test_twenty_inputs(server: Server, browser: Any, tmp_path: Path) -> None:
     page.hover(f'.space[data-model="minilm"] svg.scatter g.point[data-input="{thinned[0]}"] circle')
     readout = page.locator('.space[data-model="minilm"] .point-readout').inner_text()
     assert readout.startswith(f"#{thinned[0]} {texts[thinned[0] - 1]} (PC1 ")  # the whole label on hover
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the heatmap scrolls in its own box
     page.close()
