@@ -422,6 +422,16 @@ class JobRunner:
         out = [embedding_payload(r) for r in results]
         return {"result": out if batched else out[0]}
 
+    async def _embed_within_deadline(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.timeout_sec is None:
+            return await self._embed(row)
+        try:
+            return await asyncio.wait_for(self._embed(row), self.timeout_sec)
+        except TimeoutError:
+            error = RequestTimeout(f"the job did not finish within {self.timeout_sec:g} s "
+                                   "(OMNIEMBED_JOB_TIMEOUT_SEC); send fewer inputs per job or raise the limit")
+            return {"error": item_error(error, 0, batched=False)}
+
     async def _run(self, row: dict[str, Any]) -> None:
         job_id = row["id"]
         outcome: dict[str, Any]
@@ -430,11 +440,7 @@ class JobRunner:
             if handler is not None:
                 outcome = await handler(row, functools.partial(self._progress, job_id))
             else:
-                outcome = await asyncio.wait_for(self._embed(row), self.timeout_sec)
-        except TimeoutError:  # only the embedding is under the job deadline
-            error = RequestTimeout(f"the job did not finish within {self.timeout_sec:g} s "
-                                   "(OMNIEMBED_JOB_TIMEOUT_SEC); send fewer inputs per job or raise the limit")
-            outcome = {"error": item_error(error, 0, batched=False)}
+                outcome = await self._embed_within_deadline(row)
         except OmniEmbedError as exc:  # a whole-job problem (model, options): no item position
             outcome = {"error": item_error(exc, 0, batched=False)}
         except asyncio.CancelledError:
