@@ -26,7 +26,7 @@ from omniembed.errors import EmbeddingNotFinite, InputUnreadable, OmniEmbedError
 from omniembed.inputs.image import ImagePreparer, ImagePreprocess
 from omniembed.pipeline import run
 from omniembed.registry import ModelSpec, WeightsSource
-from service_util import Server
+from service_util import Server, wait_for_job
 
 RATE = 22050
 BAD = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}
@@ -143,6 +143,13 @@ def test_the_server_refuses_non_finite_audio_with_json(tmp_path: Path, cache_dir
             assert r.status_code == 400, (kind, r.status_code, r.text[:300])
             answer = _strict_json(r.text)
             assert answer["code"] == "input_unreadable" and "NaN or infinite samples" in answer["message"], answer
+            # a durable job (it stored nulls): failed, with the code and the reason
+            data_url = "data:audio/wav;base64," + base64.b64encode(_wav(value)).decode()
+            r = httpx.post(f"{server.url}/api/tasks/audio-embedding/sfx-cnn/jobs", json={"audio": data_url})
+            assert r.status_code in (200, 201, 202), r.text[:300]
+            job = wait_for_job(f"{server.url}/api/tasks/audio-embedding/jobs/{r.json()['id']}", timeout=120)
+            assert job["status"] == "failed" and job["code"] == "input_unreadable", job
+            assert "NaN or infinite samples" in job["reason"]
         good = httpx.post(f"{server.url}/v1.3/embed", timeout=120, data={"model_name": "sfx-cnn"},
                           files={"audio_file": ("clip.wav", _wav(None), "audio/wav")})
         assert good.status_code == 200, good.text[:300]
