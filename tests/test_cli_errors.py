@@ -254,6 +254,15 @@ def test_a_video_under_an_audio_model_embeds_its_sound_and_the_flag_is_named(
     assert "--video" in helped.stdout and "--embedding-option" in helped.stdout
     listed = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout.splitlines()  # the command list
     assert any("embed" in line and "--video" in line for line in listed), listed
+    # a folder of videos under the same model: the same clip vectors, one file's rows
+    folder = tmp_path_factory.mktemp("sound-videos")
+    (folder / "talk.mp4").write_bytes(clip.read_bytes())
+    out = folder.parent / f"{folder.name}.parquet"
+    many = runner.invoke(app, ["embed", "sfx-cnn", "--input", str(folder), "--out", str(out), "--runtime", "torch"])
+    assert many.exit_code == 0, many.output
+    table = pq.read_table(out).to_pydict()
+    assert table["scope"] == ["clip"] * len(expected.meta.segments) + ["video"]
+    np.testing.assert_allclose(np.asarray(table["embedding"][:-1]), expected.data, atol=1e-4)
 
 
 def test_a_folder_of_wavs_is_embedded_as_audio(tmp_path: Path, engine: omniembed.Engine) -> None:
