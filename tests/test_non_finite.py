@@ -112,6 +112,23 @@ def test_an_image_array_with_non_finite_pixels_is_input_unreadable(kind: str) ->
     assert "NaN or infinite" in error.message
 
 
+def test_a_float_tiff_with_non_finite_pixels_is_input_unreadable() -> None:
+    from PIL import Image
+
+    pixels = np.full((16, 16), 0.25, np.float32)
+    files = []
+    for value in (None, *BAD.values()):
+        if value is not None:
+            pixels[2, 3] = value
+        out = io.BytesIO()
+        Image.fromarray(pixels, "F").save(out, format="TIFF")
+        files.append(out.getvalue())
+    prepared = ImagePreparer(ImagePreprocess(), omniembed.Settings()).prepare(files, Options())
+    assert isinstance(prepared[0], Prepared)
+    for i, error in enumerate(prepared[1:], 1):
+        assert isinstance(error, InputUnreadable) and error.index == i and "NaN or infinite" in error.message
+
+
 # -- the server: a 4xx JSON error, never a body with NaN ------------------------------------------------------
 
 

@@ -205,6 +205,9 @@ def _to_rgb(img: PILImage.Image) -> PILImage.Image:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():  # a 32-bit float TIFF can hold them
+            raise InputUnreadable("the image holds NaN or infinite pixel values; pixels must be finite numbers",
+                                  param="image")
         top = 1.0 if img.mode == "F" and a.max(initial=0) <= 1.0 else (255.0 if a.max(initial=0) <= 255 else 65535.0)
         img = Image.fromarray(np.clip(np.rint(a * 255.0 / top), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode in ("RGB", "L") and "transparency" in img.info):
