@@ -36,8 +36,9 @@ if kind == "ints":    # 62 MiB: 32 million integers as one input
 elif kind == "lists": # 60 MiB: 3,900 token-id lists of 8,000
     path, row = "/v1/embeddings", b"[" + b"0," * 7999 + b"0]"
     body = b'{"model": "minilm", "input": [' + b",".join([row] * 3900) + b"]}"
-else:                 # 57 MiB: a job config list of 20 million objects
-    path, body = "/api/tasks/text-embedding/minilm/jobs", b'{"text": ["a"], "config": [' + b"{}," * 20_000_000 + b"{}]}"
+else:                 # 57 MiB: a batched job whose config list holds 20 million objects
+    path = "/api/tasks/text-embedding/batched/minilm/jobs"
+    body = b'{"text": ["a"], "config": [' + b"{}," * 20_000_000 + b"{}]}"
 async def one(c):
     t0 = time.perf_counter()
     r = await c.post(url + path, content=body, headers={"content-type": "application/json"})
@@ -69,6 +70,20 @@ def flood(url: str, kind: str, n: int) -> str:
             f"n={len(health)}, p50 {statistics.median(health) * 1000:.0f} ms, max {max(health) * 1000:.0f} ms")
 
 
+def idle(url: str, seconds: float = 3.0) -> str:
+    """/health latency with no flood: the baseline of this machine (its load, the probe's own overhead)."""
+    health: list[float] = []
+    with httpx.Client(timeout=60) as client:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            started = time.perf_counter()
+            assert client.get(url + "/health").status_code == 200
+            health.append(time.perf_counter() - started)
+            time.sleep(0.02)
+    return (f"no flood: /health n={len(health)}, p50 {statistics.median(health) * 1000:.0f} ms, "
+            f"max {max(health) * 1000:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default="ints,lists,config", help="ints, lists, config (comma-separated)")
@@ -82,6 +97,7 @@ def main() -> None:
         server = Server(tmp / "data", tmp / "cache", OMNIEMBED_PRECISION="fp32").start()
         url = server.url
     try:
+        print(idle(url), flush=True)
         for kind in args.kinds.split(","):
             print(flood(url, kind, args.n), flush=True)
     finally:
