@@ -34,6 +34,7 @@ test: install lint
 	command -v gdalinfo >/dev/null || (apt-get update -qq && apt-get install -y -qq gdal-bin)  # GIS read-back tests
 	command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)  # the job store's PostgreSQL tests
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)  # the playground's browser tests
+	command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace)  # tests/test_offline.py watches the server's system calls
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (not tests): omniembed side by side with each reference, same inputs and threads.
