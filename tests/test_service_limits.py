@@ -16,11 +16,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -29,6 +31,7 @@ from PIL import Image
 import omniembed
 from image_data import photo
 from omniembed.errors import InputTooLarge, ParameterInvalid
+from omniembed.service import create_app
 from omniembed.service.limits import Limits, check_json
 from service_util import Server
 
@@ -180,6 +183,28 @@ def test_batched_job_over_the_item_limit_is_413(server: Server) -> None:
     assert (r.status_code, r.json()) == (413, {
         "detail": "2049 items; the limit is 2048 per request (OMNIEMBED_MAX_ITEMS_PER_REQUEST)",
         "code": "input_too_large"})
+
+
+def test_item_count_is_checked_before_the_items(tmp_path: Path, cache_dir: Path) -> None:
+    """The 2,048-item limit comes first: no per-item work (validating token ids) on a list over it."""
+    settings = omniembed.Settings(cache_dir=cache_dir, data_dir=tmp_path, hub_offline=True, max_items_per_request=4,
+                                  max_json_items=10)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/embeddings", json={"model": "minilm", "input": [1, 2, 3, 4, 5]})
+        assert (r.status_code, r.json()["error"]["message"]) == (
+            413, "input has 5 items; the limit is 4 per request (OMNIEMBED_MAX_ITEMS_PER_REQUEST)")
+        r = client.post("/v1/embeddings", json={"model": "minilm", "input": [1, 2]})
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "input") and "token-id" in r.text
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: read whole, then walked (it is over 256 KiB)
+            yield b'{"model": "minilm", "input": ["' + b"x" * 300_000 + b'"'
+            for _ in range(10):
+                yield b', "y"'
+            yield b"]}"
+
+        r = client.post("/v1/embeddings", content=chunks(), headers={"content-type": "application/json"})
+        assert (r.status_code, r.json()["error"]["param"]) == (413, "input")
+        assert r.json()["error"]["message"].startswith("input has more than 10 elements")
 
 
 # -- the walk itself ----------------------------------------------------------------------------------------
