@@ -72,6 +72,13 @@ def test_other_body_problems(client: TestClient) -> None:
     assert "UploadFile" not in r.text
 
 
+def test_allow_lists_every_route_on_the_path(client: TestClient) -> None:
+    """/v1.3/embed/tasks is a GET route (list) and a POST route (create): both are named."""
+    for method in ("TRACE", "PUT", "DELETE"):
+        r = client.request(method, "/v1.3/embed/tasks")
+        assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "POST"}, r.headers
+
+
 @pytest.mark.parametrize("path", ["/v1/models", "/api/tasks", "/v1.3/embed/tasks", "/health"])
 def test_a_wrong_method_names_the_allowed_ones(client: TestClient, path: str) -> None:
     """RFC 9110: a 405 carries ``Allow`` (schemathesis' unsupported-method check sends TRACE to every route)."""

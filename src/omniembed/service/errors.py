@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from omniembed.errors import (
     ApiKeyInvalid,
@@ -183,6 +184,18 @@ def _validation_error(exc: RequestValidationError, path: str) -> ParameterInvali
     return ParameterInvalid(face_of(path).invalid_field(param, msg), param=param)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """The methods some route takes at the request's path, found by Starlette's own matching (its ``Allow``
+    names only the first route it tried, so a path with a GET route and a POST route would list one)."""
+    routes = request.app.router.routes
+    allowed = [m for m in _METHODS
+               if any(r.matches({**request.scope, "method": m})[0] is Match.FULL for r in routes)]
+    return ", ".join(allowed) or None
+
+
 def install_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every error into the calling protocol's error body."""
 
@@ -199,8 +212,8 @@ def install_handlers(app: FastAPI) -> None:
         path = request.url.path
         if exc.status_code == 404:
             return error_response(NotFound(f"no such route: {request.method} {path}"), path)
-        if exc.status_code == 405:  # RFC 9110: a 405 lists the methods the route takes (Starlette's Allow header)
-            allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+        if exc.status_code == 405:  # RFC 9110: a 405 lists the methods the path takes (every route on it)
+            allow = _allowed_methods(request) or (exc.headers or {}).get("Allow")
             takes = f"; it takes {allow}" if allow else ""
             return error_response(MethodNotAllowed(f"{path} does not take {request.method} requests{takes}"), path,
                                   headers={"Allow": allow} if allow else None)
