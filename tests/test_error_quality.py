@@ -185,3 +185,13 @@ def test_openapi_documents_every_status_and_error_body(client: TestClient) -> No
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     detail = schema["components"]["schemas"]["OpenAIErrorDetail"]
     assert set(detail["properties"]) == {"message", "type", "param", "code"}
+
+
+def test_a_missing_field_is_parameter_not_provided_in_each_face(client: TestClient) -> None:
+    r = client.post("/v1/embeddings", json={"input": "a cat"})
+    assert r.status_code == 400 and r.json()["error"] == {
+        "message": "model: this field is required", "type": "invalid_request_error", "param": "model",
+        "code": "parameter_not_provided"}
+    r = client.post("/v1.3/embed-v2", json={"input_type": "text", "text": {"input_text": "a cat"}})
+    assert r.status_code == 400 and r.json() == {
+        "code": "parameter_not_provided", "message": "The model_name parameter is required but was not provided."}

@@ -35,6 +35,7 @@ from omniembed.errors import (
     NotFound,
     OmniEmbedError,
     ParameterInvalid,
+    ParameterNotProvided,
     RequestTimeout,
     TooManyRequests,
     WeightsNotFound,
@@ -163,7 +164,7 @@ def _not_parsed(cause: BaseException | None, content_type: str) -> str:
     return f"the request body is not {kind}: {why}"
 
 
-def _validation_error(exc: RequestValidationError, path: str) -> ParameterInvalid:
+def _validation_error(exc: RequestValidationError, path: str) -> ParameterInvalid | ParameterNotProvided:
     errors = exc.errors()
     first: dict[str, Any] = dict(errors[0]) if errors else {}
     kind = str(first.get("type", ""))
@@ -179,6 +180,8 @@ def _validation_error(exc: RequestValidationError, path: str) -> ParameterInvali
         if kind == "missing":
             return ParameterInvalid("the request body is missing; send a JSON object", param=None)
         return ParameterInvalid(f"the request body must be a JSON object (Content-Type: application/json): {msg}")
+    if kind == "missing":
+        return ParameterNotProvided(face_of(path).missing_field(param), param=param)
     if "UploadFile" in msg:
         msg = "Send it as a file (a multipart part with a filename), not as a text field"
     return ParameterInvalid(face_of(path).invalid_field(param, msg), param=param)

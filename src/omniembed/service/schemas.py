@@ -28,6 +28,11 @@ class ErrorBody(BaseModel):
         """The message for a request field that failed validation, in the protocol's wording."""
         return f"{param}: {reason}"
 
+    @classmethod
+    def missing_field(cls, param: str) -> str:
+        """The message for a required request field that was not sent, in the protocol's wording."""
+        return f"{param}: this field is required"
+
 
 class ReadyStatus(BaseModel):
     """``GET /ready``: 200 once the start-up models are loaded, 503 (``loading``) before."""

@@ -70,3 +70,7 @@ class TwelveLabsErrorResponse(ErrorBody):
     @classmethod
     def invalid_field(cls, param: str, reason: str) -> str:
         return f"The {param} parameter is invalid. {reason.rstrip('.')}."
+
+    @classmethod
+    def missing_field(cls, param: str) -> str:
+        return f"The {param} parameter is required but was not provided."
