@@ -9,11 +9,13 @@ small requests sent one after another:
 - **(b) long**: efficientnet-lite0, one small image, while eight texts of 999,999 characters go to minilm
   in one request;
 - **(c) both busy**: items per second of minilm (16 short texts a request) and efficientnet-lite0 (4 images
-  a request), four clients each for ``SECONDS``: what running two models at once costs on these cores.
+  a request), four clients each for ``--seconds``, and each alone for half that: what running two models at
+  once costs on these cores (``sum_of_shares``: each model's rate together over its rate alone, summed; 1.0
+  is what taking turns on one thread would give at best).
 
 Run it on the code to compare (the server runs whatever ``omniembed`` the interpreter imports):
 
-    .venv/bin/python bench/model_isolation.py                       # this checkout
+    .venv/bin/python bench/model_isolation.py [CACHE_DIR] [--cases abc]   # this checkout
     git worktree add /tmp/oe-before HEAD~3
     PYTHONPATH=/tmp/oe-before/src .venv/bin/python bench/model_isolation.py   # an older one
 
@@ -22,6 +24,7 @@ Prints one JSON line per case (latencies in ms: n, p50, p90, max; (c): items/s p
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import shutil
@@ -101,9 +104,14 @@ def _flood(url: str, bodies: dict[str, tuple[dict[str, Any], int]], seconds: flo
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cache", nargs="?", type=Path, help="cache dir (minilm's graph is kept; default: a new one)")
+    parser.add_argument("--cases", default="abc", help="which of the cases (a), (b), (c) to run")
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="(c): seconds both models are flooded")
+    args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="omniembed-isolation-"))
-    cache = Path(sys.argv[1]) if len(sys.argv) > 1 else tmp / "cache"
-    for old in (cache / "onnx").glob("efficientnet*"):  # (a) needs efficientnet-lite0 cold
+    cache = args.cache or tmp / "cache"
+    for old in (cache / "onnx").glob("efficientnet*") if "a" in args.cases else ():  # (a): a cold model
         shutil.rmtree(old)
     server = Server(tmp / "data", cache, OMNIEMBED_SERVE_MODELS="minilm", OMNIEMBED_REQUEST_TIMEOUT_SEC="600",
                     OMNIEMBED_PRECISION="fp32").start(timeout=600)
@@ -121,24 +129,29 @@ def main() -> None:
         def cold() -> int:
             return httpx.post(server.url + "/v1/embeddings", json=image, timeout=600).status_code
 
-        ms, seconds, status = _probe_while(server.url, text, cold)
-        print(json.dumps({"case": "(a) minilm while efficientnet-lite0 is prepared cold", **_stats(ms),
-                          "cold_request_s": round(seconds, 1), "cold_status": status}))
+        if "a" in args.cases:
+            ms, seconds, status = _probe_while(server.url, text, cold)
+            print(json.dumps({"case": "(a) minilm while efficientnet-lite0 is prepared cold", **_stats(ms),
+                              "cold_request_s": round(seconds, 1), "cold_status": status}))
 
         def long_texts() -> int:
             body = {"model": "minilm", "input": ["word " * 199_999 + "end!"] * 8}  # 999,999 characters each
             return httpx.post(server.url + "/v1/embeddings", json=body, timeout=600).status_code
 
-        ms, seconds, status = _probe_while(server.url, image, long_texts)
-        print(json.dumps({"case": "(b) efficientnet-lite0 while minilm embeds 8 texts of 999,999 chars",
-                          **_stats(ms), "long_request_s": round(seconds, 1), "long_status": status}))
+        if "b" in args.cases:
+            ms, seconds, status = _probe_while(server.url, image, long_texts)
+            print(json.dumps({"case": "(b) efficientnet-lite0 while minilm embeds 8 texts of 999,999 chars",
+                              **_stats(ms), "long_request_s": round(seconds, 1), "long_status": status}))
 
-        rates = _flood(server.url, {"minilm": ({"model": "minilm", "input": ["a short text to embed"] * 16}, 16),
-                                    "efficientnet-lite0": ({**image, "input": [IMAGE] * 4}, 4)}, SECONDS)
-        alone = {name: _flood(server.url, {name: body}, SECONDS / 2)[name]
-                 for name, body in {"minilm": ({"model": "minilm", "input": ["a short text to embed"] * 16}, 16),
-                                    "efficientnet-lite0": ({**image, "input": [IMAGE] * 4}, 4)}.items()}
-        print(json.dumps({"case": "(c) items/s, both models busy at once", "together": rates, "alone": alone}))
+        if "c" in args.cases:
+            bodies = {"minilm": ({"model": "minilm", "input": ["a short text to embed"] * 16}, 16),
+                      "efficientnet-lite0": ({**image, "input": [IMAGE] * 4}, 4)}
+            _flood(server.url, bodies, 3)  # warm: the image model's first batches, the arenas
+            rates = _flood(server.url, bodies, args.seconds)
+            alone = {name: _flood(server.url, {name: body}, args.seconds / 2)[name] for name, body in bodies.items()}
+            share = sum(rates[name] / alone[name] for name in bodies)
+            print(json.dumps({"case": "(c) items/s, both models busy at once", "together": rates, "alone": alone,
+                              "sum_of_shares": round(share, 2)}))
     finally:
         server.stop()
 
