@@ -8,7 +8,6 @@ compares the vectors with the library's own (``Engine.embed_batch``, fp32 on bot
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -143,8 +142,7 @@ def test_langchain_default_mode_sends_cl100k_token_ids(server: Server, tiktoken_
     import tiktoken
 
     rec = Recorder()
-    with contextlib.suppress(openai.BadRequestError):  # refused today (next test); the request is what matters here
-        _langchain_default(server, rec).embed_documents(TEXTS)
+    _langchain_default(server, rec).embed_documents(TEXTS)
     cl100k = tiktoken.get_encoding("cl100k_base")
     assert rec.inputs() == [[cl100k.encode_ordinary(t) for t in TEXTS]]
     assert rec.inputs()[0][0] == [64, 8415, 23874, 389, 279, 5634]  # "a cat sits on the mat"
@@ -152,29 +150,10 @@ def test_langchain_default_mode_sends_cl100k_token_ids(server: Server, tiktoken_
         tiktoken.encoding_name_for_model("minilm")  # hence LangChain's fallback to cl100k_base
 
 
-def test_langchain_default_mode_today(server: Server, tiktoken_offline: None) -> None:
-    """Today the server refuses token ids, and its message does not say how to make LangChain send text.
-    Remove this test when the server decodes cl100k_base token ids (the xfail tests below then pass)."""
-    rec = Recorder()
-    with pytest.raises(openai.BadRequestError) as refused:
-        _langchain_default(server, rec).embed_query(TEXTS[0])
-    assert refused.value.status_code == 400
-    assert refused.value.body == {
-        "message": "token-id inputs are not supported; send the text itself",
-        "type": "invalid_request_error", "param": "input", "code": "parameter_invalid",
-    }
-
-
-_PENDING = pytest.mark.xfail(
-    strict=True, raises=openai.BadRequestError,
-    reason="server change pending (issue 24 section 4): /v1/embeddings decodes cl100k_base token ids",
-)
-
-
-@_PENDING
 def test_langchain_default_mode_decoded(server: Server, expected: dict[str, np.ndarray],
                                         tiktoken_offline: None) -> None:
-    """After the server change LangChain's defaults answer the same vectors as the texts themselves."""
+    """LangChain's defaults answer the same vectors as the texts themselves: the server decodes the ids with the
+    encoding the client used."""
     rec = Recorder()
     embeddings = _langchain_default(server, rec)
     documents = embeddings.embed_documents(TEXTS)
@@ -185,8 +164,6 @@ def test_langchain_default_mode_decoded(server: Server, expected: dict[str, np.n
     assert all(isinstance(i, list) for sent in rec.inputs() for i in sent)  # still token ids on the wire
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="server change pending (issue 24 section 4): the refusal names the fix")
 def test_token_ids_outside_cl100k_name_the_langchain_fix(server: Server) -> None:
     """Ids that are not cl100k_base tokens (e.g. o200k_base's, from ``tiktoken_model_name="gpt-4o"``) are refused
     with the LangChain setting that sends text instead."""

@@ -186,15 +186,15 @@ def test_batched_job_over_the_item_limit_is_413(server: Server) -> None:
 
 
 def test_item_count_is_checked_before_the_items(tmp_path: Path, cache_dir: Path) -> None:
-    """The 2,048-item limit comes first: no per-item work (validating token ids) on a list over it."""
+    """The 2,048-item limit comes first: no per-item work (decoding token ids) on a list over it."""
     settings = omniembed.Settings(cache_dir=cache_dir, data_dir=tmp_path, hub_offline=True, max_items_per_request=4,
                                   max_json_items=10)
     with TestClient(create_app(settings)) as client:
-        r = client.post("/v1/embeddings", json={"model": "minilm", "input": [1, 2, 3, 4, 5]})
+        r = client.post("/v1/embeddings", json={"model": "minilm", "input": [[1], [2], [3], [4], [5]]})
         assert (r.status_code, r.json()["error"]["message"]) == (
             413, "input has 5 items; the limit is 4 per request (OMNIEMBED_MAX_ITEMS_PER_REQUEST)")
-        r = client.post("/v1/embeddings", json={"model": "minilm", "input": [1, 2]})
-        assert (r.status_code, r.json()["error"]["param"]) == (400, "input") and "token-id" in r.text
+        r = client.post("/v1/embeddings", json={"model": "minilm", "input": [[1], [100277]]})  # 100277: no token
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "input") and "input[1]: token id 100277" in r.text
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: read whole, then walked (it is over 256 KiB)
             yield b'{"model": "minilm", "input": ["' + b"x" * 300_000 + b'"'
