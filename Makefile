@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
-MODELS ?= minilm,efficientnet-lite0,sfx-cnn,speaker-ge2e
+MODELS ?=# empty: `omniembed serve`'s offline defaults (minilm,efficientnet-lite0,sfx-cnn,speaker-ge2e)
 
 .PHONY: install run test lint bench clean
 
@@ -23,7 +23,7 @@ install: $(STAMP)
 # The main job: the HTTP server with the offline default models (Ctrl-C stops it).
 run: install
 	$(BIN)/omniembed models
-	$(BIN)/omniembed serve --host 127.0.0.1 --port $(PORT) --models $(MODELS)
+	$(BIN)/omniembed serve --host 127.0.0.1 --port $(PORT) $(if $(MODELS),--models $(MODELS))
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -3,6 +3,7 @@ a full queue's 429, error shapes per protocol, no stack traces."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,8 +70,13 @@ def test_error_shapes_and_no_stack_traces(tmp_path: Path, cache_dir: Path) -> No
         assert r.status_code == 200 and len(r.json()["embedding"]) == 384
 
 
-def test_readiness_waits_for_models(tmp_path: Path, cache_dir: Path) -> None:
+def test_readiness_reports_a_model_that_failed(tmp_path: Path, cache_dir: Path) -> None:
     with _client(tmp_path, cache_dir, serve_models=["no-such-model"]) as client:
-        r = client.get("/ready")
-        assert r.status_code == 503 and r.json()["status"] == "loading"
         assert client.get("/health").status_code == 200
+        for _ in range(600):  # "loading" until the start-up tried the model, then "failed" (never "loading" again)
+            r = client.get("/ready")
+            if r.json()["status"] != "loading":
+                break
+            time.sleep(0.05)
+        assert r.status_code == 503 and r.json()["status"] == "failed"
+        assert [f["model"] for f in r.json()["failed"]] == ["no-such-model"]

@@ -137,7 +137,7 @@ def test_fes_failures(server: Server) -> None:
 
 def test_ops_routes(server: Server) -> None:
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{server.url}/ready").json() == {"status": "ready", "models": ["minilm"]}
+    assert httpx.get(f"{server.url}/ready").json() == {"status": "ready", "models": ["minilm"], "failed": []}
     metrics = httpx.get(f"{server.url}/metrics").text
     for name in ("omniembed_requests_total", "omniembed_batch_size_bucket", "omniembed_queue_depth",
                  "omniembed_items_embedded_total", 'omniembed_jobs{status="complete"}'):

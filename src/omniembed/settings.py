@@ -25,6 +25,11 @@ def _xdg(var: str, fallback: str) -> Path:
     return (Path(base) if base else Path.home() / fallback) / "omniembed"
 
 
+# What `omniembed serve` loads when neither --models nor OMNIEMBED_SERVE_MODELS names any: a model of each
+# modality whose weights ship in Python packages, so that it runs offline.
+DEFAULT_SERVE_MODELS = ("minilm", "efficientnet-lite0", "sfx-cnn", "speaker-ge2e")
+
+
 def _hub_offline_default() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -114,7 +119,16 @@ class Settings(BaseSettings):
     # HTTP service (omniembed serve).
     host: str = Field(default="127.0.0.1", description="Address the server binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the server binds (0: any free port).")
-    serve_models: Names = Field(default_factory=list, description="Models loaded at start-up (/ready waits).")
+    serve_models: Names = Field(
+        default_factory=list, description="Models loaded at start-up (/ready waits); each must load, or `omniembed "
+        "serve` exits (see allow_missing_models). Unset, `omniembed serve` loads DEFAULT_SERVE_MODELS, skipping "
+        "(with a warning) any whose weights are not installed; empty (OMNIEMBED_SERVE_MODELS=''): none, each "
+        "model loads at its first request."
+    )
+    allow_missing_models: bool = Field(
+        default=False, description="Serve the other start-up models when one cannot be loaded (an unknown name, "
+        "missing weights) instead of exiting; /ready then answers 200 'degraded' and names each failed model."
+    )
     default_text_model: str = Field(default="minilm", description="Text model for protocol-level model names.")
     default_image_model: str = Field(default="efficientnet-lite0", description="Image model, likewise.")
     default_audio_model: str = Field(default="sfx-cnn", description="Audio model, likewise.")

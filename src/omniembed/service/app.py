@@ -21,6 +21,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omniembed.api import Engine
+from omniembed.errors import ModelLoadFailed, OmniEmbedError
 from omniembed.service import docs, ops, playground
 from omniembed.service.batcher import Batcher
 from omniembed.service.errors import (
@@ -36,6 +37,7 @@ from omniembed.service.jobs import JobRunner, JobStore
 from omniembed.service.limits import BodyLimit, JsonLimits
 from omniembed.service.metrics import Metrics
 from omniembed.service.openai import routes as openai
+from omniembed.service.schemas import ModelFailure
 from omniembed.service.state import ServiceState
 from omniembed.service.twelvelabs import routes as twelvelabs
 from omniembed.service.twelvelabs import task_routes as twelvelabs_tasks
@@ -116,7 +118,11 @@ async def _preload(state: ServiceState) -> None:
     """Load the operator's start-up models. Each may be a registered name, a local folder or a hub id;
     resolving one reads the disk or downloads, so it runs on the preparation thread, never on the event loop;
     loading it runs on its own inference thread, so requests for models already loaded are answered meanwhile.
-    Clients can then name it (``Engine.serve``); a model name from a request is never resolved on disk."""
+    Clients can then name it (``Engine.serve``); a model name from a request is never resolved on disk.
+
+    A model that cannot be loaded is recorded (/ready names it, with the error's code and message). Without
+    ``allow_missing_models`` that ends the start-up: /ready answers 503 ``failed`` and ``state.on_fatal``
+    (``omniembed serve``: stop the server, exit non-zero) is called; with it, the others are loaded."""
     batcher = state.require_batcher()
     engine = state.engine
     await asyncio.to_thread(len, engine.registry)  # plugin entry points are read now, off the event loop
@@ -124,11 +130,21 @@ async def _preload(state: ServiceState) -> None:
         try:
             spec = await batcher.run_sync(engine.serve, name)
             await batcher.run_model(spec.name, engine.load, spec.name)
-            state.loaded.append(spec.name)
-            log.info("model %s loaded", spec.name)
-        except Exception as exc:  # the server stays up; /ready tells what is missing
-            log.error("could not load model %s: %s", name, exc)
-            return
+        except Exception as exc:
+            if isinstance(exc, OmniEmbedError):
+                code, reason = exc.code, exc.message
+                log.error("could not load model %s: [%s] %s", name, code, reason)
+            else:  # a message of no error class of ours may hold paths: the log has it, the client a summary
+                code, reason = ModelLoadFailed.code, "the model could not be loaded; the server log says why"
+                log.exception("could not load model %s", name)
+            state.failed.append(ModelFailure(model=name, code=code, reason=reason))
+            if not state.settings.allow_missing_models:
+                if state.on_fatal is not None:
+                    state.on_fatal()
+                return
+            continue
+        state.loaded.append(spec.name)
+        log.info("model %s loaded", spec.name)
     state.ready = True
 
 

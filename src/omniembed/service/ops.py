@@ -22,8 +22,8 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(state: ServiceState = Depends(get_state)) -> JSONResponse:
-    body = {"status": "ready" if state.ready else "loading", "models": state.loaded}
-    return JSONResponse(body, status_code=200 if state.ready else 503)
+    body, status = state.readiness()
+    return JSONResponse(body.model_dump(), status_code=status)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -34,11 +34,23 @@ class ErrorBody(BaseModel):
         return f"{param}: this field is required"
 
 
-class ReadyStatus(BaseModel):
-    """``GET /ready``: 200 once the start-up models are loaded, 503 (``loading``) before."""
+class ModelFailure(BaseModel):
+    """A start-up model that could not be loaded, and why (the error's code and message)."""
 
-    status: Literal["ready", "loading"]
+    model: str
+    code: str
+    reason: str
+
+
+class ReadyStatus(BaseModel):
+    """``GET /ready``: 503 ``loading`` while the start-up models load; then 200 ``ready`` (all loaded) or
+    ``degraded`` (with ``allow_missing_models``: the others loaded, ``failed`` says which could not be and why);
+    503 ``failed`` when a start-up model could not be loaded without that opt-in (``omniembed serve`` exits)."""
+
+    status: Literal["loading", "ready", "degraded", "failed"]
     models: list[str]
+    """The start-up models loaded so far."""
+    failed: list[ModelFailure]
 
 
 class ErrorDetail(BaseModel):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Request
 
@@ -12,6 +13,7 @@ from omniembed.api import Engine
 from omniembed.service.batcher import Batcher
 from omniembed.service.jobs import JobRunner, JobStore, key_hash
 from omniembed.service.metrics import Metrics
+from omniembed.service.schemas import ModelFailure, ReadyStatus
 from omniembed.settings import Settings
 
 
@@ -24,7 +26,26 @@ class ServiceState:
     batcher: Batcher | None = None
     runner: JobRunner | None = None
     ready: bool = False
+    """Every start-up model was tried (and, without ``allow_missing_models``, each loaded)."""
     loaded: list[str] = field(default_factory=list)
+    failed: list[ModelFailure] = field(default_factory=list)
+    """Start-up models that could not be loaded, with the error's code and message."""
+    on_fatal: Callable[[], None] | None = None
+    """Called when a start-up model fails without ``allow_missing_models``: ``omniembed serve`` stops the
+    server (it then exits non-zero); an app run otherwise keeps answering /ready 503 ``failed``."""
+
+    def readiness(self) -> tuple[ReadyStatus, int]:
+        """``GET /ready``'s body and status: 503 while loading or after a fatal start-up failure, 200 once
+        every start-up model was tried and each loaded (``ready``) or the operator allowed failures
+        (``degraded``)."""
+        status: Literal["loading", "ready", "degraded", "failed"]
+        if self.failed and not self.settings.allow_missing_models:
+            status, code = "failed", 503
+        elif not self.ready:
+            status, code = "loading", 503
+        else:
+            status, code = ("degraded" if self.failed else "ready"), 200
+        return ReadyStatus(status=status, models=list(self.loaded), failed=list(self.failed)), code
 
     def require_batcher(self) -> Batcher:
         assert self.batcher is not None, "the service has not started"
