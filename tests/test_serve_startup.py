@@ -112,7 +112,7 @@ def test_load_failure_after_start_exits_3(settings: omniembed.Settings, tmp_path
     env.pop("HF_HUB_OFFLINE", None)
     result = subprocess.run(
         [sys.executable, "-m", "omniembed.cli", "serve", "--host", "127.0.0.1", "--port", str(free_port()),
-         "--models", "minilm,nobody/no-such-model", "--log-level", "warning"],
+         "--models", "nobody/no-such-model", "--log-level", "warning"],
         env=env, capture_output=True, text=True, timeout=EXIT_BOUND_S * 3,
     )
     assert result.returncode == 3, result.stderr
