@@ -64,7 +64,8 @@ def test_error_shapes_and_no_stack_traces(tmp_path: Path, cache_dir: Path) -> No
         r = client.get("/nowhere")
         assert r.status_code == 404
         r = client.post("/v1/embeddings", json={"model": "minilm", "input": "x", "modality": "image"})
-        assert r.status_code == 400 and "Traceback" not in r.text
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"  # minilm embeds no images
+        assert r.json()["error"]["param"] == "model" and "Traceback" not in r.text
         # local paths are never read from HTTP inputs, whatever the modality
         r = client.post("/api/legacy/tasks/text-embedding/minilm/jobs", json={"text": "fine"})
         assert r.status_code == 200 and len(r.json()["embedding"]) == 384

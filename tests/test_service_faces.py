@@ -122,17 +122,47 @@ def test_fes_jobs(server: Server, expected: np.ndarray) -> None:
 
 
 def test_fes_failures(server: Server) -> None:
-    created = httpx.post(f"{server.url}/api/tasks/text-embedding/minilm/jobs", json={"text": "   "}).json()
-    failed = wait_for_job(f"{server.url}/api/tasks/text-embedding/jobs/{created['id']}")
-    assert failed["status"] == "failed" and failed["code"] == "parameter_invalid" and "empty" in failed["reason"]
-    assert httpx.get(f"{server.url}/api/tasks/text-embedding/jobs/nope").status_code == 404
-    assert httpx.post(f"{server.url}/api/tasks/no-task/minilm/jobs", json={"text": "x"}).status_code == 404
-    missing = httpx.post(f"{server.url}/api/tasks/text-embedding/minilm/jobs", json={"image": "x"})
+    url = server.url + "/api"
+    created = httpx.post(f"{url}/tasks/text-embedding/minilm/jobs", json={"text": TEXTS[0]}).json()
+    assert httpx.get(f"{url}/tasks/text-embedding/jobs/nope").status_code == 404
+    missing = httpx.post(f"{url}/tasks/text-embedding/minilm/jobs", json={"image": "x"})
     assert missing.status_code == 400 and missing.json()["code"] == "parameter_not_provided"
-    wrong_task = httpx.post(f"{server.url}/api/tasks/image-embedding/minilm/jobs", json={"image": "x"})
-    assert wrong_task.status_code == 400
     # a text job's id is not an image job
-    assert httpx.get(f"{server.url}/api/tasks/image-embedding/jobs/{created['id']}").status_code == 404
+    assert httpx.get(f"{url}/tasks/image-embedding/jobs/{created['id']}").status_code == 404
+
+
+def test_fes_answers_what_its_task_routes_say(server: Server) -> None:
+    """FES registers a route per task (and model), each with its own body: a task that does not exist, or a
+    model that does not do the task, is no route (404); a body the route's schema allows is accepted, and one
+    it does not (a blank text, an empty URL) is refused when the job is submitted, not when it runs."""
+    url = server.url + "/api"
+    for route in ("tasks/no-task/minilm/jobs", "tasks/no-task/batched/minilm/jobs", "legacy/tasks/no-task/minilm/jobs"):
+        r = httpx.post(f"{url}/{route}", json={"text": "x"})
+        assert (r.status_code, r.json()) == (404, {
+            "detail": "no task 'no-task'; tasks: text-embedding, image-embedding, audio-embedding",
+            "code": "resource_not_exist"}), route
+    wrong_task = {"detail": "model 'minilm' does not do the image-embedding task (its tasks: text-embedding); GET "
+                            "/api/tasks/image-embedding/models lists the models that do", "code": "model_not_found"}
+    for route in ("tasks/image-embedding/minilm/jobs", "legacy/tasks/image-embedding/minilm/jobs"):
+        r = httpx.post(f"{url}/{route}", json={"image": "data:image/png;base64,iVBORw0KGgo="})
+        assert (r.status_code, r.json()) == (404, wrong_task), route
+    blank = {"text": "   "}, {"text": ["a cat", " \n"]}, {"image": ""}
+    routes = "tasks/text-embedding/minilm/jobs", "tasks/text-embedding/batched/minilm/jobs", \
+        "tasks/image-embedding/efficientnet-lite0/jobs"
+    details = ("'text' is empty or only whitespace; send text to embed",
+               "'text' item 1 is empty or only whitespace; send text to embed",
+               "'image' is empty; send a data URL or an http(s) URL")
+    for body, route, detail in zip(blank, routes, details, strict=True):
+        r = httpx.post(f"{url}/{route}", json=body)
+        assert (r.status_code, r.json()) == (400, {"detail": detail, "code": "parameter_invalid"}), route
+    schema = httpx.get(server.url + "/openapi.json").json()
+    assert not [p for p in schema["paths"] if p.startswith(("/api/tasks/{task}/{model}", "/api/legacy/tasks/{task}"))]
+    text_job = schema["paths"]["/api/tasks/text-embedding/batched/{model}/jobs"]["post"]["requestBody"]
+    body = text_job["content"]["application/json"]["schema"]
+    assert body["required"] == ["text"] and body["properties"]["text"]["minItems"] == 1
+    config = body["properties"]["config"]["anyOf"][0]
+    assert config["additionalProperties"] is False and set(config["properties"]) == {
+        "truncate", "normalize", "pooling", "start_offset_sec", "segment_sec", "overlap_sec"}
 
 
 def test_ops_routes(server: Server) -> None:

@@ -134,14 +134,16 @@ def test_a_large_image_body_still_works(server: Server) -> None:
 
 
 def test_image_without_modality_says_which_field_fixes_it(server: Server) -> None:
+    """A model that does not embed the request's modality is not served for it: 404 on ``model``, as OpenAI
+    answers a model that does not serve the endpoint; the message says which field fixes it."""
     for url in ("data:image/png;base64,iVBORw0KGgo=", "https://example.com/photos/cat.JPG?size=large"):
         r = httpx.post(server.url + "/v1/embeddings", json={"model": "efficientnet-lite0", "input": ["a", url]})
-        assert r.status_code == 400
+        assert r.status_code == 404
         assert r.json() == {"error": {
             "message": "model 'efficientnet-lite0' does not embed texts (it takes: image); the input looks like an "
                        'image (a URL or data URL). To embed images, set "modality": "image" in the request, with '
                        "URLs or data URLs as the inputs.",
-            "type": "invalid_request_error", "param": "modality", "code": "parameter_invalid"}}
+            "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}
 
 
 @pytest.mark.parametrize(("config", "detail"), [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -19,6 +20,7 @@ import soundfile as sf
 
 import omniembed
 from audio_data import tone
+from omniembed.service.openai.schemas import TEXT_PATTERN
 from service_util import Server
 
 BOUNDARY = "omniembed-test-boundary"
@@ -123,7 +125,7 @@ def test_the_schema_says_what_the_twelvelabs_routes_check(server: Server) -> Non
         return dict(schemas[ref.rsplit("/", 1)[1]]["properties"])
 
     embed, task = form("/v1.3/embed"), form("/v1.3/embed/tasks")
-    assert embed["model_name"]["pattern"] == task["model_name"]["pattern"] == r"\S"
+    assert embed["model_name"]["pattern"] == task["model_name"]["pattern"] == TEXT_PATTERN
     assert embed["text_truncate"]["enum"] == ["none", "start", "end"]
     assert embed["audio_start_offset_sec"]["minimum"] == task["video_start_offset_sec"]["minimum"] == 0
     assert (task["video_clip_length"]["minimum"], task["video_clip_length"]["maximum"]) == (2, 10)
@@ -133,7 +135,64 @@ def test_the_schema_says_what_the_twelvelabs_routes_check(server: Server) -> Non
     assert listing["status"]["enum"] == ["processing", "ready", "failed"]
     assert listing["started_at"]["format"] == listing["ended_at"]["format"] == "date-time"
     v2 = schemas["EmbedV2TaskRequest"]["properties"]
-    assert v2["input_type"]["enum"] == ["video", "audio", "image"] and v2["model_name"]["pattern"] == r"\S"
+    assert v2["input_type"]["enum"] == ["video", "audio", "image"] and v2["model_name"]["pattern"] == TEXT_PATTERN
     assert schemas["EmbedV2Request"]["properties"]["input_type"]["enum"] == [
         "text", "image", "text_image", "audio", "video", "multi_input"]
     assert schemas["MediaInput"]["properties"]["embedding_scope"]["items"]["enum"] == ["clip", "local", "asset"]
+
+
+def test_the_text_pattern_is_what_str_strip_counts_as_blank() -> None:
+    """Names and texts are refused when ``str.strip`` leaves nothing; the schema's pattern says exactly that
+    (ECMA's ``\\S`` would not: it counts U+FEFF as a space and U+001C-U+001F, U+0085 as text)."""
+    pattern = re.compile(TEXT_PATTERN)
+    odd = [chr(c) for c in (*range(0x20), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200C), 0x2028, 0x2029, 0x202F,
+                            0x205F, 0x3000, 0xFEFF, ord("a"), 0x4E00)]
+    assert [c for c in odd if bool(pattern.search(c)) != bool(c.strip())] == []
+    assert not pattern.search(" \t\x1f\x85 ") and pattern.search(" \ufeff ")
+
+
+def test_a_model_that_does_not_embed_the_input_is_not_found_for_it(server: Server) -> None:
+    """Whether a name serves a modality depends on this server's models, which no request schema can say: a
+    model that does not embed the input is not found for it (404 ``resource_not_exist``, as a name with no
+    model is), with the message that says so."""
+    expected = {"code": "resource_not_exist",
+                "message": "model 'minilm' does not embed images or video frames; name a model that does, or a "
+                           "Marengo name"}
+    v1 = httpx.post(f"{server.url}/v1.3/embed", data={"model_name": "minilm", "image_url": "https://example.com/a.png"})
+    assert (v1.status_code, v1.json()) == (404, expected)
+    v2 = httpx.post(f"{server.url}/v1.3/embed-v2", json={
+        "input_type": "image", "model_name": "minilm", "image": {"media_source": {"url": "https://example.com/a.png"}}})
+    assert (v2.status_code, v2.json()) == (404, expected)
+    task = httpx.post(f"{server.url}/v1.3/embed/tasks", data={
+        "model_name": "minilm", "video_url": "https://example.com/v.mp4", "video_embedding_option": "visual"})
+    assert (task.status_code, task.json()) == (404, expected)
+
+
+def test_the_schema_says_what_the_routes_take(server: Server) -> None:
+    """A form has no null (a field is sent or left out), model_name is required, and a body needs one input:
+    the v1 form at least one of its inputs, an Embed v2 body the object its input_type names, a media source
+    a URL or base64 bytes (asset_id is refused: this server keeps no assets)."""
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    components = schema["components"]["schemas"]
+    for path, inputs in (("/v1.3/embed", ["text", "image_url", "image_file", "audio_url", "audio_file"]),
+                         ("/v1.3/embed/tasks", ["video_url", "video_file"])):
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert body["anyOf"] == [{"required": [name]} for name in inputs], path
+        form = components[body["$ref"].rsplit("/", 1)[1]]
+        assert form["required"] == ["model_name"]
+        assert "null" not in str(form["properties"]), path
+    v2 = components["EmbedV2Request"]
+    assert [(b["properties"]["input_type"]["const"], b["required"]) for b in v2["anyOf"]] == [
+        (kind, [kind]) for kind in ("text", "image", "text_image", "audio", "video", "multi_input")]
+    assert [b["required"] for b in components["EmbedV2TaskRequest"]["anyOf"]] == [["video"], ["audio"], ["image"]]
+    source = components["MediaSource"]
+    assert source["anyOf"] == [{"required": ["url"]}, {"required": ["base64_string"]}]
+    assert "asset_id" not in source["properties"]
+    assert "end_sec" not in components["AudioInput"]["properties"]
+    # what the schema forbids, the route refuses: no input, or the input_type's object missing
+    nothing = httpx.post(f"{server.url}/v1.3/embed", data={"model_name": "minilm"})
+    assert nothing.status_code == 400 and nothing.json()["code"] == "parameter_not_provided"
+    no_text = httpx.post(f"{server.url}/v1.3/embed-v2", json={"input_type": "text", "model_name": "minilm",
+                                                              "multi_input": {"input_text": "a cat"}})
+    assert (no_text.status_code, no_text.json()) == (400, {
+        "code": "parameter_not_provided", "message": "The text parameter is required when input_type is text."})

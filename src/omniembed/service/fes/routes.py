@@ -30,7 +30,7 @@ from omniembed.errors import InputTooLarge, ModelNotFound, OmniEmbedError, Param
 from omniembed.pipeline import POOLINGS
 from omniembed.registry import ModelSpec
 from omniembed.service.errors import NotFound
-from omniembed.service.fes.schemas import JobResult, JobStatus
+from omniembed.service.fes.schemas import JobResult, JobStatus, job_body
 from omniembed.service.jobs import _CONFIG_KEYS, TASKS, embedding_payload, job_options, key_hash
 from omniembed.service.state import ServiceState, get_state
 
@@ -65,9 +65,14 @@ def _spec(state: ServiceState, name: str, modality: Modality | None = None) -> M
 
 
 def _model(state: ServiceState, name: str, modality: Modality) -> str:
+    """The model of a task route. FES registers a route per task and model, so a model that does not do the
+    task has no route there: 404, naming the tasks it does."""
     spec = _spec(state, name, modality)
     if modality not in spec.modalities:
-        raise ParameterInvalid(f"model {spec.name!r} does not support the {modality}-embedding task", param="model")
+        tasks = [task for task, m in TASKS.items() if m in spec.modalities]
+        raise ModelNotFound(f"model {spec.name!r} does not do the {modality}-embedding task (its tasks: "
+                            f"{', '.join(tasks) or 'none'}); GET /api/tasks/{modality}-embedding/models lists the "
+                            "models that do", param="model", model=spec.name)
     return spec.name
 
 
@@ -91,6 +96,12 @@ def _inputs(body: dict[str, Any], modality: Modality, batched: bool, limit: int)
                             param=key)
     if not all(isinstance(i, str) for i in items):
         raise ParameterInvalid(f"{key!r} items must be strings (text, data URLs or URLs)", param=key)
+    # what the route's schema says (job_body), checked when the job is submitted rather than when it runs
+    empty = next((n for n, i in enumerate(items) if not (i.strip() if modality is Modality.TEXT else i)), None)
+    if empty is not None:
+        what = "empty or only whitespace; send text to embed" if modality is Modality.TEXT else \
+            "empty; send a data URL or an http(s) URL"
+        raise ParameterInvalid(f"{key!r}{f' item {empty}' if batched else ''} is {what}", param=key)
     return items, _config(body.get("config"), len(items), modality)
 
 
@@ -158,10 +169,46 @@ async def _result(state: ServiceState, request: Request, task: str, job: str, ba
     return JobResult(status=row["status"])
 
 
-@router.post("/tasks/{task}/{model}/jobs", response_model=JobStatus)
-async def new_job(task: str, model: str, request: Request, body: dict[str, Any] = Body(...),
-                  state: ServiceState = Depends(get_state)) -> JobStatus:
-    return await _create(state, request, task, model, body, batched=False)
+def _job_routes(task: str, modality: Modality) -> None:
+    """One route per task, as feature-extraction-server registers them, each with its own body: a task
+    that does not exist is no route (404), and a body that the schema allows is one the task takes."""
+    key = str(modality)
+    one, many = job_body(key, batched=False), job_body(key, batched=True)
+
+    @router.post(f"/tasks/{task}/{{model}}/jobs", response_model=JobStatus, name=f"new_{key}_job")
+    async def new_job(model: str, request: Request,
+                      body: dict[str, Any] = Body(..., json_schema_extra=one),
+                      state: ServiceState = Depends(get_state)) -> JobStatus:
+        return await _create(state, request, task, model, body, batched=False)
+
+    @router.post(f"/tasks/{task}/batched/{{model}}/jobs", response_model=JobStatus, name=f"new_batched_{key}_job")
+    async def new_batched_job(model: str, request: Request,
+                              body: dict[str, Any] = Body(..., json_schema_extra=many),
+                              state: ServiceState = Depends(get_state)) -> JobStatus:
+        return await _create(state, request, task, model, body, batched=True)
+
+    @router.post(f"/legacy/tasks/{task}/{{model}}/jobs", name=f"legacy_{key}_job")
+    async def legacy_job(model: str, body: dict[str, Any] = Body(..., json_schema_extra=one),
+                         state: ServiceState = Depends(get_state)) -> dict[str, Any]:
+        canonical = _model(state, model, modality)
+        items, config = _inputs(body, modality, False, 1)
+        result = (await state.require_batcher().embed(canonical, modality, items, **job_options(config)))[0]
+        if isinstance(result, OmniEmbedError):
+            raise result
+        assert isinstance(result, Embedding)
+        return embedding_payload(result)
+
+
+for _task, _modality_of_task in TASKS.items():
+    _job_routes(_task, _modality_of_task)
+
+
+@router.post("/tasks/{task}/{model}/jobs", include_in_schema=False)
+@router.post("/tasks/{task}/batched/{model}/jobs", include_in_schema=False)
+@router.post("/legacy/tasks/{task}/{model}/jobs", include_in_schema=False)
+async def unknown_task(task: str) -> None:
+    """Any other task: no such route, said in FES's terms (the task routes above match first)."""
+    raise NotFound(f"no task {task!r}; tasks: {', '.join(TASKS)}")
 
 
 @router.get("/tasks/{task}/jobs/{job}", response_model=JobResult, response_model_exclude_none=True)
@@ -170,29 +217,10 @@ async def job_result(task: str, job: str, request: Request, state: ServiceState 
     return await _result(state, request, task, job, batched=False)
 
 
-@router.post("/tasks/{task}/batched/{model}/jobs", response_model=JobStatus)
-async def new_batched_job(task: str, model: str, request: Request, body: dict[str, Any] = Body(...),
-                          state: ServiceState = Depends(get_state)) -> JobStatus:
-    return await _create(state, request, task, model, body, batched=True)
-
-
 @router.get("/tasks/{task}/batched/jobs/{job}", response_model=JobResult, response_model_exclude_none=True)
 async def batched_job_result(task: str, job: str, request: Request,
                              state: ServiceState = Depends(get_state)) -> JobResult:
     return await _result(state, request, task, job, batched=True)
-
-
-@router.post("/legacy/tasks/{task}/{model}/jobs")
-async def legacy_job(task: str, model: str, body: dict[str, Any] = Body(...),
-                     state: ServiceState = Depends(get_state)) -> dict[str, Any]:
-    modality = _modality(task)
-    canonical = _model(state, model, modality)
-    items, config = _inputs(body, modality, False, 1)
-    result = (await state.require_batcher().embed(canonical, modality, items, **job_options(config)))[0]
-    if isinstance(result, OmniEmbedError):
-        raise result
-    assert isinstance(result, Embedding)
-    return embedding_payload(result)
 
 
 @router.get("/tasks")

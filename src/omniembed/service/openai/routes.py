@@ -58,8 +58,10 @@ def _media_of(item: str) -> Modality | None:
 
 
 def _check_modality(spec: ModelSpec, modality: Modality, items: list[str]) -> None:
-    """A model that does not embed the request's modality: say which ``modality`` would do, from the model's
-    modalities and what the inputs look like (an image sent without ``"modality": "image"``)."""
+    """A model that does not embed the request's modality is not served for it: 404 with ``param``
+    ``model``, as OpenAI answers a model that exists but does not serve the endpoint ("This is a chat model
+    and not supported in the v1/embeddings endpoint"). The message says which ``modality`` would do, from the
+    model's modalities and what the inputs look like (an image sent without ``"modality": "image"``)."""
     if modality in spec.modalities:
         return
     takes = [m for m in spec.modalities if m in _OPENAI_MODALITIES]
@@ -70,12 +72,13 @@ def _check_modality(spec: ModelSpec, modality: Modality, items: list[str]) -> No
     if looks is not None and looks is not modality:
         message += f"; the input looks like {'an image' if looks is Modality.IMAGE else 'audio'} (a URL or data URL)"
     if fix is Modality.TEXT:
-        raise ParameterInvalid(f'{message}. To embed texts, leave "modality" out (or set "modality": "text").',
-                               param="modality")
-    if fix is not None:
-        raise ParameterInvalid(f'{message}. To embed {_PLURAL[fix]}, set "modality": "{fix}" in the request, with '
-                               "URLs or data URLs as the inputs.", param="modality")
-    raise ParameterInvalid(f"{message}. GET /v1/models lists each model's modalities.", param="model")
+        message += '. To embed texts, leave "modality" out (or set "modality": "text").'
+    elif fix is not None:
+        message += (f'. To embed {_PLURAL[fix]}, set "modality": "{fix}" in the request, with URLs or data URLs '
+                    "as the inputs.")
+    else:
+        message += ". GET /v1/models lists each model's modalities."
+    raise ModelNotFound(message, param="model", model=spec.name)
 
 
 def _check_dimensions(vector: np.ndarray, dimensions: int | None, model: str) -> None:

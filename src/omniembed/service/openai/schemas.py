@@ -9,18 +9,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from omniembed.errors import OmniEmbedError
 from omniembed.service.schemas import ErrorBody
 
-_Texts = Annotated[list[str], Field(fail_fast=True)]
-_TokenIds = Annotated[list[int], Field(fail_fast=True)]
-_TokenIdLists = Annotated[list[list[int]], Field(fail_fast=True)]
+TEXT_PATTERN = "[^\\t-\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+"""Schema hint of a text to embed: one character that is not whitespace as Python's ``str.strip`` (which
+the embedding paths use to refuse an empty text) counts it; ECMA's ``\\S`` differs from it."""
+TEXT: dict[str, Any] = {"pattern": TEXT_PATTERN}
+
+_NOT_EMPTY: dict[str, Any] = {"minItems": 1}
+_Text = Annotated[str, Field(json_schema_extra=TEXT)]
+_TokenId = Annotated[int, Field(json_schema_extra={"minimum": 0})]
+_Texts = Annotated[list[_Text], Field(fail_fast=True, json_schema_extra=_NOT_EMPTY)]
+_TokenIds = Annotated[list[_TokenId], Field(fail_fast=True, json_schema_extra=_NOT_EMPTY)]
+_TokenIdLists = Annotated[list[_TokenIds], Field(fail_fast=True, json_schema_extra=_NOT_EMPTY)]
 
 
 class OpenAIEmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str
-    input: str | _Texts | _TokenIds | _TokenIdLists
-    """A text, texts, or token ids (refused: send the text). Each list form stops at its first mismatch
-    (``fail_fast``), so telling them apart costs one pass over the list, not one error per item and form."""
+    model: _Text
+    input: _Text | _Texts | _TokenIds | _TokenIdLists
+    """A text, texts, or token ids (decoded with the tiktoken encoding the client used). Each list form stops
+    at its first mismatch (``fail_fast``), so telling them apart costs one pass over the list, not one error
+    per item and form. The schema says what the route accepts (no empty list, no blank text); the route checks
+    it itself, in its own words."""
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None

@@ -26,11 +26,13 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterInvalid, ParameterNotProvided
+from omniembed.service.openai.schemas import TEXT
 from omniembed.service.twelvelabs.embed import Fitted, fit_request_text, fit_with_engine
-from omniembed.service.twelvelabs.forms import NAMED, NOT_NEGATIVE, each_of, one_of
+from omniembed.service.twelvelabs.forms import BASE64, NAMED, NOT_NEGATIVE, URL, each_of, one_of
 from omniembed.service.twelvelabs.tasks import MediaPlan, TwelveLabsFace, run_plan, v2_data, v2_metadata
 
 __all__ = ["EmbedV2Request", "EmbedV2TaskRequest", "check_clip", "embed_now", "plan_task", "video_models"]
@@ -40,14 +42,40 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _required_by_type(*kinds: str) -> dict[str, Any]:
+    """The body's schema beside its fields: the object named by ``input_type`` is required (JSON Schema
+    2020-12, as OpenAPI 3.1 reads it). The routes check it themselves, in TwelveLabs' words."""
+    return {"anyOf": [{"properties": {"input_type": {"const": kind}, kind: {"type": "object"}}, "required": [kind]}
+                      for kind in kinds]}
+
+
+_NO_NULL = SkipJsonSchema[None]
+_FIXED: dict[str, Any] = {
+    "type": "object", "required": ["fixed"],
+    "properties": {"strategy": {"const": "fixed"},
+                   "fixed": {"type": "object", "required": ["duration_sec"],
+                             "properties": {"duration_sec": {"type": "number", "minimum": 2, "maximum": 10}}}},
+}
+_SEGMENTATION: dict[str, Any] = {"anyOf": [
+    {"type": "object", "maxProperties": 0},
+    {**_FIXED, "properties": {**_FIXED["properties"], "temporal": False}},
+    {"type": "object", "required": ["temporal"], "properties": {"temporal": _FIXED}},
+]}
+"""Clips of a fixed length (2 to 10 s), also inside Marengo 3.5's ``temporal`` object; ``{}``: 6 s."""
+
+
 class MediaSource(_In):
-    url: str | None = None
-    base64_string: str | None = None
-    asset_id: str | None = None
+    """A URL or base64 bytes (``asset_id`` is refused with its own message: this server keeps no assets)."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["url"]}, {"required": ["base64_string"]}]})
+
+    url: str | _NO_NULL = Field(None, json_schema_extra=URL)
+    base64_string: str | _NO_NULL = Field(None, json_schema_extra=BASE64)
+    asset_id: SkipJsonSchema[str | None] = None
 
 
 class TextInput(_In):
-    input_text: str
+    input_text: str = Field(json_schema_extra=TEXT)
 
 
 class ImageInput(_In):
@@ -56,7 +84,10 @@ class ImageInput(_In):
 
 class TextImageInput(_In):
     media_source: MediaSource
-    input_text: str
+    input_text: str = Field(json_schema_extra=TEXT)
+
+
+_NOT_FUSED: dict[str, Any] = {"items": {"type": "string", "not": {"const": "fused_embedding"}}}
 
 
 class MediaInput(_In):
@@ -65,34 +96,50 @@ class MediaInput(_In):
     media_source: MediaSource
     start_sec: float | None = Field(None, json_schema_extra=NOT_NEGATIVE)
     end_sec: float | None = Field(None, json_schema_extra={"exclusiveMinimum": 0})
-    segmentation: dict[str, Any] | None = None
+    segmentation: dict[str, Any] | None = Field(None, json_schema_extra=_SEGMENTATION)
     embedding_option: list[str] | None = Field(None, json_schema_extra=each_of("visual", "audio"))
     embedding_scope: list[str] | None = Field(None, json_schema_extra=each_of("clip", "local", "asset"))
-    embedding_type: list[str] | None = None
+    embedding_type: list[str] | None = Field(None, json_schema_extra=_NOT_FUSED)
+
+
+class AudioInput(MediaInput):
+    """Audio: embedded from ``start_sec`` to its end, with the ``audio`` option only."""
+
+    end_sec: SkipJsonSchema[float | None] = None
+    embedding_option: list[str] | None = Field(None, json_schema_extra=each_of("audio"))
 
 
 class MultiSource(MediaSource):
     name: str | None = None
-    media_type: str
+    media_type: str = Field(json_schema_extra=one_of("image"))
 
 
 class MultiInput(_In):
-    input_text: str | None = None
-    media_sources: list[MultiSource] | None = None
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"properties": {"input_text": {"type": "string"}}, "required": ["input_text"]},
+        {"properties": {"media_sources": {"type": "array"}}, "required": ["media_sources"]}]})
+
+    input_text: str | None = Field(None, json_schema_extra=TEXT)
+    media_sources: list[MultiSource] | None = Field(None, json_schema_extra={"minItems": 1, "maxItems": 10})
 
 
 class EmbedV2TaskRequest(_In):
+    model_config = ConfigDict(json_schema_extra=_required_by_type("video", "audio", "image"))
+
     input_type: str = Field(json_schema_extra=one_of("video", "audio", "image"))
     model_name: str = Field(json_schema_extra=NAMED)
     embedding_uncertainty: bool | None = Field(None, json_schema_extra={"enum": [False, None]})
     embedding_dimension: int | None = Field(None, json_schema_extra={"minimum": 1})
-    audio: MediaInput | None = None
+    audio: AudioInput | None = None
     video: MediaInput | None = None
     image: ImageInput | None = None
-    document: dict[str, Any] | None = None
+    document: SkipJsonSchema[dict[str, Any] | None] = None
 
 
 class EmbedV2Request(EmbedV2TaskRequest):
+    model_config = ConfigDict(json_schema_extra=_required_by_type(
+        "text", "image", "text_image", "audio", "video", "multi_input"))
+
     input_type: str = Field(json_schema_extra=one_of("text", "image", "text_image", "audio", "video", "multi_input"))
     auto_truncate: bool | None = None
     text: TextInput | None = None

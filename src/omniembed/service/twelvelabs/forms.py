@@ -21,12 +21,34 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from omniembed.errors import ParameterInvalid
+from omniembed.service.openai.schemas import TEXT_PATTERN
 
-__all__ = ["NAMED", "NOT_NEGATIVE", "FormRoute", "each_of", "one_of"]
+__all__ = ["BASE64", "NAMED", "NOT_NEGATIVE", "URL", "FormRoute", "any_of_fields", "each_of", "no_null", "one_of"]
 
-NAMED: dict[str, Any] = {"pattern": r"\S"}
-"""Schema hint of a name the routes require (``model_name``): not empty, not only spaces."""
+NAMED: dict[str, Any] = {"pattern": TEXT_PATTERN}
+"""Schema hint of a name the routes require (``model_name``): not empty, not only spaces (as ``str.strip``
+counts them)."""
+BASE64: dict[str, Any] = {"pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}==)$"}
+"""Schema hint of base64 bytes: not empty, in the standard alphabet, padded."""
 NOT_NEGATIVE: dict[str, Any] = {"minimum": 0}
+URL: dict[str, Any] = {"minLength": 1}
+"""Schema hint of a media URL: an empty one is the same as none."""
+
+
+def no_null(schema: dict[str, Any]) -> None:
+    """Schema hint (a ``json_schema_extra`` callable) of an optional file part: sent or left out, never null,
+    since a form has no null (``UploadFile | None`` keeps FastAPI's reading of file parts and their errors)."""
+    branches = [b for b in schema.pop("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        schema.update(branches[0])
+
+
+def any_of_fields(content_type: str, *fields: str) -> dict[str, Any]:
+    """A route's ``openapi_extra`` saying that its body needs at least one of ``fields`` (JSON Schema 2020-12,
+    as OpenAPI 3.1 reads it: the ``anyOf`` applies beside the body's ``$ref``). A form has no null: a field
+    is sent or left out, so the form fields are declared without one (``SkipJsonSchema[None]``)."""
+    any_of = [{"required": [field]} for field in fields]
+    return {"requestBody": {"required": True, "content": {content_type: {"schema": {"anyOf": any_of}}}}}
 
 
 def one_of(*values: str) -> dict[str, Any]:

@@ -7,14 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import SkipJsonSchema
 
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError
 from omniembed.service.errors import public_message
+from omniembed.service.openai.schemas import TEXT
 from omniembed.service.state import ServiceState, get_state
 from omniembed.service.twelvelabs.embed import Fitted, TwelveLabsRequest, create_embedding, fit_with_engine
 from omniembed.service.twelvelabs.embed_v2 import EmbedV2Request, embed_now
-from omniembed.service.twelvelabs.forms import NAMED, NOT_NEGATIVE, FormRoute, one_of
+from omniembed.service.twelvelabs.forms import NAMED, NOT_NEGATIVE, URL, FormRoute, any_of_fields, no_null, one_of
 from omniembed.service.twelvelabs.schemas import EmbeddingResponse
 from omniembed.service.twelvelabs.tasks import MODEL_HEADER, TwelveLabsFace
 
@@ -43,19 +45,25 @@ def model_header(state: ServiceState, names: list[str]) -> dict[str, str]:
     return {MODEL_HEADER: ", ".join(dict.fromkeys(canonical))}
 
 
-@router.post("/embed", responses={200: {"model": EmbeddingResponse, "description": "The embeddings."}})
+_INPUTS = ("text", "image_url", "image_file", "audio_url", "audio_file")
+_NONE = SkipJsonSchema[None]
+
+
+@router.post("/embed", responses={200: {"model": EmbeddingResponse, "description": "The embeddings."}},
+             openapi_extra=any_of_fields("multipart/form-data", *_INPUTS))
 async def embed(
     state: Annotated[ServiceState, Depends(get_state)],
     face: Annotated[TwelveLabsFace, Depends(get_face)],
-    model_name: Annotated[str | None, Form(json_schema_extra=NAMED)] = None,
-    text: Annotated[str | None, Form()] = None,
-    text_truncate: Annotated[str | None, Form(json_schema_extra=one_of("none", "start", "end"))] = None,
-    image_url: Annotated[str | None, Form()] = None,
-    image_file: Annotated[UploadFile | None, File()] = None,
-    audio_url: Annotated[str | None, Form()] = None,
-    audio_file: Annotated[UploadFile | None, File()] = None,
-    audio_start_offset_sec: Annotated[float | None, Form(json_schema_extra=NOT_NEGATIVE)] = None,
+    model_name: Annotated[str, Form(json_schema_extra=NAMED)],
+    text: Annotated[str | _NONE, Form(json_schema_extra=TEXT)] = None,
+    text_truncate: Annotated[str | _NONE, Form(json_schema_extra=one_of("none", "start", "end"))] = None,
+    image_url: Annotated[str | _NONE, Form(json_schema_extra=URL)] = None,
+    image_file: Annotated[UploadFile | None, File(json_schema_extra=no_null)] = None,
+    audio_url: Annotated[str | _NONE, Form(json_schema_extra=URL)] = None,
+    audio_file: Annotated[UploadFile | None, File(json_schema_extra=no_null)] = None,
+    audio_start_offset_sec: Annotated[float | _NONE, Form(json_schema_extra=NOT_NEGATIVE)] = None,
 ) -> JSONResponse:
+    """Embed a text, an image and/or audio (at least one of them)."""
     image_bytes, image_name = await _read(image_file)
     audio_bytes, audio_name = await _read(audio_file)
     request = TwelveLabsRequest(
@@ -67,6 +75,7 @@ async def embed(
     batcher = state.require_batcher()
 
     async def run(model: str, modality: Modality, items: list[Any], options: dict[str, Any]) -> list[Any]:
+        model = face.serving(model, modality)
         results: list[Embedding | OmniEmbedError] = await batcher.embed(model, modality, items, **options)
         return results
 

@@ -19,11 +19,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import SkipJsonSchema
 
 from omniembed.errors import ParameterInvalid, ParameterNotProvided
 from omniembed.service.errors import NotFound
 from omniembed.service.twelvelabs.embed_v2 import EmbedV2TaskRequest, check_clip, plan_task, video_models
-from omniembed.service.twelvelabs.forms import NAMED, NOT_NEGATIVE, FormRoute, each_of, one_of
+from omniembed.service.twelvelabs.forms import (
+    NAMED,
+    NOT_NEGATIVE,
+    URL,
+    FormRoute,
+    any_of_fields,
+    each_of,
+    no_null,
+    one_of,
+)
 from omniembed.service.twelvelabs.routes import get_face, model_header
 from omniembed.service.twelvelabs.tasks import (
     TASK_V1,
@@ -95,18 +105,22 @@ When = Annotated[str | None, Query(json_schema_extra={"format": "date-time"})]
 # -- v1 --------------------------------------------------------------------------------------------------
 
 
-@router.post("/embed/tasks", responses={200: {"description": "The task was created: `{_id}`."}})
+_NONE = SkipJsonSchema[None]
+
+
+@router.post("/embed/tasks", responses={200: {"description": "The task was created: `{_id}`."}},
+             openapi_extra=any_of_fields("multipart/form-data", "video_url", "video_file"))
 async def create_v1_task(
     request: Request,
     face: Face,
-    model_name: Annotated[str | None, Form(json_schema_extra=NAMED)] = None,
-    video_file: Annotated[UploadFile | None, File()] = None,
-    video_url: Annotated[str | None, Form()] = None,
-    video_start_offset_sec: Annotated[float | None, Form(json_schema_extra=NOT_NEGATIVE)] = None,
-    video_end_offset_sec: Annotated[float | None, Form(json_schema_extra={"exclusiveMinimum": 0})] = None,
-    video_clip_length: Annotated[float | None, Form(json_schema_extra={"minimum": 2, "maximum": 10})] = None,
-    video_embedding_scope: Annotated[list[str] | None, Form(json_schema_extra=each_of("clip", "video"))] = None,
-    video_embedding_option: Annotated[list[str] | None, Form(json_schema_extra=each_of("visual", "audio"))] = None,
+    model_name: Annotated[str, Form(json_schema_extra=NAMED)],
+    video_file: Annotated[UploadFile | None, File(json_schema_extra=no_null)] = None,
+    video_url: Annotated[str | _NONE, Form(json_schema_extra=URL)] = None,
+    video_start_offset_sec: Annotated[float | _NONE, Form(json_schema_extra=NOT_NEGATIVE)] = None,
+    video_end_offset_sec: Annotated[float | _NONE, Form(json_schema_extra={"exclusiveMinimum": 0})] = None,
+    video_clip_length: Annotated[float | _NONE, Form(json_schema_extra={"minimum": 2, "maximum": 10})] = None,
+    video_embedding_scope: Annotated[list[str] | _NONE, Form(json_schema_extra=each_of("clip", "video"))] = None,
+    video_embedding_option: Annotated[list[str] | _NONE, Form(json_schema_extra=each_of("visual", "audio"))] = None,
 ) -> JSONResponse:
     """Create a video embedding task (the SDK's ``client.embed.tasks.create``)."""
     if not model_name or not model_name.strip():

@@ -43,7 +43,7 @@ from sqlalchemy import func, select
 
 from omniembed.contract import Options
 from omniembed.embedding import Embedding, Modality
-from omniembed.errors import OmniEmbedError, ParameterInvalid
+from omniembed.errors import ModelNotFound, OmniEmbedError
 from omniembed.service.errors import public_message
 from omniembed.service.jobs import Handler, jobs, key_hash
 from omniembed.service.twelvelabs.embed import joint_warning, model_for, resolve_joint
@@ -133,12 +133,17 @@ class TwelveLabsFace:
 
     def model(self, model_name: str, modality: Modality) -> str:
         """The canonical name of the served model for ``modality`` under ``model_name`` (in memory only)."""
-        name = model_for(model_name, modality, self.state.settings, self.joint)
+        return self.serving(model_for(model_name, modality, self.state.settings, self.joint), modality)
+
+    def serving(self, name: str, modality: Modality) -> str:
+        """The canonical name of the served model ``name``, which must embed ``modality``: a model that does
+        not is not found for it (404 ``resource_not_exist``, as a name with no model is), since whether a
+        name serves a modality depends on this server's models, which no request schema can say."""
         spec = self.state.engine.served_spec(name, modality)
         if modality not in spec.modalities:
             what = "images or video frames" if modality is Modality.IMAGE else str(modality)
-            raise ParameterInvalid(f"model {spec.name!r} does not embed {what}; name a model that does, or a "
-                                   "Marengo name", param="model_name")
+            raise ModelNotFound(f"model {spec.name!r} does not embed {what}; name a model that does, or a "
+                                "Marengo name", param="model_name", model=spec.name)
         return spec.name
 
     def handlers(self) -> dict[str, Handler]:
