@@ -15,6 +15,7 @@ from omniembed.contract import Options
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment, Timings
 from omniembed.errors import (
     BackendAuthFailed,
+    EmbeddingNotFinite,
     InputError,
     InputTooLarge,
     InputUnreadable,
@@ -38,6 +39,7 @@ __all__ = [
     "Client",
     "Embedding",
     "EmbeddingMeta",
+    "EmbeddingNotFinite",
     "Engine",
     "InputError",
     "InputInfo",

@@ -291,8 +291,11 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
                                                         "schema": {"type": "string"}}}
     if path_ready := schema.get("paths", {}).get("/ready", {}).get("get"):
         ready = {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyStatus"}}}
-        path_ready["responses"]["200"] = {"description": "All start-up models are loaded.", "content": ready}
-        path_ready["responses"]["503"] = {"description": "Start-up models are still loading (or failed to).",
+        path_ready["responses"]["200"] = {"description": "`ready`: every start-up model is loaded; `degraded`: "
+                                          "some failed and the server serves the others (--allow-missing-models; "
+                                          "`failed` names them).", "content": ready}
+        path_ready["responses"]["503"] = {"description": "`loading`: start-up models are still loading; `failed`: "
+                                          "one failed and the server is stopping (`failed` says why).",
                                           "content": ready}
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 bodies, unless still used
         removed = components.pop(name, None)
