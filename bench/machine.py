@@ -127,6 +127,9 @@ def _torch_matmul(dtype_name: str, size: int) -> Callable[[], Any]:
 
 
 def _ort_matmul_integer(size: int, threads: int) -> Callable[[], Any]:
+    from omniembed.runtime.onnx import TELEMETRY_SWITCH
+
+    os.environ.setdefault(TELEMETRY_SWITCH, "1")  # before onnxruntime loads (omniembed's import sets it too)
     import numpy as np
     import onnx
     import onnxruntime as ort
