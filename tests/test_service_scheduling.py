@@ -295,3 +295,50 @@ def test_a_jobs_item_error_names_its_position_across_chunks(tmp_path: Path) -> N
     assert row is not None and row["status"] == "failed"
     assert json.loads(row["error"]) == {"code": "input_unreadable", "message": "cannot decode this text", "index": 9}
     assert row["progress"] == pytest.approx(0.8)
+
+
+# -- a TwelveLabs image task is a durable job too ------------------------------------------------------------
+
+
+class _ImageEngine(_Engine):
+    def served_spec(self, model: str, modality: Modality | None = None) -> ModelSpec:
+        return ModelSpec(model, "", (Modality.IMAGE,), 2, "mean", False, WeightsSource(), "")
+
+
+def test_an_image_task_waits_its_turn_past_the_request_deadline() -> None:
+    """An image embedding task (TwelveLabs Embed v2 or v1 tasks) runs through run_plan(job=True): its model's
+    batch is held past the request deadline (0.3 s), and the task still completes; the same call as a
+    request (job=False, the synchronous Embed v2 route) answers request_timeout. Before, tasks used the
+    request lane and failed like the request."""
+    from omniembed.service.twelvelabs.tasks import MediaPlan, run_plan
+
+    @dataclass
+    class _State:
+        batcher: Batcher
+
+        def require_batcher(self) -> Batcher:
+            return self.batcher
+
+    async def main() -> None:
+        engine = _ImageEngine(omniembed.Settings(request_timeout_sec=0.3, max_batch_wait_ms=0))
+        state = _State(Batcher(engine, Metrics()))  # type: ignore[arg-type]
+        plan = MediaPlan(model_name="m", input_type="image", models={"visual": "img"}, scopes=["asset"])
+        try:
+            engine.block["img"] = threading.Event()
+            with pytest.raises(omniembed.OmniEmbedError) as timed_out:
+                await run_plan(state, plan, "4")  # type: ignore[arg-type]
+            assert timed_out.value.code == "request_timeout"
+            engine.block["img"].set()
+            engine.block["img"] = threading.Event()
+            task = asyncio.ensure_future(run_plan(state, plan, "5", job=True))  # type: ignore[arg-type]
+            await asyncio.sleep(0.8)  # well past the request deadline
+            assert not task.done()
+            engine.block["img"].set()
+            result = await asyncio.wait_for(task, 10)
+            assert [s["vector"] for s in result["segments"]] == [[5.0, 1.0]]
+        finally:
+            for event in engine.block.values():
+                event.set()
+            await state.batcher.close()
+
+    asyncio.run(main())

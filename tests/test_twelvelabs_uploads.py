@@ -123,7 +123,10 @@ def test_an_upload_is_kept_until_its_outcome_is_saved(tmp_path: Path, monkeypatc
     job = _task(store, upload.name)
     seen: list[bytes] = []
 
-    async def embedded(_state: Any, _plan: MediaPlan, source: Any, _progress: Any = None) -> dict[str, Any]:
+    async def embedded(
+        _state: Any, _plan: MediaPlan, source: Any, _progress: Any = None, *, job: bool = False
+    ) -> dict[str, Any]:
+        assert job  # a task runs as a durable job (the batcher's job lane)
         seen.append(source)
         return {"segments": [{"option": "visual", "scope": "clip", "start": 0.0, "end": 6.0, "vector": [1.0]}],
                 "duration": 6.0, "models": ["clip"]}

@@ -189,8 +189,8 @@ def fit_text(tokenizer: Any, text: str, limit: int, truncate: str) -> Fitted:
 
 
 def fit_with_engine(engine: Engine, model: str, text: str, cap: int | None, truncate: str) -> Fitted | None:
-    """``fit_text`` with ``model``'s own tokenizer and limit (capped at ``cap``). Loads the model: run it
-    where the engine's models run (the server's inference thread)."""
+    """``fit_text`` with ``model``'s own tokenizer and limit (capped at ``cap``). Loads the model: blocking,
+    so the server runs it off the event loop (the batcher's preparation thread, ``run_sync``)."""
     spec = engine.spec(model)
     if Modality.TEXT not in spec.modalities or not isinstance(text, str) or not text.strip():
         return None

@@ -179,7 +179,7 @@ class TwelveLabsFace:
                                   "on this server (servers sharing a job store need a shared OMNIEMBED_DATA_DIR)"}}
             self._drop_after_commit(row["id"], plan.upload)
         try:
-            result = await run_plan(self.state, plan, source, progress)
+            result = await run_plan(self.state, plan, source, progress, job=True)
         except OmniEmbedError as exc:
             return {"error": {"code": exc.code, "message": public_message(exc.at_index(None))}}
         return {"result": result}  # any other exception: recorded as the task's internal error by the runner
@@ -320,9 +320,13 @@ async def _engine(state: ServiceState, model: str, modality: Modality, source: A
     return result
 
 
-async def run_plan(state: ServiceState, plan: MediaPlan, source: Any, progress: Any = None) -> dict[str, Any]:
+async def run_plan(
+    state: ServiceState, plan: MediaPlan, source: Any, progress: Any = None, *, job: bool = False
+) -> dict[str, Any]:
     """Embed ``source`` (a URL or the file's bytes) as ``plan`` says: ``{segments, duration, models}``, each
-    segment ``{option, scope, start, end, vector}``. ``progress``: an async callback given 0..1."""
+    segment ``{option, scope, start, end, vector}``. ``progress``: an async callback given 0..1. ``job``: a
+    durable task (no client waits): an image goes through the batcher's job lane, which waits its turn
+    instead of answering ``too_many_requests`` or the request deadline."""
     whole = "video" if plan.input_type == "video" and "video" in plan.scopes else "asset"
     segments: list[dict[str, Any]] = []
     served: list[str] = []
@@ -330,7 +334,7 @@ async def run_plan(state: ServiceState, plan: MediaPlan, source: Any, progress: 
     for k, (option, model) in enumerate(plan.models.items()):
         if plan.input_type == "image":
             batcher = state.require_batcher()
-            result = (await batcher.embed(model, Modality.IMAGE, [source]))[0]
+            result = (await batcher.embed(model, Modality.IMAGE, [source], job=job))[0]
             if isinstance(result, OmniEmbedError):
                 raise result.at_index(None)
             segments.append({"option": option, "scope": whole, "start": None, "end": None,
