@@ -126,7 +126,7 @@ def main() -> None:
         measured: list[dict[str, Any]] = []
         settings = omniembed.Settings(cache_dir=Path(tmp) / "cache")
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from machine import cpu_class_line
+        from cpu_class import cpu_class_line
 
         print(f"{cpu_class_line()}\n")
         print("| model | embedder | audio s / s | min cosine vs package |\n|---|---|---|---|")

@@ -188,7 +188,7 @@ def main() -> None:
             "plain PyTorch loop": plain_torch(args.threads),
         }
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from machine import cpu_class_info, cpu_class_line
+        from cpu_class import cpu_class_info, cpu_class_line
 
         print(f"# {MODEL}: images/s on {args.n} JPEG photos, {args.threads} threads\n")
         print(f"{cpu_class_line()}\n")

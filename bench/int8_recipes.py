@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_class_line
+from cpu_class import cpu_class_line
 from text_throughput import build_corpus, docstring_corpus
 
 MODEL = "minilm"

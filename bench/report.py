@@ -245,7 +245,7 @@ def version(dist: str) -> str:
 
 def machine_lines(load_before: str, load_after: str) -> list[str]:
     sys.path.insert(0, str(BENCH))
-    from machine import cpu_class_line
+    from cpu_class import cpu_class_line
 
     model, flags = cpu_info()
     dists = ("omniembed", "torch", "onnxruntime", "numpy", "transformers", "sentence-transformers", "httpx")

@@ -36,7 +36,7 @@ import httpx
 import omniembed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_class_line
+from cpu_class import cpu_class_line
 from server_throughput import Server, corpus, log, mixed_round
 
 

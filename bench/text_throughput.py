@@ -530,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     unique = len(set(texts))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine import cpu_class_info, cpu_class_line
+    from cpu_class import cpu_class_info, cpu_class_line
 
     class_line = cpu_class_line()
     print("## Text embedding throughput: all-MiniLM-L6-v2, omniembed vs sentence-transformers")
