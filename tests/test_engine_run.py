@@ -45,6 +45,8 @@ def test_run_gives_what_embed_batch_gives_item_by_item(engine: omniembed.Engine)
     ({"segment_sec": 2.0, "overlap_sec": 2.0}, "overlap_sec"),
     ({"start_offset_sec": 5.0, "end_offset_sec": 4.0}, "end_offset_sec"),
     ({"truncat": "none"}, "truncat"),
+    ({"pooling": "median"}, "pooling"),
+    ({"pooling": ["mean"]}, "pooling"),  # was accepted, then an unhashable batcher queue key (a 500)
 ])
 def test_options_are_checked_where_they_are_made(options: dict[str, Any], param: str) -> None:
     with pytest.raises(ParameterInvalid) as raised:

@@ -23,10 +23,12 @@ from omniembed.errors import OmniEmbedError, ParameterInvalid
 from omniembed.registry import ModelSpec
 from omniembed.runtime.base import Encoder
 
-__all__ = ["DEFAULT_BATCH_SIZE", "TRUNCATE_MODES", "LoadedModel", "Options", "PrepareResult", "Prepared", "Preparer",
-           "normalize"]
+__all__ = ["DEFAULT_BATCH_SIZE", "POOLINGS", "TRUNCATE_MODES", "LoadedModel", "Options", "PrepareResult", "Prepared",
+           "Preparer", "normalize"]
 
 TRUNCATE_MODES = ("end", "start", "none")
+POOLINGS = ("mean", "cls", "max", "mean_patch")
+"""How token or patch outputs may be pooled (``Options.pooling``; the pipeline's ``pool``)."""
 """How a text over the model's limit is cut, as TwelveLabs names them: keep the start (``end``), keep the end
 (``start``), or refuse it (``none``)."""
 DEFAULT_BATCH_SIZE = 32
@@ -87,6 +89,9 @@ class Options:
             raise ParameterInvalid(f"the truncate parameter is invalid ({truncate!r}). You should use one of the "
                                    "following values: none, start, end.", param="truncate")
         object.__setattr__(self, "truncate", truncate.lower())
+        if self.pooling is not None and (not isinstance(self.pooling, str) or self.pooling not in POOLINGS):
+            raise ParameterInvalid(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}",
+                                   param="pooling")
         if self.normalize is not None and not isinstance(self.normalize, bool):
             raise ParameterInvalid(f"normalize must be true or false, not {self.normalize!r}", param="normalize")
         size = self.batch_size

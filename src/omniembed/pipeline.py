@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from omniembed.contract import DEFAULT_BATCH_SIZE, LoadedModel, Options, Prepared, Preparer, normalize
+from omniembed.contract import DEFAULT_BATCH_SIZE, POOLINGS, LoadedModel, Options, Prepared, Preparer, normalize
 from omniembed.embedding import Embedding, EmbeddingMeta, Modality, Timings
 from omniembed.errors import EmbeddingNotFinite, InternalError, OmniEmbedError, ParameterInvalid
 from omniembed.runtime import Encoder
@@ -39,7 +39,6 @@ from omniembed.stream import Piece, pieces
 
 __all__ = ["POOLINGS", "normalize", "pool", "run"]
 
-POOLINGS = ("mean", "cls", "max", "mean_patch")
 BATCH_TOKENS = 512
 """Padded tokens per encoder call for preparers that count tokens, unless the preparer (the settings) or
 the encoder (``batch_tokens``: its own measured best) says otherwise."""
@@ -71,13 +70,6 @@ def pool(output: np.ndarray, mask: np.ndarray | None, mode: str) -> np.ndarray:
     raise ParameterInvalid(f"pooling must be one of {', '.join(POOLINGS)}, not {mode!r}", param="pooling")
 
 
-def _check_pooling(model: LoadedModel, options: Options) -> str:
-    mode = options.pooling or model.spec.pooling
-    if options.pooling is not None and options.pooling not in POOLINGS:
-        raise ParameterInvalid(
-            f"pooling must be one of {', '.join(POOLINGS)}, not {options.pooling!r}", param="pooling"
-        )
-    return mode
 
 
 def run(
@@ -212,7 +204,7 @@ class _Call:
                  options: Options, errors: ErrorMode, progress: Callable[[int], None] | None, n: int) -> None:
         self.model, self.modality, self.preparer, self.encoder = model, modality, preparer, encoder
         self.options, self.errors, self.progress = options, errors, progress
-        self.pooling = _check_pooling(model, options)
+        self.pooling = options.pooling or model.spec.pooling  # Options checked a given one when made
         self.do_normalize = model.spec.normalize if options.normalize is None else options.normalize
         self.finish = getattr(preparer, "finish", None)
         # a preparer that finishes items itself gets the raw outputs (every output by name, for a graph that

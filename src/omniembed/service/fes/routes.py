@@ -27,7 +27,6 @@ from pydantic import BaseModel
 from omniembed.contract import Options
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import InputTooLarge, ModelNotFound, OmniEmbedError, ParameterInvalid, ParameterNotProvided
-from omniembed.pipeline import POOLINGS
 from omniembed.registry import ModelSpec
 from omniembed.service.errors import NotFound
 from omniembed.service.fes.schemas import JobResult, JobStatus, job_body
@@ -136,9 +135,6 @@ def _one_config(config: Any, where: str, modality: Modality) -> dict[str, Any]:
     given = {k: v for k, v in config.items() if v is not None}
     try:
         Options.of(**given).check_for(modality)
-        pooling = given.get("pooling")
-        if pooling is not None and pooling not in POOLINGS:  # Options leaves pooling to the pipeline
-            raise ParameterInvalid(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}", param="pooling")
     except ParameterInvalid as exc:
         param = f"{where}.{exc.param}" if exc.param else where
         raise ParameterInvalid(f"{param}: {exc.message}", param=param) from None

@@ -6,9 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from omniembed.contract import TRUNCATE_MODES
+from omniembed.contract import POOLINGS, TRUNCATE_MODES
 from omniembed.errors import OmniEmbedError
-from omniembed.pipeline import POOLINGS
 from omniembed.service.openai.schemas import TEXT_PATTERN
 from omniembed.service.schemas import ErrorBody
 
