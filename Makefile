@@ -35,6 +35,7 @@ test: install lint
 	command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)  # the job store's PostgreSQL tests
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)  # the playground's browser tests
 	command -v strace >/dev/null || (apt-get update -qq && apt-get install -y -qq strace)  # tests/test_offline.py watches the server's system calls
+	$(BIN)/pip show -q rs-embed >/dev/null 2>&1 || (d=$$(mktemp -d) && $(BIN)/pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 -d $$d rs-embed==0.3.1 && $(BIN)/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $$d/rs_embed-0.3.1-py3-none-any.whl)  # rs-embed 0.3.1 as a test reference: it needs Python 3.12, its pure-Python parts import here
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (not tests): omniembed side by side with each reference, same inputs and threads.
