@@ -151,6 +151,11 @@ def test_plan_segments() -> None:
     assert plan_segments(100, rate, 0.0, 4.0, 1.0) == (0, [(0, 40), (30, 70), (60, 100)])
     assert plan_segments(95, rate, 0.0, 4.0, 0.0)[1][-1] == (80, 95)  # the last one is shorter
     assert plan_segments(95, rate, 2.0, None, 0.0) == (20, [])  # model windows
+    assert len(plan_segments(100, rate, 0.0, 4.0, 1.0, max_segments=3)[1]) == 3  # the count is exact
+    with pytest.raises(ParameterInvalid, match=r"into 4 segments.*OMNIEMBED_MAX_SEGMENTS"):
+        plan_segments(100, rate, 0.0, 3.0, 0.0, max_segments=3)
+    with pytest.raises(ParameterInvalid, match="into 28799 segments"):  # an hour at 16 kHz, 1/8 s apart
+        plan_segments(3600 * 16000, 16000, 0.0, 0.25, 0.125, max_segments=10_000)
     for offset in (-1.0, 9.5, 20.0):
         with pytest.raises(ParameterInvalid, match="start_offset_sec"):
             plan_segments(95, rate, offset, 4.0, 0.0)

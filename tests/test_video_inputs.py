@@ -47,6 +47,17 @@ def test_clip_plans_are_exact() -> None:
     assert info.value.param == "end_offset_sec"
 
 
+def test_too_many_clips_are_refused_before_any_is_made(videos: VideoFiles, engine: omniembed.Engine) -> None:
+    assert len(plan_clips(12.0, 1.0, 6.0, max_clips=2)) == 2
+    for segment in (1.0, 1e-300):  # 12 clips; and 1.2e301 (this used to loop until memory ran out)
+        with pytest.raises(ParameterInvalid, match="OMNIEMBED_MAX_SEGMENTS") as info:
+            plan_clips(12.0, 1.0, segment, max_clips=10)
+        assert info.value.param == "segment_sec"
+    with pytest.raises(ParameterInvalid, match=r"into 1\.2e\+301 clips") as info:
+        engine.embed("efficientnet-lite0", video=videos.halves(), segment_sec=1e-300)
+    assert info.value.param == "segment_sec"
+
+
 def test_the_frame_sampled_is_the_one_on_screen(videos: VideoFiles, settings: omniembed.Settings) -> None:
     first, second = still(FIRST).astype(float), still(SECOND).astype(float)
     with VideoReader(videos.halves(), settings) as reader:

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
         default=1024 * 1024 * 1024, ge=1, description="Largest encoded video file (URLs: also fetch_max_bytes)."
     )
     video_fps: float = Field(default=1.0, gt=0, le=120, description="Video frames sampled per second.")
+    max_segments: int = Field(
+        default=10_000, ge=1, description="Most segments (audio) or clips (video) that one input is cut into."
+    )
     video_clip_sec: float = Field(default=6.0, gt=0, description="Default video clip length, in seconds.")
 
     # Earth observation: named raster sources, e.g. OMNIEMBED_GEO_SOURCES='{"s2": "/data/s2"}'.

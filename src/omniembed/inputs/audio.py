@@ -153,9 +153,11 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 def plan_segments(
-    n_samples: int, rate: int, start_offset_sec: float, segment_sec: float | None, overlap_sec: float
+    n_samples: int, rate: int, start_offset_sec: float, segment_sec: float | None, overlap_sec: float,
+    max_segments: int | None = None,
 ) -> tuple[int, list[tuple[int, int]]]:
-    """The first sample and the ``(start, end)`` sample spans of the segments (empty: model windows)."""
+    """The first sample and the ``(start, end)`` sample spans of the segments (empty: model windows). More
+    than ``max_segments`` segments is refused before any is made."""
     seconds = n_samples / rate
     if not math.isfinite(start_offset_sec) or start_offset_sec < 0:
         raise ParameterInvalid.naming(f"{{param}} must be >= 0, not {start_offset_sec!r}", param="start_offset_sec")
@@ -174,6 +176,14 @@ def plan_segments(
     if length < 1 or step < 1 or overlap_sec < 0:
         raise ParameterInvalid(
             f"segment_sec ({segment_sec:g}) must be > 0 and longer than overlap_sec ({overlap_sec:g})",
+            param="segment_sec",
+        )
+    count = 1 + -(-max(0, n_samples - start - length) // step)
+    if max_segments is not None and count > max_segments:
+        raise ParameterInvalid(
+            f"segment_sec={segment_sec:g} with overlap_sec={overlap_sec:g} cuts {(n_samples - start) / rate:.2f} s of "
+            f"audio into {count} segments, more than the {max_segments} allowed (setting OMNIEMBED_MAX_SEGMENTS); "
+            "use a longer segment_sec or a shorter overlap_sec",
             param="segment_sec",
         )
     spans: list[tuple[int, int]] = []
@@ -217,7 +227,8 @@ class AudioPreparer:
         rate = self.frontend.sample_rate
         wave = resample(clip.samples, clip.sample_rate, rate)
         start, spans = plan_segments(
-            len(wave), rate, options.start_offset_sec, options.segment_sec, options.overlap_sec
+            len(wave), rate, options.start_offset_sec, options.segment_sec, options.overlap_sec,
+            self.settings.max_segments,
         )
         rows: list[tuple[WindowSet, slice, tuple[int, int]]] = []
         if not spans:  # the model's own windows over the whole stretch: one segment each

@@ -58,10 +58,11 @@ class Clip:
 
 def plan_clips(
     duration_sec: float, fps: float, segment_sec: float, start_offset_sec: float = 0.0,
-    end_offset_sec: float | None = None,
+    end_offset_sec: float | None = None, max_clips: int | None = None,
 ) -> list[Clip]:
     """Clips of ``segment_sec`` from ``start_offset_sec`` to ``end_offset_sec`` (or the end; the last clip
-    is shorter), each with its frame times: its start, then every ``1 / fps`` seconds before its end."""
+    is shorter), each with its frame times: its start, then every ``1 / fps`` seconds before its end. More
+    than ``max_clips`` clips is refused before any is made."""
     if not (math.isfinite(fps) and fps > 0):
         raise ParameterInvalid(f"the frame rate must be > 0, not {fps!r}", param="video_fps")
     if not (math.isfinite(segment_sec) and segment_sec > 0):
@@ -76,6 +77,13 @@ def plan_clips(
         raise ParameterInvalid(
             f"end_offset_sec ({end_offset_sec:g}) must be after start_offset_sec ({start_offset_sec:g})",
             param="end_offset_sec",
+        )
+    count = math.ceil((end - start_offset_sec) / segment_sec - 1e-9)  # inf for a vanishing segment_sec
+    if max_clips is not None and count > max_clips:
+        raise ParameterInvalid(
+            f"segment_sec={segment_sec:g} cuts {end - start_offset_sec:.3f} s of video into {count:g} clips, more "
+            f"than the {max_clips} allowed (setting OMNIEMBED_MAX_SEGMENTS); use a longer segment_sec",
+            param="segment_sec",
         )
     clips: list[Clip] = []
     k = 0
@@ -169,7 +177,7 @@ class VideoPreparer:
             if not duration or duration <= 0:  # none declared: find the end by decoding once
                 duration = reader.last_time()
             clips = plan_clips(duration, self.settings.video_fps, segment_sec, options.start_offset_sec,
-                               options.end_offset_sec)
+                               options.end_offset_sec, self.settings.max_segments)
             video = _Video(info, tuple(clips), segment_sec, options.start_offset_sec, self.image.contract(options))
             segments = [Segment(c.start_sec, c.end_sec) for c in clips]
             owner = [k for k, clip in enumerate(clips) for _ in clip.times]
