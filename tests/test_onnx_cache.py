@@ -51,7 +51,10 @@ def test_loaded_models_are_cached_and_bounded(tmp_path: Path) -> None:
 
 
 def test_failed_export_falls_back_to_torch_only_on_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tries: list[str] = []
+
     def broken_export(graph, folder):  # type: ignore[no-untyped-def]
+        tries.append(graph.cache_key)
         raise RuntimeError("unsupported operator")
 
     monkeypatch.setattr(onnx_runtime, "export_graph", broken_export)
@@ -62,6 +65,12 @@ def test_failed_export_falls_back_to_torch_only_on_auto(tmp_path: Path, monkeypa
     e = engine.embed("minilm", text="x", runtime="auto", device="cpu")
     assert e.meta.runtime == "torch"
     assert not list((tmp_path / "onnx").iterdir())  # the failed export left nothing behind
+    # the failure is remembered: later calls go straight to torch instead of exporting again each time
+    assert len(tries) == 2
+    again = engine.embed("minilm", text="x", runtime="auto", device="cpu")
+    assert again.meta.runtime == "torch" and len(tries) == 2
+    engine.unload()  # reset_runtime: the export is tried afresh
+    assert engine.embed("minilm", text="x", runtime="auto", device="cpu").meta.runtime == "torch" and len(tries) == 3
 
 
 def test_cuda_request_without_cuda_is_a_clear_error(engine: omniembed.Engine) -> None:

@@ -69,6 +69,9 @@ class Engine:
         self.registry = registry if registry is not None else default_registry()
         self.models: ModelCache[LoadedModel] = ModelCache(self.settings.max_loaded_models)
         self._adhoc: dict[str, ModelSpec] = {}
+        self._fell_back: dict[Loaded, Loaded] = {}
+        """A key whose ONNX export failed -> the torch key it fell back to: the export is not tried again on
+        every call (``unload`` forgets, so ``reset_runtime`` retries it)."""
         self._served: dict[str, ModelSpec] = {}
         self._available: tuple[float, list[ModelSpec]] | None = None
         self._lock = threading.Lock()
@@ -205,6 +208,7 @@ class Engine:
         """Drop every loaded model (the next call loads it again); how many there were."""
         count = len(self.models)
         self.models.clear()
+        self._fell_back.clear()
         return count
 
     def load(
@@ -213,6 +217,7 @@ class Engine:
         """The loaded model (from the LRU, or loaded now) for a concrete runtime, device and precision."""
         spec = self.spec(model)
         key = self.plan(spec, Options(runtime=runtime, device=device, precision=precision))
+        key = self._fell_back.get(key, key)
         try:
             return self.models.get_or_load(key, lambda: self._load(spec, key))
         except RuntimeUnavailable as exc:
@@ -220,6 +225,7 @@ class Engine:
                 raise
             log.warning("%s; falling back to the torch runtime", exc.message)
             torch = dataclasses.replace(key, runtime="torch")
+            self._fell_back[key] = torch
             return self.models.get_or_load(torch, lambda: self._load(spec, torch))
 
     def _load(self, spec: ModelSpec, key: Loaded) -> LoadedModel:
