@@ -167,6 +167,28 @@ def test_audio_errors_describe_the_input(settings: omniembed.Settings, engine: o
         assert "audios[" not in result.message and "item" not in result.message and "object at 0x" not in result.message
 
 
+def test_unforeseen_decoder_failures_keep_class_names_out_of_messages(
+    engine: omniembed.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoder failing in an unforeseen way is the item's error: its text (no object reprs) in the message,
+    the exception class only in ``detail`` (logged, never sent)."""
+    from omniembed.inputs import image as image_inputs
+    from omniembed.inputs import video_clips
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("tile 3 is cut short in <_io.BytesIO object at 0x7f00deadbeef>")
+
+    monkeypatch.setattr(image_inputs, "load_image", broken)
+    monkeypatch.setattr(video_clips, "VideoReader", broken)
+    image = engine.embed_batch("efficientnet-lite0", images=[b"x"], errors="return")[0]
+    with pytest.raises(InputUnreadable) as video:
+        engine.embed("efficientnet-lite0", video=b"x")
+    for error, what in ((image, "image cannot be decoded"), (video.value, "video could not be decoded")):
+        assert isinstance(error, InputUnreadable)
+        assert error.message == f"the {what}: tile 3 is cut short in the data"
+        assert error.detail is not None and error.detail.startswith("ValueError: tile 3")
+
+
 def test_openapi_documents_every_status_and_error_body(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     faces = {"/v1/": "OpenAIErrorResponse", "/v1.3/": "TwelveLabsErrorResponse", "/api/": "FESErrorResponse"}

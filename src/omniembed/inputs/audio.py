@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +26,13 @@ from omniembed.contract import Prepared
 from omniembed.embedding import InputInfo, Segment
 from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
 from omniembed.inputs.audio_frontend import Windower, WindowSet
+from omniembed.inputs.encoded import decoder_reason as _reason
 from omniembed.inputs.source import read_source
 from omniembed.settings import Settings
 
 __all__ = ["AudioPreparer", "Clip", "load_audio", "plan_segments", "resample"]
 
 FORMATS = "WAV, FLAC, OGG/Vorbis or MP3"
-_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -55,13 +54,6 @@ def _too_long(where: str, seconds: float, settings: Settings) -> InputTooLarge:
         "(OMNIEMBED_MAX_AUDIO_SECONDS). Cut the audio or raise the limit.",
         param="audio",
     )
-
-
-def _reason(exc: BaseException) -> str:
-    """A decoder's complaint without the Python object reprs it may hold (``<_io.BytesIO object at 0x...>``)."""
-    text = getattr(exc, "error_string", None) or str(exc)
-    text = _REPR.sub("the data", str(text)).strip().rstrip(".")
-    return text[:160] or "no reason given"
 
 
 def _refuse_non_finite(samples: np.ndarray, rate: int, what: str) -> None:

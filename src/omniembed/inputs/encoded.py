@@ -11,10 +11,19 @@ import re
 
 from omniembed.errors import InputTooLarge, InputUnreadable
 
-__all__ = ["B64", "decode_base64", "split_data_url"]
+__all__ = ["B64", "decode_base64", "decoder_reason", "split_data_url"]
 
 B64 = re.compile(r"^[A-Za-z0-9+/_\-\s]*={0,2}\s*$")
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[\w.-]+)*);base64,", re.IGNORECASE)
+_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def decoder_reason(exc: BaseException) -> str:
+    """A decoder's complaint for a user's message: its text without the Python object reprs it may hold
+    (``<_io.BytesIO object at 0x...>``) and without its exception class (that goes in the error's ``detail``)."""
+    text = getattr(exc, "error_string", None) or getattr(exc, "strerror", None) or str(exc)
+    text = _REPR.sub("the data", str(text)).strip().rstrip(".")
+    return text[:160] or "no reason given"
 
 
 def split_data_url(text: str) -> tuple[str, str] | None:

@@ -31,7 +31,7 @@ import numpy as np
 from omniembed.contract import Prepared
 from omniembed.embedding import InputInfo
 from omniembed.errors import InputTooLarge, InputUnreadable, OmniEmbedError, ParameterInvalid
-from omniembed.inputs.encoded import B64, decode_base64, split_data_url
+from omniembed.inputs.encoded import B64, decode_base64, decoder_reason, split_data_url
 from omniembed.inputs.fetch import FetchPolicy, fetch, is_url
 from omniembed.settings import Settings
 
@@ -414,7 +414,8 @@ class ImagePreparer:
         except OmniEmbedError as exc:
             return exc.at_index(index)
         except Exception as exc:  # a decoder bug or an exotic file must not take the batch down
-            return InputUnreadable(f"the image cannot be decoded: {type(exc).__name__}: {exc}").at_index(index)
+            return InputUnreadable(f"the image cannot be decoded: {decoder_reason(exc)}",
+                                   detail=f"{type(exc).__name__}: {exc}"[:2000]).at_index(index)
         w, h = loaded.image.size
         full_w, full_h = loaded.original_size if (w >= h) == (loaded.original_size[0] >= loaded.original_size[1]) \
             else loaded.original_size[::-1]

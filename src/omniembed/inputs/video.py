@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from omniembed.errors import InputTooLarge, InputUnreadable, ParameterInvalid
+from omniembed.inputs.encoded import decoder_reason as _reason
 from omniembed.inputs.source import read_source
 from omniembed.settings import Settings
 
@@ -57,12 +57,6 @@ DECODE_THREADS = 0
 """FFmpeg decoding threads per video (0: FFmpeg's choice, one per core)."""
 _SLACK_SEC = 2.0
 """How far the frames may end before the declared duration before the file counts as truncated."""
-_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
-
-
-def _reason(exc: BaseException) -> str:
-    text = _REPR.sub("the data", str(getattr(exc, "strerror", None) or exc)).strip().rstrip(".")
-    return text[:160] or type(exc).__name__
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import numpy as np
 from omniembed.contract import LoadedModel, Options, Prepared, Preparer, PrepareResult, normalize
 from omniembed.embedding import Embedding, EmbeddingMeta, InputInfo, Modality, Segment
 from omniembed.errors import InputUnreadable, OmniEmbedError, ParameterInvalid
+from omniembed.inputs.encoded import decoder_reason
 from omniembed.inputs.video import VideoInfo, VideoReader, extract_audio
 from omniembed.runtime.base import Encoder
 from omniembed.settings import Settings
@@ -166,8 +167,8 @@ class VideoPreparer:
             raise
         except Exception as exc:  # a decoder failing in an unforeseen way is still this video's problem
             log.debug("a video failed to decode", exc_info=True)
-            raise InputUnreadable(f"the video could not be decoded: {type(exc).__name__}: {str(exc)[:160]}",
-                                  param="video") from None
+            raise InputUnreadable(f"the video could not be decoded: {decoder_reason(exc)}", param="video",
+                                  detail=f"{type(exc).__name__}: {exc}"[:2000]) from None
 
     def _decode(self, item: Any, options: Options) -> Iterator[Prepared]:
         segment_sec = options.segment_sec or self.settings.video_clip_sec
