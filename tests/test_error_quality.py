@@ -89,6 +89,21 @@ def test_a_wrong_method_names_the_allowed_ones(client: TestClient, path: str) ->
     assert "GET" in allowed or "POST" in allowed
 
 
+@pytest.mark.parametrize(("given", "message"), [
+    (["a", 1], "input[1]: Input should be a valid string"),  # a list of texts whose item 1 is not a text
+    (["a", "b", None], "input[2]: Input should be a valid string"),
+    ([[1, 2], [3, "x"]], "input[1][1]: Input should be a valid integer"),  # token-id lists
+    (5, "input: expected one of: str, list[str], list[int], list[list[int]]"),  # none of the forms at all
+])
+def test_a_union_field_names_the_item_at_fault(client: TestClient, given: object, message: str) -> None:
+    """``input`` is a text, texts or token ids: the error names the form the client used and the item that
+    breaks it, not pydantic's first branch (it said ``input.str: Input should be a valid string``)."""
+    r = client.post("/v1/embeddings", json={"model": "minilm", "input": given})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "input" and error["code"] == "parameter_invalid"
+    assert error["message"].startswith(message)
+
+
 def test_a_number_too_long_is_named_without_python_advice(client: TestClient) -> None:
     body = b'{"model": "minilm", "input": "x", "dimensions": ' + b"9" * 5000 + b"}"
     r = client.post("/v1/embeddings", content=body, headers=JSON)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -164,18 +165,57 @@ def _not_parsed(cause: BaseException | None, content_type: str) -> str:
     return f"the request body is not {kind}: {why}"
 
 
-def _validation_error(exc: RequestValidationError, path: str) -> ParameterInvalid | ParameterNotProvided:
-    errors = exc.errors()
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "dict", "list"})
+
+
+def _branch(part: Any) -> bool:
+    """Whether a location part names a branch of a union (pydantic's ``str``, ``list[int]``...), not a field."""
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
+def _where(loc: Sequence[Any]) -> str:
+    """``("body", "input", "list[str]", 1)`` -> ``input[1]``: fields joined by dots, list positions indexed."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _branch(part):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _union_error(errors: Sequence[Any]) -> tuple[dict[str, Any], str | None]:
+    """The error to report and, where no branch of a union got past the value's type, the accepted types.
+
+    A union reports one error per branch (``input.str``, ``input.list[str].1``, ...); the branch that went
+    deepest into the value is the one the client meant (``["a", 1]``: a list of texts whose item 1 is not a
+    text)."""
     first: dict[str, Any] = dict(errors[0]) if errors else {}
+    loc = tuple(first.get("loc", ()))
+    head = tuple(p for p in loc if not _branch(p))
+    if len(head) == len(loc):  # not a union
+        return first, None
+    branches = [dict(e) for e in errors if tuple(e.get("loc", ()))[:len(loc) - 1] == loc[:-1]
+                and any(_branch(p) for p in e.get("loc", ()))]
+    depth = [len([p for p in e["loc"] if not _branch(p)]) for e in branches]
+    best = max(range(len(branches)), key=depth.__getitem__)
+    if depth[best] > len(head):
+        return branches[best], None
+    tags = [next(p for p in e["loc"] if _branch(p)) for e in branches]
+    return first, ", ".join(dict.fromkeys(tags))
+
+
+def _validation_error(exc: RequestValidationError, path: str) -> ParameterInvalid | ParameterNotProvided:
+    first, accepted = _union_error(exc.errors())
     kind = str(first.get("type", ""))
-    loc = [str(p) for p in first.get("loc", ())]
+    loc = [str(p) if not isinstance(p, int) else p for p in first.get("loc", ())]
     if kind == "json_invalid":
         error = (first.get("ctx") or {}).get("error", "JSON decode error")
         where = f" at character {loc[1]}" if len(loc) > 1 else ""
         return ParameterInvalid(f"the request body is not valid JSON: {error}{where}", param=None)
     fields = loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "form") else loc
-    param = ".".join(fields) or None
-    msg = str(first.get("msg", "invalid value"))
+    param = ".".join(str(p) for p in fields if not isinstance(p, int) and not _branch(p)) or None
+    msg = str(first.get("msg", "invalid value")) if accepted is None else f"expected one of: {accepted}"
     if param is None:  # the body as a whole
         if kind == "missing":
             return ParameterInvalid("the request body is missing; send a JSON object", param=None)
@@ -184,7 +224,7 @@ def _validation_error(exc: RequestValidationError, path: str) -> ParameterInvali
         return ParameterNotProvided(face_of(path).missing_field(param), param=param)
     if "UploadFile" in msg:
         msg = "Send it as a file (a multipart part with a filename), not as a text field"
-    return ParameterInvalid(face_of(path).invalid_field(param, msg), param=param)
+    return ParameterInvalid(face_of(path).invalid_field(_where(fields), msg), param=param)
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
