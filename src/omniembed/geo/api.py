@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -23,7 +24,8 @@ from omniembed.api import Engine, get_engine
 from omniembed.contract import LoadedModel, Options
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import OmniEmbedError, ParameterNotProvided
-from omniembed.geo.backends import LocalBackend, TensorBackend, get_backend
+from omniembed.geo.backends import ProductBackend, local_source, resolve_backend
+from omniembed.geo.backends.report import chw_report
 from omniembed.geo.errors import ModelRequestInvalid, SpecError, model_error
 from omniembed.geo.models import geo_spec_info, image_raster
 from omniembed.geo.preparer import GeoEmbedding, RegionCall, RegionPreparer, to_dataarray
@@ -193,34 +195,31 @@ def _resolve_backend(backend: Any, sensor: SensorSpec | None, fetch: FetchSpec |
                      sources: dict[str, str]) -> tuple[Any, SensorSpec]:
     """The backend object and the sensor to read with. ``sources`` are the named sources of the settings
     (``OMNIEMBED_GEO_SOURCES``): a name used as ``backend="local:NAME"`` or as a sensor collection stands for
-    its folder, file or catalog URL. A sensor left at rs-embed's default ``scale_m`` reads local files and
-    precomputed products at their native resolution."""
-    source = None
-    if isinstance(backend, str) and backend.startswith("local:"):
-        backend, source = "local", backend[len("local:"):]
-        source = sources.get(source, source)
-    if sensor is not None and sensor.collection in sources:
-        sensor = dataclasses.replace(sensor, collection=sources[sensor.collection])
+    its folder, file or catalog URL. With ``backend="local:PATH"`` a sensor's collection id (an Earth Engine id
+    such as ``COPERNICUS/S2_SR_HARMONIZED``) picks PATH's subfolder of that name, else labels PATH's files
+    (``LocalBackend``). A sensor left at rs-embed's default ``scale_m`` reads local files and precomputed
+    products at their native resolution. A precomputed product's reads are checked to be its raster."""
+    source = local_source(backend, sources)
     if sensor is None:
-        collection = source or raster.collection
-        if backend == "local" and source is None:
+        if source is None and isinstance(backend, str) and backend.strip().lower() == "local":
             raise ParameterNotProvided("backend='local' needs the files: pass backend='local:/path/to/folder' or "
                                        "sensor=SensorSpec(collection='/path/to/folder', bands=...)", param="sensor")
         bands = () if raster.precomputed else raster.bands
-        sensor = SensorSpec(collection, bands=bands, scale_m=raster.scale_m).with_fetch(fetch)
-        if fetch is None or fetch.scale_m is None:
-            local = source is not None or backend == "local" or not isinstance(backend, str)
-            if local or raster.precomputed:  # files and arrays: native resolution
-                sensor = dataclasses.replace(sensor, scale_m=None)
+        sensor = SensorSpec(source or raster.collection, bands=bands, scale_m=raster.scale_m).with_fetch(fetch)
+        native = source is not None or not isinstance(backend, str) or raster.precomputed  # files, arrays, products
+        if native and (fetch is None or fetch.scale_m is None):
+            sensor = dataclasses.replace(sensor, scale_m=None)
     elif not sensor.bands and not raster.precomputed:
         sensor = dataclasses.replace(sensor, bands=raster.bands)
-    src = get_backend(backend, sensor)
-    if sensor.scale_is_default and (raster.precomputed or isinstance(src, (LocalBackend, TensorBackend))):
+    src, sensor = resolve_backend(backend, sensor, sources)
+    if sensor.scale_is_default and raster.precomputed:
         sensor = dataclasses.replace(sensor, scale_m=None)
     if not raster.precomputed and len(sensor.bands) != len(raster.bands):
         raise ModelRequestInvalid(f"model {name!r} takes {len(raster.bands)} bands ({', '.join(raster.bands)}); "
                                   f"sensor gives {len(sensor.bands)} ({', '.join(map(str, sensor.bands))})",
                                   param="bands")
+    if raster.precomputed:
+        src = ProductBackend(src, name, raster.bands, raster.normalize)
     return src, sensor
 
 
@@ -391,8 +390,13 @@ def inspect_model_input(
     **model_kwargs: Any,
 ) -> dict[str, Any]:
     """Read what ``model`` would be fed for ``spatial`` (bands, resolution, dates) without loading the model,
-    and report it: per frame its shape, date and per-band statistics (min, max, mean, NaN fraction, and the
-    fraction outside ``value_range`` when given); ``return_arrays`` adds the raw (bands, rows, cols) arrays."""
+    and report it in rs-embed's shape: ``ok``, ``model``, ``backend``, ``n_frames``, ``n_empty``, ``frames``
+    (per frame ``index``, ``start``, ``end``, ``empty`` and, unless empty, ``report``: shape, per-band
+    statistics, percentiles, histogram, ``issues``; with ``return_arrays`` its ``array_chw``), ``fetch_meta``,
+    ``sensor``, ``temporal``, ``artifacts``. omniembed's keys beside them: ``bands``, ``crs``, ``transform``,
+    per frame ``date``, ``shape`` and ``stats`` (min, max, mean, NaN fraction, and the fraction outside
+    ``value_range``), and with ``return_arrays`` ``arrays``, the raw (bands, rows, cols) arrays. A
+    precomputed product's source is checked to be the product, and reported as read."""
     eng = _engine(engine)
     spec = _spec(eng, model)
     _check_spatial(spatial)
@@ -401,9 +405,12 @@ def inspect_model_input(
     when = window(temporal)
     raster = _raster_of(spec, None) if Modality.GEO in spec.modalities else image_raster(spec)
     src, used = _resolve_backend(backend, sensor, fetch, spec.name, raster, eng.settings.geo_sources)
+    if isinstance(src, ProductBackend):
+        src = dataclasses.replace(src, values=None)  # the bands are checked; the values shown as read
     read = src.read(spatial, when, used, eng.settings)
     frames = []
-    for i, frame in enumerate(np.asarray(read.data, dtype=np.float32)):
+    data = np.asarray(read.data, dtype=np.float32)
+    for i, frame in enumerate(data):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             stats = {"min": np.nanmin(frame, axis=(1, 2)).tolist(), "max": np.nanmax(frame, axis=(1, 2)).tolist(),
@@ -413,17 +420,31 @@ def inspect_model_input(
             lo, hi = value_range
             stats["outside_range_frac"] = ((frame < lo) | (frame > hi)).mean(axis=(1, 2)).tolist()
         day = read.dates[i] if i < len(read.dates) else None
-        frames.append({"index": i, "date": day.isoformat() if day else None, "shape": list(frame.shape),
-                       "empty": bool(np.isnan(frame).all()), "stats": stats})
+        empty = bool(np.isnan(frame).all())
+        if len(data) > 1 and day is not None:  # one frame per date: the day it shows
+            start, end = day.isoformat(), (day + timedelta(days=1)).isoformat()
+        else:  # a composite of the window
+            start, end = when.start.isoformat(), when.end.isoformat()
+        entry: dict[str, Any] = {"index": i, "start": start, "end": end, "empty": empty,
+                                 "date": day.isoformat() if day else None, "shape": list(frame.shape),
+                                 "stats": stats}
+        if not empty:
+            entry["report"] = chw_report(frame, name=f"{spec.name}_input_t{i}", value_range=value_range,
+                                         fill_value=used.fill_value)
+        if return_arrays:
+            entry["array_chw"] = frame
+        frames.append(entry)
+    n_empty = sum(f["empty"] for f in frames)
     out: dict[str, Any] = {
-        "ok": bool(frames) and not all(f["empty"] for f in frames), "model": spec.name,
-        "backend": _describe_backend(backend), "bands": list(read.bands), "crs": read.grid.crs,
-        "transform": list(read.grid.transform)[:6], "n_frames": len(frames),
-        "n_empty": sum(f["empty"] for f in frames), "frames": frames,
-        "sensor": dataclasses.asdict(used), "temporal": when.to_dict(),
+        "ok": n_empty < len(frames) and all(f["report"]["ok"] for f in frames if not f["empty"]),
+        "model": spec.name, "backend": _describe_backend(backend), "n_frames": len(frames), "n_empty": n_empty,
+        "frames": frames, "fetch_meta": {"sources": [str(s) for s in read.sources], "composite": used.composite},
+        "sensor": dataclasses.asdict(used), "temporal": temporal.to_dict() if temporal is not None else None,
+        "artifacts": None, "bands": list(read.bands), "crs": read.grid.crs,
+        "transform": list(read.grid.transform)[:6],
     }
     if return_arrays:
-        out["arrays"] = [np.asarray(f, dtype=np.float32) for f in read.data]
+        out["arrays"] = list(data)
     return out
 
 

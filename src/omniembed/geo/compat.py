@@ -4,13 +4,14 @@ pretty-warning switches (omniembed leaves warnings to Python's own display: they
 
 from __future__ import annotations
 
-import warnings
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from omniembed.geo.api import _check_spatial, _engine, window
-from omniembed.geo.backends import get_backend
+from omniembed.geo.backends import resolve_backend
+from omniembed.geo.backends.report import chw_report
 from omniembed.geo.errors import ModelRequestInvalid
 from omniembed.geo.specs import BBox, PointBuffer, SensorSpec, TemporalSpec
 
@@ -28,34 +29,46 @@ def disable_pretty_warnings() -> None:
     """Accepted for rs-embed code; omniembed's warnings use Python's standard display."""
 
 
+def _backend_name(backend: Any, src: Any) -> str:
+    """The backend as rs-embed reports it (lower case); ``local:PATH`` keeps its path as written."""
+    if not isinstance(backend, str):
+        return str(getattr(src, "name", type(backend).__name__))
+    name = backend.strip()
+    return name if name.lower().startswith("local:") else name.lower()
+
+
 def inspect_provider_patch(*, spatial: BBox | PointBuffer, temporal: TemporalSpec | None = None,
                            sensor: SensorSpec, backend: Any = "gee", name: str = "gee_patch",
                            value_range: tuple[float, float] | None = None, return_array: bool = False,
                            engine: Engine | None = None) -> dict[str, Any]:
-    """Read ``sensor``'s raster for ``spatial`` through ``backend`` and report its shape, bands and per-band
-    statistics (min, max, mean, NaN fraction; outside ``value_range`` when given); ``return_array`` adds the
-    (bands, rows, cols) array of the first frame."""
+    """Read ``sensor``'s raster for ``spatial`` through ``backend`` (``gee``, ``stac``, ``local:/folder``, a
+    named source, or a backend object) and report it, with no model, in rs-embed's shape: ``ok``, ``report``
+    (shape, dtype, finite fraction, per-band statistics, percentiles, histogram, ``issues``), ``sensor``,
+    ``temporal``, ``backend``, ``artifacts``; ``return_array`` adds ``array_chw``, the (bands, rows, cols)
+    float32 array read (NaN where there is no data). omniembed's keys beside them: ``bands``, ``crs``,
+    ``transform``, ``n_frames``, ``sources``. As with ``get_embedding``, a local file left at the default
+    ``scale_m`` is read at its native resolution, and ``temporal=None`` uses the default window."""
     _check_spatial(spatial)
     if not isinstance(sensor, SensorSpec):
         raise ModelRequestInvalid("sensor must be a SensorSpec", param="sensor")
     sensor.validate()
     eng = _engine(engine)
-    src = get_backend(backend, sensor)
-    read = src.read(spatial, window(temporal), sensor, eng.settings)
+    src, used = resolve_backend(backend, sensor, eng.settings.geo_sources)
+    read = src.read(spatial, window(temporal), used, eng.settings)
     img = np.asarray(read.image, dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        report: dict[str, Any] = {
-            "ok": not bool(np.isnan(img).all()), "name": name, "shape": list(img.shape), "bands": list(read.bands),
-            "crs": read.grid.crs, "transform": list(read.grid.transform)[:6], "n_frames": int(read.data.shape[0]),
-            "min": np.nanmin(img, axis=(1, 2)).tolist(), "max": np.nanmax(img, axis=(1, 2)).tolist(),
-            "mean": np.nanmean(img, axis=(1, 2)).tolist(), "nan_frac": np.isnan(img).mean(axis=(1, 2)).tolist(),
-        }
-    if value_range is not None:
-        report["outside_range_frac"] = ((img < value_range[0]) | (img > value_range[1])).mean(axis=(1, 2)).tolist()
+    report = chw_report(img, name=name, expected_channels=len(sensor.bands) if sensor.bands else None,
+                        value_range=value_range, fill_value=sensor.fill_value)
+    out: dict[str, Any] = {
+        "ok": bool(report["ok"]), "report": report, "sensor": dataclasses.asdict(sensor),
+        "temporal": temporal.to_dict() if temporal is not None else None,
+        "backend": _backend_name(backend, src),
+        "artifacts": None,
+        "bands": list(read.bands), "crs": read.grid.crs, "transform": list(read.grid.transform)[:6],
+        "n_frames": int(read.data.shape[0]), "sources": [str(s) for s in read.sources],
+    }
     if return_array:
-        report["array"] = img
-    return report
+        out["array_chw"] = img
+    return out
 
 
 inspect_gee_patch = inspect_provider_patch

@@ -20,7 +20,8 @@ from omniembed.settings import Settings
 if TYPE_CHECKING:
     from affine import Affine
 
-__all__ = ["Backend", "Grid", "Raster", "composite", "file_date", "read_into", "select_bands", "target_grid"]
+__all__ = ["Backend", "Grid", "Raster", "composite", "file_date", "lon_overlap", "read_into", "select_bands",
+           "target_grid"]
 
 # Common band-name synonyms: Sentinel-2 numbers and colour names (either may name the same band).
 SYNONYMS = {"b02": "blue", "b03": "green", "b04": "red", "b08": "nir", "b8": "nir", "b2": "blue", "b3": "green",
@@ -68,7 +69,23 @@ class Backend(Protocol):
              settings: Settings) -> Raster: ...
 
 
+def _unwrap(west: float, east: float) -> tuple[float, float]:
+    """A longitude range with ``east >= west``: a range given east < west crosses ±180 (STAC, GDAL and pyproj
+    write it so), and its east moves on by 360."""
+    return (west, east + 360.0) if east < west else (west, east)
+
+
+def lon_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether two longitude ranges (west, east) overlap on the circle: ranges may run past ±180
+    (179.5..180.5) or be given across it (179.5..-179.5), and -179.8 is the same meridian as 180.2."""
+    (a0, a1), (b0, b1) = _unwrap(*a), _unwrap(*b)
+    if a1 - a0 >= 360.0 or b1 - b0 >= 360.0:
+        return True
+    return any(a0 + k < b1 and b0 < a1 + k for k in (-360.0, 0.0, 360.0))
+
+
 def utm_crs(lon: float, lat: float) -> str:
+    lon = (lon + 180.0) % 360.0 - 180.0
     zone = min(60, int((lon + 180) // 6) + 1)
     return f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
 
@@ -85,6 +102,7 @@ def target_grid(spatial: SpatialSpec, src_crs: Any, src_transform: Affine, scale
 
     src = CRS.from_user_input(src_crs)
     lon0, lat0, lon1, lat1 = spatial.lonlat_bounds()
+    lon0, lon1 = _unwrap(lon0, lon1)  # a projected region across ±180
     native = abs(src_transform.a)
     if src.is_projected:
         dst = src
@@ -183,6 +201,24 @@ def in_window(day: date | None, annual: bool, temporal: TimeWindow | None) -> bo
     return temporal.contains(day)
 
 
+def _lon_shifts(dataset: Any) -> list[Any]:
+    """The source transforms to read a dataset with: its own, and for a lon/lat raster that runs past ±180
+    (179.5..180.5, or 0..360) also the one moved by 360 degrees, so the part past ±180 lands where the
+    warper looks for it (it asks a lon/lat source for -179.8, never for 180.2)."""
+    transform = dataset.transform
+    if dataset.crs is None or not dataset.crs.is_geographic:
+        return [transform]
+    west, _, east, _ = dataset.bounds
+    from affine import Affine
+
+    shifts = [transform]
+    if east > 180.0:
+        shifts.append(Affine.translation(-360.0, 0.0) @ transform)
+    if west < -180.0:
+        shifts.append(Affine.translation(360.0, 0.0) @ transform)
+    return shifts
+
+
 def read_into(dataset: Any, grid: Grid, band_numbers: Sequence[int], sensor: SensorSpec, aligned: bool) -> np.ndarray:
     """Read bands of an open rasterio dataset onto ``grid``: (bands, rows, cols) float32, NaN = no data."""
     from rasterio.enums import Resampling
@@ -190,14 +226,20 @@ def read_into(dataset: Any, grid: Grid, band_numbers: Sequence[int], sensor: Sen
 
     nodata = sensor.nodata if sensor.nodata is not None else dataset.nodata
     resampling = Resampling.nearest if aligned else Resampling[sensor.resampling]
-    try:
-        with WarpedVRT(dataset, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                       resampling=resampling, src_nodata=nodata, add_alpha=True) as vrt:
-            arr = vrt.read([*band_numbers, vrt.count]).astype(np.float32)
-    except Exception as exc:
-        raise InputUnreadable(f"could not read {dataset.name}: {type(exc).__name__}: {exc}", param="sensor") from None
-    data, alpha = arr[:-1], arr[-1]
-    data[:, alpha == 0] = np.nan
+    data: np.ndarray | None = None
+    for src_transform in _lon_shifts(dataset):
+        try:
+            with WarpedVRT(dataset, src_transform=src_transform, crs=grid.crs, transform=grid.transform,
+                           width=grid.width, height=grid.height, resampling=resampling, src_nodata=nodata,
+                           add_alpha=True) as vrt:
+                arr = vrt.read([*band_numbers, vrt.count]).astype(np.float32)
+        except Exception as exc:
+            raise InputUnreadable(f"could not read {dataset.name}: {type(exc).__name__}: {exc}",
+                                  param="sensor") from None
+        part, alpha = arr[:-1], arr[-1]
+        part[:, alpha == 0] = np.nan
+        data = part if data is None else np.where(np.isnan(data), part, data)
+    assert data is not None
     if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
         data[data == np.float32(nodata)] = np.nan
     return data

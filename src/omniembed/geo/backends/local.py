@@ -21,6 +21,7 @@ from omniembed.geo.backends.base import (
     composite,
     file_date,
     in_window,
+    lon_overlap,
     read_into,
     select_bands,
     target_grid,
@@ -41,7 +42,7 @@ def _intersects(dataset: Any, spatial: SpatialSpec) -> bool:
     except Exception:
         return True
     a0, b0, a1, b1 = spatial.lonlat_bounds()
-    return lon0 < a1 and a0 < lon1 and lat0 < b1 and b0 < lat1
+    return lat0 < b1 and b0 < lat1 and lon_overlap((lon0, lon1), (a0, a1))
 
 
 def read_datasets(opened: Sequence[tuple[Any, str]], spatial: SpatialSpec, temporal: TimeWindow | None,
@@ -80,12 +81,33 @@ def read_datasets(opened: Sequence[tuple[Any, str]], spatial: SpatialSpec, tempo
 
 @dataclass(frozen=True)
 class LocalBackend:
-    """GeoTIFF/COG files: ``sensor.collection`` is a file or a folder (searched recursively)."""
+    """GeoTIFF/COG files: ``sensor.collection`` is a file or a folder (searched recursively).
+
+    With a ``root`` (``backend="local:/folder"``) the files are the root's, and the sensor's collection says
+    which of them: a collection id such as ``COPERNICUS/S2_SR_HARMONIZED`` selects the root's subfolder of
+    that name (``COPERNICUS/S2_SR_HARMONIZED``, ``COPERNICUS_S2_SR_HARMONIZED`` or ``S2_SR_HARMONIZED``)
+    where there is one, else the whole root is read and the id is the read's label, as a script ported
+    from Earth Engine expects; a collection that is itself an existing path is read as it is."""
 
     name: str = "local"
+    root: str | None = None
+
+    def path(self, collection: str) -> Path:
+        """The file or folder ``collection`` stands for (see the class)."""
+        if self.root is None:
+            return Path(collection).expanduser()
+        root, own = Path(self.root).expanduser(), Path(collection.strip()).expanduser()
+        if own == root or own.is_absolute():
+            return own
+        label = collection.strip().strip("/")
+        if label and root.is_dir():
+            for name in (label, label.replace("/", "_"), label.rsplit("/", 1)[-1]):
+                if ".." not in Path(name).parts and (root / name).exists():
+                    return root / name
+        return own if label and own.exists() else root
 
     def files(self, collection: str) -> list[Path]:
-        path = Path(collection).expanduser()
+        path = self.path(collection)
         if path.is_file():
             return [path]
         if path.is_dir():
@@ -94,8 +116,9 @@ class LocalBackend:
                 return found
             raise InputUnreadable("the collection's folder holds no GeoTIFF (.tif, .tiff, .vrt) files",
                                   param="sensor", detail=f"folder: {path}")
-        raise ParameterInvalid("the local collection is not a file or folder; pass SensorSpec(collection=PATH) "
-                               "with a GeoTIFF or a folder of them", param="sensor", detail=f"collection: {collection}")
+        raise ParameterInvalid("the local collection is not a file or folder; pass backend='local:/path/to/folder' "
+                               "or SensorSpec(collection=PATH) with a GeoTIFF or a folder of them", param="sensor",
+                               detail=f"collection: {path}")
 
     def read(self, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: SensorSpec,
              settings: Settings) -> Raster:
@@ -103,13 +126,14 @@ class LocalBackend:
 
         opened = []
         try:
+            where = str(self.path(sensor.collection))
             for f in self.files(sensor.collection):
                 try:
                     opened.append((rasterio.open(f), str(f)))
                 except Exception as exc:
                     raise InputUnreadable(f"a file of the collection, {f.name!r}, is not a readable raster",
                                           param="sensor", detail=f"{f}: {exc}") from None
-            return read_datasets(opened, spatial, temporal, sensor, settings, sensor.collection)
+            return read_datasets(opened, spatial, temporal, sensor, settings, where)
         finally:
             for ds, _ in opened:
                 ds.close()

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from omniembed.errors import InputUnreadable, OmniEmbedError, ParameterInvalid, RuntimeUnavailable
-from omniembed.geo.backends.base import Raster, _band_key, composite, read_into, select_bands, target_grid
+from omniembed.geo.backends.base import (
+    Raster,
+    _band_key,
+    composite,
+    lon_overlap,
+    read_into,
+    select_bands,
+    target_grid,
+)
 from omniembed.geo.specs import SensorSpec, SpatialSpec, TimeWindow
 from omniembed.inputs.fetch import FetchPolicy, check_url, fetch
 from omniembed.settings import Settings
@@ -50,7 +58,7 @@ def _keep(item: Any, spatial: SpatialSpec, temporal: TimeWindow | None, sensor: 
     if item.bbox is not None:
         x0, y0, x1, y1 = item.bbox[:4] if len(item.bbox) == 4 else (item.bbox[0], item.bbox[1], item.bbox[3],
                                                                     item.bbox[4])
-        if not (x0 < a1 and a0 < x1 and y0 < b1 and b0 < y1):
+        if not (y0 < b1 and b0 < y1 and lon_overlap((x0, x1), (a0, a1))):  # an item across ±180: x0 > x1
             return False
     day = _item_date(item)
     if temporal is not None and day is not None and not temporal.contains(day):
