@@ -259,6 +259,22 @@ def test_a_stac_item_across_180_is_kept() -> None:
     assert not _keep(item, BBox(170.0, -16.6, 171.0, -16.5), None, sensor)
 
 
+def test_an_earth_engine_request_across_180_is_gridded_where_the_region_is() -> None:
+    """A UTM box with the meridian through it: the request's grid is in the zone at 180 and the box's size,
+    not in the zone at 0 degrees (the mean of -179.9 and 179.9)."""
+    from pyproj import Transformer
+
+    from omniembed.geo.backends.gee import build_request
+
+    t = Transformer.from_crs("EPSG:4326", "EPSG:32760", always_xy=True)
+    (x0, y0), (x1, y1) = t.transform(179.9, -16.6), t.transform(-179.9, -16.5)
+    req = build_request(BBox(x0, y0, x1, y1, crs="EPSG:32760"), None, SensorSpec(S2_ID, bands=("B4",)))
+    assert req["grid"]["crsCode"] in ("EPSG:32760", "EPSG:32701")
+    size = req["grid"]["dimensions"]
+    assert size["width"] == pytest.approx((x1 - x0) / 10, rel=0.05)
+    assert size["height"] == pytest.approx((y1 - y0) / 10, rel=0.1)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # 11. a precomputed product refuses what is not its raster
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from affine import Affine
 
 __all__ = ["Backend", "Grid", "Raster", "composite", "file_date", "lon_overlap", "read_into", "select_bands",
-           "target_grid"]
+           "target_grid", "unwrap_lon"]
 
 # Common band-name synonyms: Sentinel-2 numbers and colour names (either may name the same band).
 SYNONYMS = {"b02": "blue", "b03": "green", "b04": "red", "b08": "nir", "b8": "nir", "b2": "blue", "b3": "green",
@@ -69,7 +69,7 @@ class Backend(Protocol):
              settings: Settings) -> Raster: ...
 
 
-def _unwrap(west: float, east: float) -> tuple[float, float]:
+def unwrap_lon(west: float, east: float) -> tuple[float, float]:
     """A longitude range with ``east >= west``: a range given east < west crosses ±180 (STAC, GDAL and pyproj
     write it so), and its east moves on by 360."""
     return (west, east + 360.0) if east < west else (west, east)
@@ -78,7 +78,7 @@ def _unwrap(west: float, east: float) -> tuple[float, float]:
 def lon_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """Whether two longitude ranges (west, east) overlap on the circle: ranges may run past ±180
     (179.5..180.5) or be given across it (179.5..-179.5), and -179.8 is the same meridian as 180.2."""
-    (a0, a1), (b0, b1) = _unwrap(*a), _unwrap(*b)
+    (a0, a1), (b0, b1) = unwrap_lon(*a), unwrap_lon(*b)
     if a1 - a0 >= 360.0 or b1 - b0 >= 360.0:
         return True
     return any(a0 + k < b1 and b0 < a1 + k for k in (-360.0, 0.0, 360.0))
@@ -102,7 +102,7 @@ def target_grid(spatial: SpatialSpec, src_crs: Any, src_transform: Affine, scale
 
     src = CRS.from_user_input(src_crs)
     lon0, lat0, lon1, lat1 = spatial.lonlat_bounds()
-    lon0, lon1 = _unwrap(lon0, lon1)  # a projected region across ±180
+    lon0, lon1 = unwrap_lon(lon0, lon1)  # a projected region across ±180
     native = abs(src_transform.a)
     if src.is_projected:
         dst = src

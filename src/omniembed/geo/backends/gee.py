@@ -46,7 +46,7 @@ from omniembed.errors import (
     ParameterInvalid,
     RuntimeUnavailable,
 )
-from omniembed.geo.backends.base import Grid, Raster, _band_key, utm_crs
+from omniembed.geo.backends.base import Grid, Raster, _band_key, unwrap_lon, utm_crs
 from omniembed.geo.specs import PointBuffer, SensorSpec, SpatialSpec, TimeWindow
 from omniembed.settings import Settings
 
@@ -114,13 +114,14 @@ def build_request(spatial: SpatialSpec, temporal: TimeWindow | None, sensor: Sen
     from pyproj import Transformer
 
     lon0, lat0, lon1, lat1 = spatial.lonlat_bounds()
-    crs = utm_crs((lon0 + lon1) / 2, (lat0 + lat1) / 2)
+    west, east = unwrap_lon(lon0, lon1)  # a projected region across ±180: its centre is near 180, not 0
+    crs = utm_crs((west + east) / 2, (lat0 + lat1) / 2)
     tr = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     if isinstance(spatial, PointBuffer):
         x, y = tr.transform(spatial.lon, spatial.lat)
         minx, miny, maxx, maxy = x - spatial.buffer_m, y - spatial.buffer_m, x + spatial.buffer_m, y + spatial.buffer_m
     else:
-        minx, miny, maxx, maxy = tr.transform_bounds(lon0, lat0, lon1, lat1, densify_pts=21)
+        minx, miny, maxx, maxy = tr.transform_bounds(west, lat0, east, lat1, densify_pts=21)
     res = sensor.scale_m or scale_m
     width, height = max(1, round((maxx - minx) / res)), max(1, round((maxy - miny) / res))
     if width * height > max_pixels:
