@@ -49,7 +49,7 @@ def test_rs_embed_example_runs_with_a_local_folder(eng: Engine, geo_dir: Path) -
     assert vec.shape == (8,) and vec.dtype == np.float32 and np.isfinite(vec).all()
     assert emb.meta.modality == "geo" and emb.meta.input.kind == "geo" and "2022-06-01" in emb.meta.input.description
     grid = get_embedding("test-conv-geo", spatial=spatial, temporal=SUMMER, output=OutputSpec.grid(),
-                         backend=f"local:{geo_dir / 's2'}", engine=eng).data
+                         backend=f"local:{geo_dir / 's2'}", input_prep="resize", engine=eng).data
     assert grid.dims == ("d", "y", "x") and grid.shape == (8, 8, 8) and grid.attrs["crs"] == "EPSG:32651"
     from pyproj import Transformer
 
@@ -62,7 +62,7 @@ def test_rs_embed_example_runs_with_a_local_folder(eng: Engine, geo_dir: Path) -
     # pooled mean is the mean of the grid cells
     np.testing.assert_allclose(vec, grid.values.reshape(8, -1).mean(axis=1), rtol=1e-5, atol=1e-6)
     mx = get_embedding("test-conv-geo", spatial=spatial, temporal=SUMMER, output=OutputSpec.pooled("max"),
-                       backend=f"local:{geo_dir / 's2'}", engine=eng).data
+                       backend=f"local:{geo_dir / 's2'}", input_prep="resize", engine=eng).data
     np.testing.assert_allclose(mx, grid.values.reshape(8, -1).max(axis=1), rtol=1e-5)
 
 
@@ -71,7 +71,7 @@ def test_resize_grid_equals_a_direct_forward_pass(eng: Engine, geo_dir: Path) ->
 
     box = BBox(X0 + 400, Y0 - 1200, X0 + 1680, Y0 - 240, crs="EPSG:32651")  # 128 x 96 px
     grid = get_embedding("test-conv-geo", spatial=box, temporal=SUMMER, output=OutputSpec.grid(),
-                         backend=f"local:{geo_dir / 's2'}", engine=eng).data
+                         backend=f"local:{geo_dir / 's2'}", input_prep="resize", engine=eng).data
     raw = LocalBackend().read(box, SUMMER, SensorSpec(str(geo_dir / "s2"), bands=("B02", "B03", "B04", "B08")),
                               Settings()).image / 10000.0
     x = torch.nn.functional.interpolate(torch.from_numpy(raw[None]).float(), size=(32, 32), mode="bilinear",

@@ -232,8 +232,10 @@ def test_rs_embed_example_with_remoteclip(tmp_path: Path, geo_dir: Path) -> None
     cx, cy = Transformer.from_crs("EPSG:4326", "EPSG:32651", always_xy=True).transform(121.5, 31.2)
     t = grid.attrs["transform"]
     x0, y0, x1, y1 = t[2], t[5] + t[4] * grid.shape[1], t[2] + t[0] * grid.shape[2], t[5]
-    assert cx - 2048 - 10 <= x0 < x1 <= cx + 2048 + 10 and cy - 2048 - 10 <= y0 < y1 <= cy + 2048 + 10
-    assert grid.shape[0] == 64  # the grid keeps the 64-d patch tokens
+    # input_prep=None is rs-embed's tile: the 410 px region in 16 px cells, its edges within half a cell
+    tol = abs(t[0]) / 2 + 10
+    assert cx - 2048 - tol <= x0 < x1 <= cx + 2048 + tol and cy - 2048 - tol <= y0 < y1 <= cy + 2048 + tol
+    assert grid.shape == (64, 26, 26) and abs(t[0]) == 160  # the grid keeps the 64-d patch tokens
 
 
 def test_prithvi_tl_time_and_location_codes(tmp_path: Path, geo_dir: Path) -> None:

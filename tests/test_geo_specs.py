@@ -63,7 +63,7 @@ def test_bbox_other_crs_to_lonlat() -> None:
         (lambda: checked(PointBuffer(1, 1, 10, crs="EPSG:32651")), "crs"),
         (lambda: checked(TemporalSpec(mode="week")), "temporal"),
         (lambda: checked(InputPrepSpec(mode="crop")), "input_prep"),
-        (lambda: checked(InputPrepSpec(mode="tile", max_tiles=0)), "max_tiles"),
+        (lambda: checked(InputPrepSpec(mode="tile", tile_size=0)), "tile_size"),
         (lambda: InputPrepSpec.coerce(3), "input_prep"),  # type: ignore[arg-type]
     ],
 )

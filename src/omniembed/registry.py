@@ -13,7 +13,7 @@ import difflib
 import importlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -26,6 +26,8 @@ __all__ = ["ENTRY_POINT_GROUP", "ModelSpec", "Registry", "WeightsSource", "how_t
 
 ENTRY_POINT_GROUP = "omniembed.models"
 log = logging.getLogger(__name__)
+Modalities = Modality | str | Collection[Modality | str] | None
+"""A modality, several (any of them), or None (any model)."""
 
 
 
@@ -185,13 +187,14 @@ class Registry:
     def suggest(
         self,
         name: str,
-        modality: Modality | str | None = None,
+        modality: Modalities = None,
         extra: Iterable[ModelSpec] = (),
         *,
         runnable: Callable[[ModelSpec], bool] | None = None,
     ) -> list[str]:
         """Canonical names of up to three models whose name or an alias is close to ``name``, among those
-        that embed ``modality`` when it is given (a text model name is never answered with a geo model).
+        that embed ``modality`` (or one of several) when it is given (a text model name is never answered
+        with a geo model, an Earth-observation name never with an audio model).
 
         Close: one name contains the other, or difflib's ratio is at least 0.6. With ``runnable`` (whether a
         model's weights are on this machine) the runnable ones come first; then the closest come first.
@@ -220,7 +223,7 @@ class Registry:
     def not_found_message(
         self,
         name: str,
-        modality: Modality | str | None = None,
+        modality: Modalities = None,
         *,
         extra: Iterable[ModelSpec] = (),
         advice: str | None = None,
@@ -254,16 +257,17 @@ class Registry:
                 else f"Their weights are not here; for {missing[0]!r}: {how}.")
         if not good and (missing or modality is not None) and runnable is not None:
             here = sorted(n for n, ok in ready.items() if ok)
-            what = f"Models that embed {modality}" if modality is not None else "Models"
+            what = f"Models that embed {_modality_words(modality)}" if modality is not None else "Models"
             hint += f" {what} with weights here: {_quoted(here)}." if here else \
-                f" No {'model that embeds ' + str(modality) if modality is not None else 'model'} has its weights " \
-                "here."
+                f" No {'model that embeds ' + _modality_words(modality) if modality is not None else 'model'} has " \
+                "its weights here."
             if not missing:
                 absent = sorted(n for n, ok in ready.items() if not ok)
                 hint += f" Known but without weights here: {_quoted(absent)}." if absent else ""
         elif not close and modality is not None:
             names = sorted(specs)
-            hint = f" Models that embed {modality}: {', '.join(names)}." if names else f" No model embeds {modality}."
+            words = _modality_words(modality)
+            hint = f" Models that embed {words}: {', '.join(names)}." if names else f" No model embeds {words}."
         if advice is None:
             advice = (
                 "Run `omniembed models` for the list, or pass a local directory or a Hugging Face hub id of "
@@ -272,13 +276,14 @@ class Registry:
         shown = name if len(name) <= 80 else name[:80] + "…"
         return f"no model named {shown!r}.{hint} {advice}"
 
-    def _candidates(self, modality: Modality | str | None, extra: Iterable[ModelSpec]) -> list[ModelSpec]:
+    def _candidates(self, modality: Modalities, extra: Iterable[ModelSpec]) -> list[ModelSpec]:
         self._load_plugins()
         with self._lock:
             specs = [*self._by_name.values(), *extra]
-        if modality is None:
+        wanted = _modality_set(modality)
+        if wanted is None:
             return specs
-        return [s for s in specs if str(modality) in {str(m) for m in s.modalities}]
+        return [s for s in specs if wanted & {str(m) for m in s.modalities}]
 
     def __iter__(self) -> Iterator[ModelSpec]:
         self._load_plugins()
@@ -290,6 +295,20 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
+
+
+def _modality_set(modality: Modalities) -> set[str] | None:
+    """The modalities ``modality`` names, as strings (None: any)."""
+    if modality is None:
+        return None
+    if isinstance(modality, str):  # a Modality is a str too
+        return {str(modality)}
+    return {str(m) for m in modality}
+
+
+def _modality_words(modality: Modalities) -> str:
+    """``image``, ``geo or image``: for the hint's sentences."""
+    return " or ".join(sorted(_modality_set(modality) or ()))
 
 
 def _quoted(names: list[str]) -> str:

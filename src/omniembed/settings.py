@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         default_factory=dict, description="Named sources: a name (backend='local:NAME' or a sensor collection) "
         "for a folder, a file or a STAC catalog URL."
     )
+    geo_min_coverage: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="get_embedding / get_embeddings_batch warn (once per call) when "
+        "a region's read holds data for less than this fraction of its pixels (a region partly outside the "
+        "source's rasters); meta['coverage'] gives each region's fraction. 0: never warn."
+    )
     gee_project: str | None = Field(
         default=None, description="Google Cloud project that Earth Engine requests (backend='gee') run under. "
         "Unset: EE_PROJECT, then GOOGLE_CLOUD_PROJECT, then the project of the Earth Engine credentials."

@@ -54,7 +54,8 @@ def test_meta_mapping_and_default_window(eng: Engine, s2: str) -> None:
     with pytest.warns(UserWarning, match="2022-06-01..2022-09-01"):
         emb = get_embedding("test-conv-geo", spatial=HERE, backend=s2, engine=eng)
     assert emb.meta["model"] == emb.meta.model == "test-conv-geo" and "backend" in emb.meta
-    assert emb.meta.get("temporal") == {"start": "2022-06-01", "end": "2022-09-01"} and dict(emb.meta)["dim"] == 8
+    assert emb.meta.get("temporal") == {"mode": "range", "start": "2022-06-01", "end": "2022-09-01"}
+    assert dict(emb.meta)["dim"] == 8
     same = Model("test-conv-geo", backend=s2, engine=eng).get_embedding(HERE, temporal=SUMMER)
     np.testing.assert_allclose(same.data, emb.data, rtol=1e-6)
 

@@ -13,6 +13,7 @@ cannot serve raise a ``ModelError`` (see ``omniembed.geo.errors``).
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -23,12 +24,12 @@ import numpy as np
 from omniembed.api import Engine, get_engine
 from omniembed.contract import LoadedModel, Options
 from omniembed.embedding import Embedding, Modality
-from omniembed.errors import OmniEmbedError, ParameterNotProvided
+from omniembed.errors import ModelNotFound, OmniEmbedError, ParameterInvalid, ParameterNotProvided, WeightsNotFound
 from omniembed.geo.backends import ProductBackend, local_source, resolve_backend
 from omniembed.geo.backends.report import chw_report
-from omniembed.geo.errors import ModelRequestInvalid, SpecError, model_error
+from omniembed.geo.errors import ModelRequestInvalid, SpecError, UnknownModel, model_error
 from omniembed.geo.models import geo_spec_info, image_raster
-from omniembed.geo.preparer import GeoEmbedding, RegionCall, RegionPreparer, to_dataarray
+from omniembed.geo.preparer import GeoEmbedding, GeoMeta, RegionCall, RegionPreparer, jsonable, to_dataarray
 from omniembed.geo.specs import (
     DEFAULT_WINDOW,
     BBox,
@@ -41,6 +42,7 @@ from omniembed.geo.specs import (
     TimeWindow,
 )
 from omniembed.inputs.raster import RasterInput, rgb_unit
+from omniembed.model_config import resolve_settings, selected_model
 from omniembed.pipeline import run
 from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
@@ -59,10 +61,20 @@ def _geo_capable(spec: ModelSpec) -> bool:
     return bool({Modality.GEO, Modality.IMAGE} & set(spec.modalities))
 
 
+GEO_MODALITIES = (Modality.GEO, Modality.IMAGE)
+"""The models usable on regions: geo models and image models (on RGB composites)."""
+
+
 def _spec(eng: Engine, model: str) -> ModelSpec:
-    """The registry's spec for ``model`` (name or alias), as a ``ModelError`` when unknown or not for regions."""
+    """The registry's spec for ``model`` (name or alias), as a ``ModelError`` when unknown or not for regions.
+    An unknown name is answered with close names among the models usable on regions only."""
     try:
         spec = eng.spec(model)
+    except ModelNotFound as exc:
+        message = eng.registry.not_found_message(
+            model, GEO_MODALITIES, runnable=eng.weights_available,
+            advice="omniembed.geo.list_models() lists the models usable on regions.")
+        raise model_error(ModelNotFound(message, param="model", model=exc.model or model)) from None
     except OmniEmbedError as exc:
         raise model_error(exc) from None
     if not _geo_capable(spec):
@@ -106,7 +118,7 @@ def describe_model(model: str, *, engine: Engine | None = None) -> dict[str, Any
         "backend": ["auto", "local", "stac", "gee", "tensor"],
         "output": ["pooled", "grid"],
         "inputs": {"bands": info["bands"]},
-        "defaults": {"scale_m": info["scale_m"], "image_size": info["input_size"], "input_prep": "resize",
+        "defaults": {"scale_m": info["scale_m"], "image_size": info["input_size"], "input_prep": "tile",
                      **({} if precomputed else {"modality": "s2"})},
         "modalities": _modalities(spec),
         "model_config": {},
@@ -123,6 +135,12 @@ def reset_runtime(*, engine: Engine | None = None) -> dict[str, int]:
 
 # --------------------------------------------------------------------------------------------------------------
 # request checks
+
+
+def input_prep_of(value: InputPrepSpec | str | None) -> InputPrepSpec:
+    """``input_prep`` as a spec; None is rs-embed's default, ``InputPrepSpec.tile()``: a region that is one
+    model input is resized to it, a larger one is tiled at its read resolution."""
+    return InputPrepSpec.coerce(value if value is not None else InputPrepSpec.tile())
 
 
 def _check_spatial(spatial: Any, index: int | None = None) -> None:
@@ -163,21 +181,58 @@ def _check_output(output: OutputSpec | None) -> OutputSpec:
 
 def _check_options(model: str, sensor: SensorSpec | None, fetch: FetchSpec | None,
                    model_kwargs: dict[str, Any]) -> None:
+    """The call's sensor and fetch checked. ``model_kwargs`` here are refused: where a face passes model
+    settings on, it checks them with ``_configured`` (against the model's spec) and passes ``{}``."""
     if model_kwargs:
-        raise ModelRequestInvalid(f"model {model!r} does not accept model-specific keyword arguments "
-                                  f"({', '.join(sorted(model_kwargs))}); describe_model() lists its settings",
-                                  param=sorted(model_kwargs)[0])
+        raise ModelRequestInvalid(f"model {model!r} does not accept model-specific keyword arguments here "
+                                  f"({', '.join(sorted(model_kwargs))})", param=sorted(model_kwargs)[0])
     if sensor is not None and fetch is not None:
         raise ModelRequestInvalid("Use either sensor=... or fetch=..., not both (fetch adjusts the model's default "
                                   "sensor)", param="fetch")
     if sensor is not None:
         if not isinstance(sensor, SensorSpec):
             raise ModelRequestInvalid("sensor must be a SensorSpec or None", param="sensor")
+        if isinstance(sensor.collection, str) and sensor.collection.strip().lower().startswith("hf:"):
+            raise ModelRequestInvalid(
+                f"sensor collection {sensor.collection!r} names a checkpoint, which is rs-embed's older way to pick "
+                "RemoteCLIP's weights; omniembed reads weights from OMNIEMBED_MODEL_DIR/<model>/ or the Hugging "
+                "Face cache (`omniembed models prepare <model>`), and a sensor collection names the data to read",
+                param="sensor")
         sensor.validate()
     if fetch is not None:
         if not isinstance(fetch, FetchSpec):
             raise ModelRequestInvalid("fetch must be a FetchSpec or None", param="fetch")
         fetch.validate()
+
+
+def _configured(eng: Engine, model: str, model_kwargs: dict[str, Any]) -> tuple[ModelSpec, dict[str, str]]:
+    """``model``'s spec (``_spec``), switched to the model that runs under the call's model settings
+    (``variant=...``: rs-embed's ``model_config``), and the settings resolved (canonical values, defaults
+    filled in). An unknown setting or value is a ``ModelRequestInvalid`` naming the allowed ones."""
+    try:
+        spec = _spec(eng, model)
+    except UnknownModel as exc:
+        if not model_kwargs:
+            raise
+        keys = ", ".join(sorted(model_kwargs))
+        raise UnknownModel(f"{exc.message} Its settings ({keys}) cannot be checked: an unknown model does not "
+                           "accept model-specific keyword arguments.", **exc.fields()) from None
+    try:
+        config = resolve_settings(spec, model_kwargs)
+    except ParameterInvalid as exc:
+        raise ModelRequestInvalid(exc.message, **exc.fields()) from None
+    target = selected_model(spec, config)
+    return (spec if target == spec.name else _spec(eng, target)), config
+
+
+def _weights_named(exc: OmniEmbedError, spec: ModelSpec) -> OmniEmbedError:
+    """A missing-weights error that names the checkpoint file the model reads, when its spec names one."""
+    marker = spec.weights.marker
+    if not isinstance(exc, WeightsNotFound) or not marker or "*" in marker or marker in exc.message:
+        return exc
+    where = f" from {spec.weights.hub_id}" if spec.weights.hub_id else ""
+    return type(exc)(f"{exc.message} It needs the checkpoint {marker}{where}.",
+                     **exc.fields())
 
 
 def _check_modality(spec: ModelSpec, modality: str | None) -> None:
@@ -241,7 +296,7 @@ def _setup(spec: ModelSpec, temporal: TimeWindow, sensor: SensorSpec | None, fet
     try:
         loaded = eng.load(spec.name, runtime=runtime, device=device, precision=precision)
     except OmniEmbedError as exc:
-        raise model_error(exc) from None
+        raise model_error(_weights_named(exc, spec)) from None
     if Modality.GEO in spec.modalities:
         raster, image, encoder = _raster_of(spec, loaded), None, loaded.encoders[Modality.GEO]
     else:  # any image model: RGB composites, one vector per tile
@@ -256,11 +311,81 @@ def _describe_backend(backend: Any) -> str:
 
 
 def _with_meta(emb: Any, extra: dict[str, Any]) -> Any:
-    """``emb`` with the face's rs-embed-style keys added to its meta."""
+    """``emb`` with the call's rs-embed keys added to its meta (the region's own keys, set by the preparer, and
+    its ``input_prep`` facts win); a grid's attributes are the meta too, as rs-embed's."""
     if not isinstance(emb, Embedding):
         return emb
-    meta = dataclasses.replace(emb.meta, extra={**dict(emb.meta.extra), **extra})
+    region = dict(emb.meta.extra)
+    prep = {**extra.get("input_prep", {}), **region.get("input_prep", {})}
+    meta = GeoMeta.of(dataclasses.replace(emb.meta, extra={}), **{**extra, **region, "input_prep": prep})
+    if hasattr(emb.data, "attrs"):
+        emb.data.attrs = {**meta, "crs": emb.data.attrs["crs"], "transform": emb.data.attrs["transform"]}
     return GeoEmbedding(emb.data, meta, pooled=emb.pooled)
+
+
+def _outside() -> int:
+    """The ``stacklevel`` that names the first caller outside omniembed (the user's line) in a warning."""
+    frame: Any = sys._getframe(1)
+    level = 1
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith("omniembed."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _temporal_meta(temporal: TemporalSpec | None, when: TimeWindow, precomputed: bool) -> dict[str, Any]:
+    """rs-embed's ``meta["temporal"]``: the resolved window as a range; a precomputed product asked for a year
+    keeps the year (as rs-embed's products do)."""
+    if precomputed and isinstance(temporal, TemporalSpec) and temporal.mode == "year":
+        return {"mode": "year", "year": temporal.year, "start": when.start.isoformat(), "end": when.end.isoformat()}
+    return {"mode": "range", "start": when.start.isoformat(), "end": when.end.isoformat()}
+
+
+def _call_meta(spec: ModelSpec, temporal: TemporalSpec | None, when: TimeWindow, used: SensorSpec,
+               output: OutputSpec, backend: Any, prep: InputPrepSpec, requested: str,
+               raster: RasterInput) -> dict[str, Any]:
+    """The keys every region of a call shares, in rs-embed's names and types (``build_meta``'s ``type``,
+    ``backend``, ``source``, ``sensor``, ``temporal``; the embedders' ``start``/``end``, ``bands``,
+    ``cls_removed``; the ``input_prep`` block's ``requested_mode``: 'default' when not given)."""
+    precomputed = bool(spec.option("precomputed"))
+    # a ViT's grid is its patch tokens with the class token dropped (prithvi, remoteclip); a model's spec can
+    # say otherwise with the option cls_token
+    vit = Modality.GEO in spec.modalities and not precomputed and raster.patch >= 8
+    return {"type": "precomputed" if precomputed else "on_the_fly", "backend": _describe_backend(backend),
+            "source": used.collection, "sensor": jsonable(used),
+            "temporal": _temporal_meta(temporal, when, precomputed),
+            "start": when.start.isoformat(), "end": when.end.isoformat(),
+            "bands": tuple(str(b) for b in (used.bands or raster.bands)), "output": output.mode,
+            "grid_orientation": output.grid_orientation, "cls_removed": bool(spec.option("cls_token", vit)),
+            "input_prep": {"mode": prep.mode, "requested_mode": requested, "max_tiles": prep.max_tiles,
+                           "max_tiles_hard": prep.hard_limit, "tile_snap_frac": float(prep.tile_snap_frac)}}
+
+
+def _warn_coverage(results: Sequence[Any], threshold: float) -> None:
+    """One warning for the regions of a call whose read holds less than ``threshold`` of their pixels."""
+    low = [float(r.meta["coverage"]) for r in results
+           if isinstance(r, Embedding) and float(r.meta.get("coverage", 1.0)) < threshold]
+    if low:
+        warnings.warn(f"{len(low)} of {len(results)} regions are less than {threshold:.0%} covered by the source "
+                      f"(lowest: {min(low):.1%} of the region's pixels have data), so their embeddings describe only "
+                      "that part; meta['coverage'] gives each region's fraction (the threshold is the setting "
+                      "OMNIEMBED_GEO_MIN_COVERAGE)", UserWarning, stacklevel=_outside())
+
+
+def _warn_resolution(spec: ModelSpec, results: Sequence[Any], used: SensorSpec, backend: Any,
+                     raster: RasterInput) -> None:
+    """One warning when files were read at their native resolution and that is not the resolution rs-embed
+    reads the model at (e.g. prithvi: 30 m; 10 m Sentinel-2 files), so rs-embed's script gives other vectors.
+    Caller-supplied arrays (a backend object) and precomputed products are read as they are, as in rs-embed."""
+    if used.scale_m is not None or not isinstance(backend, str) or raster.precomputed:
+        return
+    want = float(raster.scale_m)
+    off = [float(r.meta["scale_m"]) for r in results if isinstance(r, Embedding)
+           and abs(float(r.meta.get("scale_m", want)) - want) > 0.01 * want]
+    if off:
+        warnings.warn(f"{len(off)} of {len(results)} regions were read at the files' native {off[0]:g} m, where "
+                      f"rs-embed reads {spec.name!r} at {want:g} m by default, so rs-embed gives other vectors: pass "
+                      f"fetch=FetchSpec(scale_m={want:g}) for rs-embed's resolution, or fetch=FetchSpec(scale_m="
+                      f"{off[0]:g}) to keep this one without this warning", UserWarning, stacklevel=_outside())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -289,30 +414,36 @@ def get_embeddings_batch(
     """Embed many regions with one loaded model; one result per region, same order.
 
     As rs-embed: ``fetch`` adjusts the model's default sensor (not with ``sensor``); ``temporal=None`` warns
-    and uses 2022-06-01..2022-09-01; ``input_prep`` None is omniembed's default ``resize``. omniembed's:
+    and uses 2022-06-01..2022-09-01; ``input_prep`` None is rs-embed's default ``tile`` (a region
+    that is one model input is resized to it). omniembed's:
     ``backend`` may also be ``local:/folder`` or a backend object such as ``TensorBackend(array, transform,
     crs)``; ``runtime`` / ``precision`` as for ``omniembed.embed``; with ``errors="return"`` a region that fails
     (no data, too large, a backend error) gets its error, with its index in ``spatials``, in its place."""
     spatial_list(spatials)  # as in rs-embed: the request is checked before the model is looked up
     output = _check_output(output)
-    _check_options(model, sensor, fetch, model_kwargs)
+    _check_options(model, sensor, fetch, {})
     eng = _engine(engine)
-    spec = _spec(eng, model)
+    spec, config = _configured(eng, model, model_kwargs)
     _check_modality(spec, modality)
     when = window(temporal)
-    prep = InputPrepSpec.coerce(input_prep)
+    prep = input_prep_of(input_prep)
     loaded, preparer, encoder, used = _setup(spec, when, sensor, fetch, output, backend, device, prep, runtime,
                                              precision, eng)
     options = Options(batch_size=prep.batch_size, normalize=False)
-    results = run(loaded, Modality.GEO, list(spatials), options, errors=errors, progress=progress, preparer=preparer,
-                  encoder=encoder)
-    extra = {"type": "precomputed" if spec.option("precomputed") else "on_the_fly",
-             "backend": _describe_backend(backend), "source": used.collection,
-             "temporal": when.to_dict(), "output": output.mode, "grid_orientation": output.grid_orientation,
-             "input_prep": {"mode": prep.mode}, "sensor": {"collection": used.collection,
-                                                           "bands": [str(b) for b in used.bands],
-                                                           "scale_m": used.scale_m, "composite": used.composite}}
-    return [_with_meta(r, extra) for r in results]
+    try:  # rs-embed's classes: a band the source lacks is a ModelError there too
+        results = [model_error(r) if isinstance(r, OmniEmbedError) else r
+                   for r in run(loaded, Modality.GEO, list(spatials), options, errors=errors, progress=progress,
+                                preparer=preparer, encoder=encoder)]
+    except OmniEmbedError as exc:
+        raise model_error(exc) from None
+    extra = _call_meta(spec, temporal, when, used, output, backend, prep,
+                       "default" if input_prep is None else prep.mode, preparer.raster)
+    if config:  # the model settings it ran with (rs-embed's model_config), canonical, defaults filled in
+        extra["model_config"] = config
+    out = [_with_meta(r, extra) for r in results]
+    _warn_coverage(out, eng.settings.geo_min_coverage)
+    _warn_resolution(spec, out, used, backend, preparer.raster)
+    return out
 
 
 def get_embedding(
@@ -368,7 +499,7 @@ def region_inputs(
     _check_spatial(spatial)
     _check_options(spec.name, sensor, fetch, {})
     _, preparer, _, _ = _setup(spec, window(temporal), sensor, fetch, OutputSpec.pooled(), backend, "cpu",
-                               InputPrepSpec.coerce(input_prep), None, "fp32", eng)
+                               input_prep_of(input_prep), None, "fp32", eng)
     rows = preparer.prepare([spatial], Options())[0]
     if isinstance(rows, OmniEmbedError):
         raise rows.at_index(None)

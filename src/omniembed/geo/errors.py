@@ -5,7 +5,8 @@ still does. Their place in the whole tree, with codes and statuses, is drawn in 
     OmniEmbedError
     ├── ParameterInvalid
     │   ├── SpecError                   a spec's .validate() (BBox, TemporalSpec, ...): param names the field
-    │   └── ModelRequestInvalid         also a ModelError: a request the model cannot serve as given
+    │   ├── ModelRequestInvalid         also a ModelError: a request the model cannot serve as given
+    │   │   └── InputPrepInvalid        also a SpecError: an unusable input_prep (rs-embed: a ModelError)
     ├── ModelNotFound
     │   └── UnknownModel                also a ModelError
     ├── ModelLoadFailed
@@ -23,8 +24,8 @@ from __future__ import annotations
 
 from omniembed.errors import ModelLoadFailed, ModelNotFound, OmniEmbedError, ParameterInvalid, WeightsNotFound
 
-__all__ = ["ModelError", "ModelLoadError", "ModelRequestInvalid", "ModelWeightsMissing", "SpecError", "UnknownModel",
-           "model_error"]
+__all__ = ["InputPrepInvalid", "ModelError", "ModelLoadError", "ModelRequestInvalid", "ModelWeightsMissing",
+           "SpecError", "UnknownModel", "model_error"]
 
 
 class SpecError(ParameterInvalid):
@@ -39,6 +40,11 @@ class ModelError(OmniEmbedError, group=True):
 
 class ModelRequestInvalid(ModelError, ParameterInvalid):
     """An argument of the call is invalid for this model (``parameter_invalid``)."""
+
+
+class InputPrepInvalid(ModelRequestInvalid, SpecError):
+    """An unusable ``input_prep``: a ``ModelError``, as rs-embed raises for it, and a ``SpecError`` like the
+    other specs' (``parameter_invalid``)."""
 
 
 class UnknownModel(ModelError, ModelNotFound):
@@ -64,12 +70,16 @@ _AS_MODEL_ERROR: tuple[tuple[type[OmniEmbedError], type[ModelError], str], ...] 
 def model_error(exc: OmniEmbedError) -> OmniEmbedError:
     """``exc`` as a ``ModelError`` too (same fields and code; an unknown model's message in rs-embed's words),
     unless it already is one or is not about the model (input and backend errors stay as they are). Chosen by
-    class only."""
+    class, and for ``ParameterInvalid`` by its ``param``: bands the model cannot get from the source
+    (``param="bands"``) are a ``ModelRequestInvalid``, as rs-embed raises a ``ModelError`` for them."""
     if isinstance(exc, ModelError):
         return exc
-    for base, cls, words in _AS_MODEL_ERROR:
-        if isinstance(exc, base):
-            out: OmniEmbedError = cls(words + exc.message, **exc.fields())
-            out.__cause__ = exc.__cause__
-            return out
-    return exc
+    found = [(cls, words) for base, cls, words in _AS_MODEL_ERROR if isinstance(exc, base)]
+    if not found and type(exc) is ParameterInvalid and exc.param == "bands":
+        found = [(ModelRequestInvalid, "")]
+    if not found:
+        return exc
+    cls, words = found[0]
+    out: OmniEmbedError = cls(words + exc.message, **exc.fields())
+    out.__cause__ = exc.__cause__
+    return out

@@ -11,11 +11,12 @@ The pipeline prepares the next chunk of regions (reads, reprojection) while the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,13 +34,65 @@ from omniembed.settings import Settings
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["GRID_DIMS", "GeoEmbedding", "RegionCall", "RegionPreparer", "to_dataarray"]
+__all__ = ["GRID_DIMS", "GeoEmbedding", "GeoMeta", "RegionCall", "RegionPreparer", "coverage", "jsonable",
+           "to_dataarray"]
+
+
+class GeoMeta(dict[str, Any], EmbeddingMeta):  # a dict first (its methods win), the typed meta second
+    """rs-embed's ``Embedding.meta``: a plain ``dict`` of JSON-ready values (``json.dumps(meta)``,
+    ``meta["note"] = ...``, ``meta.update(...)``) with omniembed's fields (``model``, ``dim``, ``input`` and
+    ``timings`` as dicts, ...) and rs-embed's keys (``type``, ``backend``, ``source``, ``sensor``, ``temporal``,
+    ``image_size``, ``grid_hw``, ``cls_removed``, ``input_prep``, ...) side by side, flat.
+
+    It is also the typed ``EmbeddingMeta`` it was made from, as for every other modality: attribute reads
+    (``meta.model``, ``meta.input.description``, ``meta.timings.encode_ms``) and ``dataclasses.replace`` give
+    the typed values; they do not follow later item assignments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        EmbeddingMeta.__init__(self, *args, **kwargs)
+        typed = {k: v for k, v in EmbeddingMeta.to_dict(self).items() if k != "extra"}
+        dict.__init__(self, {**typed, **{k: jsonable(v) for k, v in self.extra.items()}})
+
+    @classmethod
+    def of(cls, meta: EmbeddingMeta, **extra: Any) -> GeoMeta:
+        """``meta`` (typed) as a ``GeoMeta``, with ``extra`` added to its extra keys."""
+        fields = {f.name: getattr(meta, f.name) for f in dataclasses.fields(meta)}
+        fields["extra"] = {**dict(meta.extra), **extra}
+        return cls(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain copy (JSON-ready, as rs-embed's meta), with any keys added since."""
+        return copy.deepcopy(dict(self))
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with only JSON types (tuples stay tuples, as rs-embed's ``grid_hw``): dataclasses and
+    mappings become dicts, dates ISO strings, numpy scalars and arrays numbers and lists, anything else
+    its string."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return tuple(jsonable(v) for v in value)
+    if isinstance(value, (list, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
 
 
 class GeoEmbedding(Embedding):
     """An ``Embedding`` whose ``data`` may be a grid ``xarray.DataArray`` (d, y, x); ``pooled`` then holds
-    the mean over the grid's cells, so ``.vector`` works for both. ``meta`` is the typed ``EmbeddingMeta``
-    (readable as a mapping); as in rs-embed, ``GeoEmbedding(data=..., meta={...})`` also takes a plain dict."""
+    the mean over the grid's cells, so ``.vector`` works for both. ``meta`` is a ``GeoMeta``: rs-embed's
+    plain dict, also the typed ``EmbeddingMeta``; as in rs-embed, ``GeoEmbedding(data=..., meta={...})``
+    also takes a plain dict."""
 
     meta: Any
 
@@ -76,9 +129,11 @@ GRID_DIMS = ("d", "y", "x")
 
 
 def to_dataarray(grid: np.ndarray, raster: Raster, cell_px: tuple[float, float],
-                 band_names: Sequence[str] | None = None) -> xr.DataArray:
-    """A (D, rows, cols) grid as a DataArray (d, y, x) whose ``x``/``y`` are cell centres in the raster's CRS;
-    ``d`` holds the product's band names (precomputed products) or 0..D-1."""
+                 band_names: Sequence[str] | None = None, meta: Mapping[str, Any] | None = None) -> xr.DataArray:
+    """A (D, rows, cols) grid as a DataArray named ``embedding`` (d, y, x), as rs-embed's: ``d`` holds the
+    product's band names (precomputed products) or 0..D-1; its attributes are the embedding's meta (as
+    rs-embed's) plus ``crs`` and ``transform``. Unlike rs-embed's pixel indices, ``x``/``y`` are the cells'
+    centres in the raster's CRS, so the grid sits on the map."""
     import xarray as xr
     from affine import Affine
 
@@ -86,8 +141,18 @@ def to_dataarray(grid: np.ndarray, raster: Raster, cell_px: tuple[float, float],
     ys = t.f + t.e * (np.arange(grid.shape[1]) + 0.5)
     xs = t.c + t.a * (np.arange(grid.shape[2]) + 0.5)
     bands = list(band_names) if band_names is not None else list(range(grid.shape[0]))
+    attrs = {**(meta or {}), "crs": raster.grid.crs, "transform": tuple(t)[:6]}
     return xr.DataArray(grid.astype(np.float32), dims=GRID_DIMS, coords={"d": bands, "y": ys, "x": xs},
-                        attrs={"crs": raster.grid.crs, "transform": tuple(t)[:6]})
+                        name="embedding", attrs=attrs)
+
+
+def coverage(data: np.ndarray) -> float:
+    """The fraction of a read's pixels (frames, bands, rows, cols) that hold data: every band valid (not NaN)
+    in at least one frame. A region partly outside the source's rasters has the rest as NaN."""
+    if data.size == 0:
+        return 0.0
+    valid = ~np.isnan(data).any(axis=1)  # frames x rows x cols
+    return float(valid.any(axis=0).mean())
 
 
 @dataclass(frozen=True)
@@ -112,6 +177,8 @@ class _Region:
     raster: Raster
     plan: Plan | None
     """None for a precomputed product (the raster is the grid)."""
+    coverage: float = 1.0
+    """The fraction of the region's pixels the read holds (``coverage``)."""
 
 
 def _frames(count: int, want: int) -> np.ndarray:
@@ -183,17 +250,18 @@ class RegionPreparer:
         h, w = read.grid.height, read.grid.width
         info = InputInfo("geo", describe_region(spatial, call.temporal, call.sensor, call.source), length=w * h)
         if raster.precomputed:
-            return [Prepared({"grid": read.image}, 1, info, item=_Region(spatial, read, None))]
+            return [Prepared({"grid": read.image}, 1, info, item=_Region(spatial, read, None, coverage(read.data)))]
         frames = _frames(read.data.shape[0], raster.frames)
         img = raster.normalize(read.data[frames])
         try:
-            mode = choose_mode(call.prep, img.shape[-2], img.shape[-1], raster.input_size, raster.patch)
+            mode = choose_mode(call.prep, img.shape[-2], img.shape[-1], raster.input_size, raster.patch,
+                               output_mode=call.output.mode)
             plan = plan_resize(img, raster.input_size, raster.patch) if mode == "resize" else \
                 plan_tiles(img, raster.input_size, raster.patch, call.prep)
         except OmniEmbedError as exc:
             return exc.at_index(index)
         info = dataclasses.replace(info, padded=plan.padded)
-        region = _Region(spatial, read, plan)
+        region = _Region(spatial, read, plan, coverage(read.data))
         if self.image is not None:
             return self._image_rows(index, plan, info, region, options)
         side = _coords(read, frames, spatial, call.temporal) if raster.coords else {}
@@ -259,5 +327,33 @@ class RegionPreparer:
             pooling=output.pooling if output.mode == "pooled" else "grid",
             preprocessing=f"{self.raster.contract}; input_prep={mode}; read {w}x{h} px at "
             f"{abs(raster.grid.transform.a):g} ({raster.grid.crs}); bands={','.join(raster.bands)}",
+            extra={**dict(meta.extra), **self._facts(region, grid, mode)},
         )
-        return GeoEmbedding(data, meta, pooled=pooled)
+        geo = GeoMeta.of(meta)
+        if output.mode == "grid":
+            data.attrs = {**geo, **data.attrs}  # rs-embed's grid attributes are its meta
+        return GeoEmbedding(data, geo, pooled=pooled)
+
+    def _facts(self, region: _Region, grid: np.ndarray, mode: str) -> dict[str, Any]:
+        """rs-embed's per-region meta keys: the model's input size, the grid's (rows, cols), the read's pixel
+        size (m) and (rows, cols), how the region met the input (``input_prep``), and the covered fraction."""
+        raster, plan = region.raster, region.plan
+        hw = (int(raster.grid.height), int(raster.grid.width))
+        facts: dict[str, Any] = {
+            "image_size": None if self.raster.precomputed else int(self.raster.input_size),
+            "grid_hw": (int(grid.shape[1]), int(grid.shape[2])),
+            "scale_m": float(abs(raster.grid.transform.a)),
+            "input_hw": hw,
+            "coverage": region.coverage,
+        }
+        prep: dict[str, Any] = {"resolved_mode": mode, "input_hw": hw}
+        if plan is not None:
+            prep |= {"tile_size": int(self.raster.input_size), "tile_count": int(plan.tiles.shape[0])}
+            if plan.mode == "tile":
+                cell = plan.cell_px[1]
+                prep |= {"tile_stride": int(plan.core * cell), "tile_overlap": int(plan.crop * cell),
+                         "stitch_policy": "crop_overlap", "pad_policy": "reflect"}
+        else:  # a precomputed product: rs-embed's name for the pixels without data
+            facts["nodata_fraction"] = 1.0 - region.coverage
+        facts["input_prep"] = prep
+        return facts

@@ -3,8 +3,10 @@
 
 Names, fields, defaults and construction follow rs-embed 0.3: a spec is built without checks and checked by
 its ``.validate()``, which the API calls at use; an invalid spec raises ``SpecError`` (a
-``ParameterInvalid``) whose ``param`` names the field to change. ``OutputSpec`` alone checks itself on
-construction, as in rs-embed. Fields that rs-embed has and omniembed does not use are accepted and
+``ParameterInvalid``) whose ``param`` names the field to change; ``InputPrepSpec``'s is
+``InputPrepInvalid``, also a ``ModelError`` as in rs-embed. ``OutputSpec`` alone checks itself on
+construction, as in rs-embed. Numbers may be NumPy's, and a year may be a string (``"2022"``), as rs-embed
+takes them. Fields that rs-embed has and omniembed does not use are accepted and
 documented as such (docs/geo.md, "Coming from rs-embed").
 """
 
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, overload
 
-from omniembed.geo.errors import SpecError
+from omniembed.geo.errors import InputPrepInvalid, SpecError
 
 __all__ = [
     "DEFAULT_SCALE_M", "DEFAULT_WINDOW", "BBox", "FetchSpec", "InputPrepSpec", "OutputSpec", "PointBuffer",
@@ -30,9 +33,28 @@ LONLAT_CRS = ("EPSG:4326", "OGC:CRS84", "WGS84")
 
 
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """``value`` as a float: any real number (Python's or NumPy's, as rs-embed compares them), finite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
         raise SpecError(f"{name} must be a finite number, not {value!r}", param=name)
     return float(value)
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int where rs-embed's ``int(value)`` takes it without losing anything: an integer
+    (Python's or NumPy's), a whole float (``2022.0``) or a string of one (``"2022"``); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        return int(f) if math.isfinite(f) and f.is_integer() else None
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
 
 
 def _check_lon_lat(lon: float, lat: float, prefix: str = "") -> None:
@@ -242,10 +264,9 @@ class TemporalSpec:
         if self.mode == "year":
             if self._year is None:
                 raise SpecError("TemporalSpec.year requires year (an integer such as 2022)", param="year")
-            if isinstance(self._year, bool) or not isinstance(self._year, int):
-                raise SpecError(f"TemporalSpec.year requires an integer year, not {self._year!r}", param="year")
-            if not 1 <= self._year <= 9999:
-                raise SpecError(f"TemporalSpec.year must be in [1, 9999], not {self._year}", param="year")
+            year = self._year_number()
+            if not 1 <= year <= 9999:
+                raise SpecError(f"TemporalSpec.year must be in [1, 9999], not {self._year!r}", param="year")
         elif self.mode == "range":
             if not self.start or not self.end:
                 raise SpecError("TemporalSpec.range requires start and end ('YYYY-MM-DD')",
@@ -259,6 +280,14 @@ class TemporalSpec:
                             "TemporalSpec.year(...))",
                             param="temporal")
 
+    def _year_number(self) -> int:
+        """The year as an int: as rs-embed, ``2022``, ``"2022"`` and NumPy integers all name 2022."""
+        year = _integer(self._year)
+        if year is None:
+            raise SpecError(f"TemporalSpec.year requires an integer year such as 2022, not {self._year!r}",
+                            param="year")
+        return year
+
     @staticmethod
     def _date(value: Any, name: str) -> date:
         try:
@@ -271,8 +300,9 @@ class TemporalSpec:
         """The dates ``[start, end)``: a year is Jan 1 to Jan 1 of the next year. Validates first."""
         self.validate()
         if self.mode == "year":
-            assert self._year is not None
-            return TimeWindow(date(self._year, 1, 1), date(self._year + 1, 1, 1))
+            year = self._year_number()
+            return TimeWindow(date(year, 1, 1), date(year + 1, 1, 1)) if year < 9999 else \
+                TimeWindow(date(year, 1, 1), date.max)
         return TimeWindow(self._date(self.start, "start"), self._date(self.end, "end"))
 
     def contains(self, day: date) -> bool:
@@ -462,6 +492,10 @@ class InputPrepSpec:
 
     omniembed's: ``overlap`` (pixels on each side; overrides ``tile_stride``), ``batch_size`` (tiles per
     encoder batch), ``auto_factor``.
+
+    Checked at use (``resolved``), as rs-embed: an unusable value raises ``InputPrepInvalid``, a
+    ``ModelError``; ``max_tiles`` below 1 and ``tile_snap_frac`` outside [0, 0.5] are clamped, whole numbers
+    given as floats or strings are taken.
     """
 
     mode: str = "tile"
@@ -495,22 +529,44 @@ class InputPrepSpec:
         return max(self.max_tiles_hard, self.max_tiles)
 
     def validate(self) -> None:
-        if self.mode not in INPUT_PREP_MODES:
-            raise SpecError(f"input_prep must be 'resize', 'tile' or 'auto', not {self.mode!r}", param="input_prep")
-        for name in ("tile_size", "tile_stride", "overlap"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "overlap"
-                                                                                          else 1)):
-                raise SpecError(f"{name} must be a {'non-negative' if name == 'overlap' else 'positive'} integer "
-                                f"of pixels, not {v!r}", param=name)
-        for name in ("max_tiles", "max_tiles_hard", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SpecError(f"{name} must be a positive integer, not {v!r}", param=name)
-        if not 0 <= _number(self.tile_snap_frac, "tile_snap_frac") <= 0.5:
-            raise SpecError("tile_snap_frac must be within [0, 0.5]", param="tile_snap_frac")
-        if _number(self.auto_factor, "auto_factor") < 1:
-            raise SpecError("auto_factor must be >= 1", param="auto_factor")
+        """Raise ``InputPrepInvalid`` (a ``ModelError``, as rs-embed raises for ``input_prep``) naming the
+        field that cannot be used. Values rs-embed corrects are accepted: see ``resolved``."""
+        self.resolved()
+
+    def resolved(self) -> InputPrepSpec:
+        """This spec as it is used, after rs-embed's corrections: the mode lower-cased, whole numbers given as
+        floats or strings made ints, ``max_tiles`` at least 1, ``tile_snap_frac`` clamped to [0, 0.5] (rs-embed
+        clamps both; ``max_tiles_hard`` below ``max_tiles`` counts as ``max_tiles``, see ``hard_limit``).
+        Raises ``InputPrepInvalid`` for what cannot be corrected (an unknown mode, a tile size or stride
+        below 1, a value that is no number)."""
+        mode = self.mode.strip().lower() if isinstance(self.mode, str) else self.mode
+        if mode not in INPUT_PREP_MODES:
+            raise InputPrepInvalid(f"input_prep mode must be 'resize', 'tile' or 'auto', not {self.mode!r}",
+                                      param="input_prep")
+        changes: dict[str, Any] = {"mode": mode}
+        for name, least in (("tile_size", 1), ("tile_stride", 1), ("overlap", 0), ("max_tiles", None),
+                            ("max_tiles_hard", None), ("batch_size", 1)):
+            value = getattr(self, name)
+            if value is None and name in ("tile_size", "tile_stride", "overlap"):
+                continue
+            number = _integer(value)
+            if number is None or (least is not None and number < least):
+                what = "a whole number" if least is None else \
+                    ("a non-negative whole number" if least == 0 else "a positive whole number")
+                unit = " of pixels" if name in ("tile_size", "tile_stride", "overlap") else ""
+                raise InputPrepInvalid(f"input_prep {name} must be {what}{unit}, not {value!r}", param=name)
+            changes[name] = number
+        changes["max_tiles"] = max(1, changes["max_tiles"])
+        for name in ("tile_snap_frac", "auto_factor"):
+            try:
+                changes[name] = _number(getattr(self, name), name)
+            except SpecError as exc:
+                raise InputPrepInvalid(f"input_prep {exc.message}", param=name) from None
+        if changes["auto_factor"] < 1:
+            raise InputPrepInvalid(f"input_prep auto_factor must be >= 1, not {self.auto_factor}", param="auto_factor")
+        changes["tile_snap_frac"] = min(0.5, max(0.0, changes["tile_snap_frac"]))
+        changes["pad_edges"] = bool(self.pad_edges)
+        return dataclasses.replace(self, **changes)
 
     def overlap_px(self, size: int, patch: int) -> int:
         """The overlap on each side of a ``size`` px tile whose cells are ``patch`` px."""
@@ -525,18 +581,19 @@ class InputPrepSpec:
 
     @classmethod
     def coerce(cls, value: InputPrepSpec | str | None) -> InputPrepSpec:
-        """``None``: omniembed's default (``resize``); a mode name; or a spec (validated)."""
+        """``None``: omniembed's default (``resize``); a mode name; or a spec (``resolved``). Anything else, or an
+        invalid spec, raises ``InputPrepInvalid`` (a ``ModelError``, as in rs-embed)."""
         if value is None:
             return cls(mode="resize")
         if isinstance(value, InputPrepSpec):
-            value.validate()
-            return value
+            return value.resolved()
         if isinstance(value, str):
-            spec = cls(mode=value.strip().lower())
-            spec.validate()
-            return spec
-        raise SpecError(f"input_prep must be 'resize', 'tile', 'auto' or an InputPrepSpec, not {value!r}",
-                        param="input_prep")
+            if value.strip().lower() not in INPUT_PREP_MODES:
+                raise InputPrepInvalid(f"input_prep must be 'resize', 'tile' or 'auto', not {value!r}",
+                                          param="input_prep")
+            return cls(mode=value.strip().lower())
+        raise InputPrepInvalid(f"input_prep must be 'resize', 'tile', 'auto' or an InputPrepSpec, not {value!r}",
+                                  param="input_prep")
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "tile_size": self.tile_size, "tile_stride": self.tile_stride,

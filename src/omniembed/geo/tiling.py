@@ -16,7 +16,7 @@ import numpy as np
 from omniembed.errors import ParameterInvalid
 from omniembed.geo.specs import InputPrepSpec
 
-__all__ = ["Plan", "choose_mode", "plan_resize", "plan_tiles", "resize", "tile_layout"]
+__all__ = ["Plan", "choose_mode", "fits_one_tile", "plan_resize", "plan_tiles", "resize", "tile_layout"]
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:
@@ -46,12 +46,26 @@ def tile_layout(prep: InputPrepSpec, rows: int, cols: int, size: int, patch: int
     return overlap, crop, core, math.ceil(ny / core) * math.ceil(nx / core)
 
 
-def choose_mode(prep: InputPrepSpec, rows: int, cols: int, size: int, patch: int | None = None) -> str:
-    """``tile`` or ``resize``. ``auto`` tiles when the region is more than ``auto_factor`` times the input on a
-    side and needs at most ``max_tiles`` tiles (else it resizes, as rs-embed's auto does)."""
-    if prep.mode != "auto":
-        return prep.mode
-    if max(rows, cols) <= prep.auto_factor * size:
+def fits_one_tile(prep: InputPrepSpec, rows: int, cols: int, size: int) -> bool:
+    """Whether a ``rows`` x ``cols`` region is one ``size`` tile, as rs-embed decides: each side at most the
+    tile, or over it by no more than ``tile_snap_frac`` of a tile (rs-embed snaps that overhang away by
+    downscaling when tiles touch, ``tile_stride`` None or the tile size)."""
+    touching = prep.tile_stride is None or prep.tile_stride == size
+    snap = round(min(0.5, max(0.0, float(prep.tile_snap_frac))) * size) if touching else 0
+    return max(rows, cols) <= size + snap
+
+
+def choose_mode(prep: InputPrepSpec, rows: int, cols: int, size: int, patch: int | None = None, *,
+                output_mode: str = "grid") -> str:
+    """``tile`` or ``resize``, as rs-embed resolves them. ``tile`` (rs-embed's default) resizes a region that is
+    one tile (``fits_one_tile``): the model sees it whole, as rs-embed's single call does. ``auto`` resizes for
+    pooled output (as rs-embed), and for a grid tiles only when the region is more than ``auto_factor`` times
+    the input on a side and needs at most ``max_tiles`` tiles."""
+    if prep.mode == "resize" or fits_one_tile(prep, rows, cols, size):
+        return "resize"
+    if prep.mode == "tile":
+        return "tile"
+    if output_mode != "grid" or max(rows, cols) <= prep.auto_factor * size:
         return "resize"
     if patch is not None and tile_layout(prep, rows, cols, size, patch)[3] > prep.max_tiles:
         return "resize"

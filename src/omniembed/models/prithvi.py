@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from omniembed.embedding import Modality
+from omniembed.model_config import ModelSetting
 from omniembed.registry import ModelSpec, WeightsSource
 
 LOADER = "omniembed.models.prithvi:load"
@@ -27,6 +28,35 @@ DEFAULTS: dict[str, Any] = {"img_size": 224, "num_frames": 4, "patch_size": [1, 
                             "std": [2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0],
                             "coords_encoding": [], "coords_scale_learn": False, "layer_norm_eps": 1e-6}
 SKIPPED_PREFIXES = ("decoder.", "mask_token")
+
+# rs-embed's prithvi ``variant`` (onthefly_prithvi.py): the three time-location (TL) checkpoints, each its own
+# model here (name = rs-embed's model key; hub repository and checkpoint file as rs-embed downloads them;
+# dim = the published config's embed_dim). omniembed's ``prithvi`` is the 300M checkpoint without TL.
+TL_VARIANTS = (
+    ("prithvi_eo_v2_100_tl", "ibm-nasa-geospatial/Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt", 768, "100"),
+    ("prithvi_eo_v2_300_tl", "ibm-nasa-geospatial/Prithvi-EO-2.0-300M-TL", "Prithvi_EO_V2_300M_TL.pt", 1024, "300"),
+    ("prithvi_eo_v2_600_tl", "ibm-nasa-geospatial/Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt", 1280, "600"),
+)
+
+
+def variant_setting(default: str) -> ModelSetting:
+    """The ``variant`` setting of the family, defaulting to the model it is set on."""
+    return ModelSetting(
+        name="variant",
+        default=default,
+        choices=("prithvi_eo_v2_300", *(v[0] for v in TL_VARIANTS)),
+        aliases=(("300", "prithvi_eo_v2_300"), ("300m", "prithvi_eo_v2_300"), ("prithvi", "prithvi_eo_v2_300"),
+                 *((f"{v[4]}{m}_tl", v[0]) for v in TL_VARIANTS for m in ("", "m"))),
+        selects=(("prithvi_eo_v2_300", "prithvi"), *((v[0], v[0]) for v in TL_VARIANTS)),
+        description="Which Prithvi-EO-2.0 checkpoint runs: prithvi_eo_v2_300 (omniembed's prithvi, the 300M model "
+        "without time/location codes) or rs-embed's time-location variants prithvi_eo_v2_100_tl (rs-embed's "
+        "default), prithvi_eo_v2_300_tl, prithvi_eo_v2_600_tl; rs-embed's short forms (100_tl, 300m_tl, ...) too",
+    )
+
+
+def options(variant: str) -> tuple[tuple[str, Any], ...]:
+    return (("bands", S2_BANDS), ("scale_m", 30.0), ("input_size", 224), ("model_config", (variant_setting(variant),)))
+
 
 SPECS = (
     ModelSpec(
@@ -40,12 +70,25 @@ SPECS = (
         license="Apache-2.0",
         aliases=("prithvi_eo_v2_s2_6b", "prithvi-eo-2.0-300m"),
         description="Prithvi-EO-2.0 300M ViT-MAE encoder on 6 Sentinel-2/HLS bands, multi-temporal",
-        options=(("bands", S2_BANDS), ("scale_m", 30.0), ("input_size", 224)),
+        options=options("prithvi_eo_v2_300"),
         # bf16 (compiled ahead of time): min cosine to fp32 0.999986 over every pooled vector, grid cell and grid
         # mean of the real Sentinel-2 composites in bench/geo_throughput.py (300M at real size, random weights in
         # the official layout); 1.93x the eager fp32 regions/s there vs ONNX fp32 1.0x.
         auto_precision="bf16",
     ),
+    *(ModelSpec(
+        name=name,
+        loader=LOADER,
+        modalities=(Modality.GEO,),
+        dim=dim,
+        pooling="mean",
+        normalize=False,
+        weights=WeightsSource(hub_id=hub_id, marker=checkpoint),
+        license="Apache-2.0",
+        description=f"Prithvi-EO-2.0 {size}M-TL ViT-MAE encoder (time and location codes) on 6 Sentinel-2/HLS "
+        "bands; prithvi's variant in rs-embed",
+        options=options(name),
+    ) for name, hub_id, checkpoint, dim, size in TL_VARIANTS),
 )
 
 
