@@ -20,6 +20,7 @@ from omniembed.geo import (
     ExportModelRequest,
     ExportTarget,
     InputPrepSpec,
+    Model,
     PointBuffer,
     SensorSpec,
     SpecError,
@@ -137,6 +138,16 @@ def test_unknown_setting_or_value_names_the_allowed_ones(tmp_path: Path, kwargs:
     assert isinstance(info.value, ModelError) and info.value.param == param and named in info.value.message
     with pytest.raises(ModelRequestInvalid, match="does not accept model-specific keyword arguments"):
         get_embedding("remoteclip", spatial=PointBuffer(121.5, 31.2, 500), temporal=SUMMER, engine=eng, **kwargs)
+
+
+def test_model_class_checks_its_settings_on_construction(tmp_path: Path) -> None:
+    eng = geo_engine(tmp_path, model_dir=tmp_path / "models")
+    with pytest.raises(ModelRequestInvalid, match="prithvi_eo_v2_600_tl"):
+        Model("prithvi", variant="huge", engine=eng)
+    model = Model("prithvi_eo_v2_s2_6b", variant="600m_tl", engine=eng, backend=f"local:{tmp_path}")
+    assert model.name == "prithvi" and model.settings["variant"] == "600m_tl"
+    with pytest.raises(ModelWeightsMissing, match=r"Prithvi_EO_V2_600M_TL\.pt"):
+        model.get_embedding(PointBuffer(121.5, 31.2, 500), temporal=SUMMER)
 
 
 def test_a_variant_without_weights_names_its_checkpoint(tmp_path: Path) -> None:

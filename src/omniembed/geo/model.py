@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from omniembed.geo.api import _engine, _spec, describe_model, get_embedding, get_embeddings_batch, list_models
+from omniembed.geo.api import (
+    _configured,
+    _engine,
+    _spec,
+    describe_model,
+    get_embedding,
+    get_embeddings_batch,
+    list_models,
+)
 from omniembed.geo.preparer import GeoEmbedding
 from omniembed.geo.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
 
@@ -16,7 +24,8 @@ __all__ = ["Model"]
 
 class Model:
     """A model with its call settings (``backend``, ``device``, ``sensor`` or ``fetch``, ``modality``, ``output``,
-    ``input_prep``; omniembed's ``runtime``, ``precision``, ``engine``); loaded on first use, then kept."""
+    ``input_prep``; omniembed's ``runtime``, ``precision``, ``engine``) and its model settings (``variant=...``,
+    checked on construction); loaded on first use, then kept."""
 
     def __init__(self, name: str, *, backend: Any = "auto", device: str = "auto", sensor: SensorSpec | None = None,
                  fetch: FetchSpec | None = None, modality: str | None = None, output: OutputSpec | None = None,
@@ -24,6 +33,7 @@ class Model:
                  precision: str | None = None, engine: Engine | None = None, **model_kwargs: Any) -> None:
         self.engine = _engine(engine)
         self.name = _spec(self.engine, name).name
+        _configured(self.engine, self.name, model_kwargs)  # model settings (variant=...) checked here, once
         self.settings: dict[str, Any] = {
             "backend": backend, "device": device, "sensor": sensor, "fetch": fetch, "modality": modality,
             "output": output, "input_prep": input_prep, "runtime": runtime, "precision": precision,
