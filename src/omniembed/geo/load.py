@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from omniembed.geo.export.layouts import MANIFEST_KEY, stack_items, status_of
-from omniembed.geo.export.writers import load_item
+from omniembed.geo.export.manifest import array_key
+from omniembed.geo.export.writers import load_item, load_item_input
 
 __all__ = ["ExportResult", "ModelResult", "load_export"]
 
@@ -21,7 +22,8 @@ __all__ = ["ExportResult", "ModelResult", "load_export"]
 @dataclass
 class ModelResult:
     """One model over all regions: ``embeddings`` (n_items, D) pooled or (n_items, D, H, W) grids (NaN where a
-    region failed; None when all failed), ``inputs`` (None: omniembed saves no inputs), ``meta`` per region."""
+    region failed; None when all failed), ``inputs`` (n_items, C, H, W) the rasters the model was fed when the
+    export saved them (``save_inputs``; NaN-padded to the largest, NaN rows where none), ``meta`` per region."""
 
     name: str
     status: str
@@ -63,7 +65,8 @@ class ExportResult:
         return [n for n, r in self.models.items() if r.status == "failed"]
 
 
-def _grid(arrays: Any, model: str, values: np.ndarray, index: int | None = None) -> Any:
+def _grid(arrays: Any, name: str, values: np.ndarray, index: int | None = None) -> Any:
+    model = array_key(name) if f"grid_transform__{name}" not in arrays else name  # earlier exports: raw name
     key = f"grid_transform__{model}"
     if key not in arrays:
         return None
@@ -105,8 +108,30 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                            f"grid_crs__{model}": np.asarray(da.attrs.get("crs", "")),
                            f"grid_x__{model}": np.asarray(ds[f"x__{model}"].values),
                            f"grid_y__{model}": np.asarray(ds[f"y__{model}"].values),
-                           f"grid_d__{model}": np.asarray([str(b) for b in ds[f"d__{model}"].values])}
+                           f"grid_d__{model}": np.asarray([str(b) for b in ds[da.dims[0]].values])}
     return arrays, manifest
+
+
+def _rows(ref: Any, arrays: dict[str, np.ndarray], n: int) -> np.ndarray | None:
+    """A combined manifest's array reference (``npz_key`` [+ ``indices``] or ``npz_keys`` + ``indices``) as
+    (n, ...) rows, NaN where a region has none."""
+    if not isinstance(ref, dict):
+        return None
+    if ref.get("npz_key") in arrays:
+        arr = np.asarray(arrays[ref["npz_key"]], dtype=np.float32)
+        idx = ref.get("indices")
+        if idx is None:
+            return arr
+        rows: list[np.ndarray | None] = [None] * n
+        for j, i in enumerate(idx):
+            rows[int(i)] = arr[j]
+        return stack_items(rows)
+    keys, idx = ref.get("npz_keys") or [], ref.get("indices") or []
+    rows = [None] * n
+    for k, i in zip(keys, idx, strict=False):
+        if k in arrays:
+            rows[int(i)] = np.asarray(arrays[k], dtype=np.float32)
+    return stack_items(rows)
 
 
 def _combined(path: Path) -> ExportResult:
@@ -118,13 +143,16 @@ def _combined(path: Path) -> ExportResult:
     models: dict[str, ModelResult] = {}
     for entry in manifest.get("models", []):
         name = entry["model"]
-        emb = arrays.get(f"embeddings__{name}")
-        metas = manifest.get("embedding_meta", {}).get(name, [{}] * n)
-        grids = [_grid(arrays, name, emb[i], i) if emb is not None and entry.get("errors", {}).get(str(i)) is None
-                 else None for i in range(n)] if f"grid_transform__{name}" in arrays else []
-        errors = entry.get("errors") or {}
-        models[name] = ModelResult(name, entry["status"], emb, None, metas,
-                                   "; ".join(errors.values()) if entry["status"] == "failed" else None, grids)
+        key = (entry.get("embeddings") or {}).get("npz_key") or f"embeddings__{name}"
+        emb = arrays.get(key)
+        metas = entry.get("metas") or manifest.get("embedding_meta", {}).get(name) or [{}] * n
+        errors = entry.get("errors_by_index") or entry.get("errors") or {}
+        gkey = array_key(name) if f"grid_transform__{array_key(name)}" in arrays else name
+        grids = [_grid(arrays, gkey, emb[i], i) if emb is not None and str(i) not in errors else None
+                 for i in range(n)] if f"grid_transform__{gkey}" in arrays else []
+        error = entry.get("error") or ("; ".join(errors.values()) if entry["status"] == "failed" else None)
+        models[name] = ModelResult(name, entry["status"], emb, _rows(entry.get("inputs"), arrays, n),
+                                   [m or {} for m in metas], error if entry["status"] == "failed" else None, grids)
     return ExportResult("combined", manifest.get("spatials", []), manifest.get("temporal"), n,
                         manifest.get("status", "ok"), models, manifest)
 
@@ -143,18 +171,24 @@ def _per_item(folder: Path) -> ExportResult:
     models = {}
     for name in names:
         values: list[np.ndarray | None] = []
+        inputs: list[np.ndarray | None] = []
         metas: list[dict[str, Any]] = []
         grids: list[Any] = []
         errors: list[str] = []
         for _, arrays, manifest in points:
-            v = arrays.get(f"embedding__{name}")
+            entry: dict[str, Any] = next((e for e in manifest.get("models", []) if e["model"] == name), {})
+            key = (entry.get("embedding") or {}).get("npz_key") or f"embedding__{name}"
+            v = arrays.get(key)
             values.append(None if v is None else np.asarray(v, np.float32))
-            metas.append(manifest.get("embedding_meta", {}).get(name, {}))
+            x = arrays.get((entry.get("input") or {}).get("npz_key", ""))
+            inputs.append(None if x is None else np.asarray(x, np.float32))
+            metas.append(entry.get("meta") or manifest.get("embedding_meta", {}).get(name) or {})
             grids.append(_grid(arrays, name, np.asarray(v, np.float32)) if v is not None else None)
-            errors += [e.get("error", "") for e in manifest.get("models", []) if e["model"] == name and "error" in e]
+            if entry.get("error"):
+                errors.append(str(entry["error"]))
         ok = sum(v is not None for v in values)
         status = status_of(ok, len(values))
-        models[name] = ModelResult(name, status, stack_items(values), None, metas,
+        models[name] = ModelResult(name, status, stack_items(values), stack_items(inputs), metas,
                                    "; ".join(errors) if status == "failed" else None,
                                    grids if any(g is not None for g in grids) else [])
     manifests = [m for _, _, m in points]
@@ -173,23 +207,26 @@ def _folder(folder: Path) -> ExportResult:
     for name in manifest["models"]:
         recs = {r["id"]: r for r in items if r["model"] == name}
         values: list[np.ndarray | None] = []
+        inputs: list[np.ndarray | None] = []
         metas: list[dict[str, Any]] = []
         grids: list[Any] = []
         for i in ids:
             r = recs.get(i)
             if r is None or r["status"] != "done":
                 values.append(None)
+                inputs.append(None)
                 metas.append({})
                 grids.append(None)
                 continue
             data, meta = load_item(folder / r["item_file"])
+            inputs.append(load_item_input(folder / r["item_file"])[0])
             values.append(np.asarray(getattr(data, "values", data), np.float32))
             metas.append(meta)
             grids.append(data if hasattr(data, "dims") else None)
         ok = sum(v is not None for v in values)
         status = status_of(ok, len(ids))
         errs = [r["error"]["message"] for r in recs.values() if r["status"] != "done"]
-        models[name] = ModelResult(name, status, stack_items(values), None, metas,
+        models[name] = ModelResult(name, status, stack_items(values), stack_items(inputs), metas,
                                    "; ".join(errs) if status == "failed" else None,
                                    grids if any(g is not None for g in grids) else [])
     first = {r["id"]: r["spatial"] for r in items}

@@ -32,14 +32,32 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omniembed.api import Engine
+import numpy as np
+
+from omniembed.api import Engine, get_engine
 from omniembed.atomic import atomic_path
 from omniembed.errors import OmniEmbedError
-from omniembed.geo.api import DEFAULT_TEMPORAL, _check_output, get_embeddings_batch, spatial_list, window
+from omniembed.geo.api import (
+    DEFAULT_TEMPORAL,
+    _check_output,
+    _spec,
+    get_embeddings_batch,
+    inspect_model_input,
+    spatial_list,
+    window,
+)
 from omniembed.geo.errors import ModelRequestInvalid
-from omniembed.geo.export.layouts import write_combined, write_per_item
+from omniembed.geo.export.layouts import Loaders, write_combined, write_per_item
+from omniembed.geo.export.manifest import jsonable, request_fingerprint
 from omniembed.geo.export.ray import chunk_embedder
-from omniembed.geo.export.writers import FORMATS, load_item, save_item, write_final
+from omniembed.geo.export.writers import (
+    FORMATS,
+    item_fingerprint,
+    load_item,
+    load_item_input,
+    save_item,
+    write_final,
+)
 from omniembed.geo.specs import FetchSpec, InputPrepSpec, OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
 from omniembed.geo.types import ExportConfig, ExportLayout, ExportModelRequest, ExportTarget, ModelConfig
 
@@ -163,9 +181,15 @@ def export_batch(
                                   "geoparquet for pooled vectors", param="format")
     if fmt == "geoparquet" and output.mode != "pooled":
         raise ModelRequestInvalid("geoparquet holds pooled vectors: use output=OutputSpec.pooled()", param="format")
-    prep = InputPrepSpec.coerce(input_prep if input_prep is not None else config.input_prep)
+    # as rs-embed: an input_prep not given is left to get_embedding's default (model-aware), so an export
+    # gives the vectors get_embedding gives; a given one is checked here, before anything runs
+    requested = input_prep if input_prep is not None else config.input_prep
+    prep: InputPrepSpec | None = InputPrepSpec.coerce(requested) if requested is not None else None
     if config.infer_batch_size is not None:
-        prep = replace(prep, batch_size=config.effective_infer_batch_size)
+        prep = replace(prep if prep is not None else InputPrepSpec.tile(),
+                       batch_size=config.effective_infer_batch_size)
+    if not config.continue_on_error:  # as rs-embed: an unknown model is refused before anything is written
+        _check_models(model_list, engine)
     if not config.resume:
         shutil.rmtree(items_dir, ignore_errors=True)
     items_dir.mkdir(parents=True, exist_ok=True)
@@ -176,64 +200,156 @@ def export_batch(
         return _write_folder(out, fmt, records, model_list, output, prep, when)
 
     base = out if layout == ExportLayout.PER_ITEM else out.parent
-    load = lambda r: load_item(base / r["item_file"])  # noqa: E731
+    loaders = Loaders(lambda r: load_item(base / r["item_file"]), lambda r: load_item_input(base / r["item_file"]))
     meta = {"backend": str(backend) if isinstance(backend, str) else type(backend).__name__, "device": device,
-            "output": output.mode, "format": fmt, "temporal": when.to_dict(), "input_prep": prep.to_dict()}
+            "output": jsonable(output), "format": fmt,
+            "temporal": (temporal if temporal is not None else DEFAULT_TEMPORAL).to_dict(),
+            "window": when.to_dict(), "input_prep": _prep_dict(prep)}
     if layout == ExportLayout.PER_ITEM:
-        return write_per_item(out, fmt, ids, records, [m.name for m in model_list], load, config, meta)
-    return write_combined(out, fmt, ids, records, [m.name for m in model_list], load, config, meta)
+        return write_per_item(out, fmt, ids, records, [m.name for m in model_list], loaders, config, meta)
+    return write_combined(out, fmt, ids, records, [m.name for m in model_list], loaders, config, meta)
+
+
+def _check_models(models: list[_Model], engine: Engine | RayEngine | str | None) -> None:
+    """Each model is known to the engine (a Ray cluster's workers check their own)."""
+    if engine is not None and not isinstance(engine, Engine):
+        return
+    eng = engine if engine is not None else get_engine()
+    for m in models:
+        _spec(eng, m.name)
+
+
+def _request(model: _Model, spatial: SpatialSpec, temporal: TemporalSpec | None, when: Any, output: OutputSpec,
+             prep: InputPrepSpec | None, backend: Any) -> dict[str, Any]:
+    """Everything that decides one item's vector (what its fingerprint is made of); not runtime knobs."""
+    return {"model": model.name, "model_config": model.model_config, "sensor": model.sensor, "fetch": model.fetch,
+            "modality": model.modality, "spatial": spatial, "temporal": temporal, "window": when.to_dict(),
+            "output": output, "input_prep": _prep_dict(prep), "backend": backend}
+
+
+def _prep_dict(prep: InputPrepSpec | None) -> dict[str, Any] | None:
+    """The input preparation asked for (None: get_embedding's default)."""
+    return prep.to_dict() if prep is not None else None
+
+
+def _meta_dict(meta: Any) -> dict[str, Any]:
+    to_dict = getattr(meta, "to_dict", None)
+    return dict(to_dict()) if callable(to_dict) else dict(meta)
+
+
+def _model_input(model: _Model, spatial: SpatialSpec, temporal: TemporalSpec | None, backend: Any,
+                 engine: Engine | None) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The raster ``model`` is fed for ``spatial`` (bands x rows x cols; frames x bands x rows x cols when
+    several), as ``inspect_model_input`` reads it, with its inspection; (None, error) when it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="temporal=None")
+            report = inspect_model_input(model.name, spatial=spatial,
+                                         temporal=temporal if temporal is not None else DEFAULT_TEMPORAL,
+                                         sensor=model.sensor, fetch=model.fetch, modality=model.modality,
+                                         backend=backend, return_arrays=True, engine=engine,
+                                         **(model.model_config or {}))
+    except OmniEmbedError as exc:
+        return None, {"error": exc.to_dict()}
+    frames = [np.asarray(a, dtype=np.float32) for a in report.pop("arrays", None) or []]
+    if not frames:
+        return None, {"error": {"code": "input_unreadable", "message": "the backend returned no frames"}}
+    x = frames[0] if len(frames) == 1 else np.stack(frames)
+    return x, {"inspection": {"ok": bool(report.get("ok")), "report": _without_arrays(report)}}
+
+
+def _without_arrays(obj: Any) -> Any:
+    """A report without its pixel arrays (they are saved as the input array itself)."""
+    if isinstance(obj, dict):
+        return {k: _without_arrays(v) for k, v in obj.items() if not isinstance(v, np.ndarray)}
+    if isinstance(obj, (list, tuple)):
+        return [_without_arrays(v) for v in obj if not isinstance(v, np.ndarray)]
+    return obj
+
+
+def _reusable(path: Path, fingerprint: str, want_inputs: bool) -> bool:
+    """Whether a finished item was made by this very request (and holds the input when inputs are saved)."""
+    if not path.is_file():
+        return False
+    stored, inputs = item_fingerprint(path)
+    return stored == fingerprint and (not want_inputs or inputs in ("saved", "not_applicable"))
 
 
 def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when: Any, model_list: list[_Model],
-               ids: list[str], items_dir: Path, rel: str, output: OutputSpec, prep: InputPrepSpec,
+               ids: list[str], items_dir: Path, rel: str, output: OutputSpec, prep: InputPrepSpec | None,
                config: ExportConfig, backend: Any, device: str, engine: Engine | RayEngine | str | None,
                progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
-    """Embed the missing items, save each atomically; one record per (model, region), models in order."""
+    """Embed the items that are missing or were made by another request, save each atomically; one record
+    per (model, region), models in order. A model that cannot run at all (unknown, refused settings) fails
+    all its regions when ``continue_on_error`` (the other models go on), else its error is raised."""
     embed_chunk: Callable[..., list[Any]] = get_embeddings_batch
     if engine is not None and not hasattr(engine, "embed_batch"):  # "ray" / RayEngine: chunks run on a cluster
         embed_chunk, engine = chunk_embedder(engine), None
+    local_engine = engine if isinstance(engine, Engine) else None
     raise_first = not config.continue_on_error or config.fail_on_bad_input
+    want_inputs = bool(config.save_inputs)
     run_id = uuid.uuid4().hex[:12]
     records: list[dict[str, Any]] = []
     with (items_dir / "runs.jsonl").open("a", encoding="utf-8") as log:
         for model in model_list:
             mdir = items_dir / _safe(model.name)
-            pending = [k for k in range(len(spatials)) if not (mdir / f"{ids[k]}.npz").is_file()]
+            requests = [_request(model, s, temporal, when, output, prep, backend) for s in spatials]
+            fps = [request_fingerprint(r) for r in requests]
+            reused = {k for k in range(len(spatials)) if _reusable(mdir / f"{ids[k]}.npz", fps[k], want_inputs)}
+            pending = [k for k in range(len(spatials)) if k not in reused]
             errors: dict[int, OmniEmbedError] = {}
+            model_failed = False
             for attempt in range(max(0, int(config.max_retries)) + 1):
                 if attempt:
                     time.sleep(float(config.retry_backoff_s) * 2 ** (attempt - 1))
                     pending, errors = sorted(errors), {}
                 for start in range(0, len(pending), config.effective_chunk_size):
                     chunk = pending[start:start + config.effective_chunk_size]
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message="temporal=None")  # export_batch warned once
-                        results = embed_chunk(
-                            model.name, spatials=[spatials[k] for k in chunk],
-                            temporal=temporal if temporal is not None else DEFAULT_TEMPORAL, sensor=model.sensor,
-                            fetch=model.fetch, modality=model.modality, output=output, backend=backend,
-                            device=device, input_prep=prep, engine=engine, errors="return",
-                            **(model.model_config or {}))
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.filterwarnings("ignore", message="temporal=None")  # export_batch warned once
+                            results = embed_chunk(
+                                model.name, spatials=[spatials[k] for k in chunk],
+                                temporal=temporal if temporal is not None else DEFAULT_TEMPORAL,
+                                sensor=model.sensor, fetch=model.fetch, modality=model.modality, output=output,
+                                backend=backend, device=device, input_prep=prep, engine=engine, errors="return",
+                                **(model.model_config or {}))
+                    except OmniEmbedError as exc:  # the model cannot run at all: every region of it fails
+                        if not config.continue_on_error:
+                            raise
+                        errors |= {k: exc.at_index(k) for k in pending[start:]}
+                        model_failed = True
+                        break
                     for k, emb in zip(chunk, results, strict=True):
                         if isinstance(emb, OmniEmbedError):
                             if raise_first and attempt == config.max_retries:
                                 raise emb.at_index(k)
                             errors[k] = emb.at_index(k)
                             continue
-                        save_item(mdir / f"{ids[k]}.npz", emb.data, emb.meta.to_dict())
+                        meta = _meta_dict(emb.meta)
+                        x, input_meta, state = None, None, "not_saved"
+                        if want_inputs:
+                            state = "not_applicable" if meta.get("type") == "precomputed" else "saved"
+                            if state == "saved":
+                                x, input_meta = _model_input(model, spatials[k], temporal, backend, local_engine)
+                                state = "saved" if x is not None else "failed"
+                        save_item(mdir / f"{ids[k]}.npz", emb.data, meta, fingerprint=fps[k], request=requests[k],
+                                  inputs=x, input_meta=input_meta, inputs_state=state)
                         log.write(json.dumps({"run": run_id, "id": ids[k], "model": model.name,
                                               "time": time.time()}) + "\n")
                         log.flush()
                         os.fsync(log.fileno())
                         if progress:
                             progress(1)
-                if not errors:
+                if not errors or model_failed:
                     break
             for k, spatial in enumerate(spatials):
                 rec: dict[str, Any] = {"id": ids[k], "point_index": k, "model": model.name,
                                        "spatial": spatial.to_dict(), "lonlat_bounds": list(spatial.lonlat_bounds()),
                                        "output": output.mode, "start": when.start.isoformat(),
                                        "end": when.end.isoformat(),
+                                       "sensor": jsonable(model.sensor), "request_fingerprint": fps[k],
+                                       "resume_skipped": k in reused,
                                        "item_file": f"{rel}/{_safe(model.name)}/{ids[k]}.npz"}
                 rec |= {"status": "error", "error": errors[k].to_dict()} if k in errors else {"status": "done"}
                 records.append(rec)
@@ -241,7 +357,7 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
 
 
 def _write_folder(out: Path, fmt: str, records: list[dict[str, Any]], model_list: list[_Model], output: OutputSpec,
-                  prep: InputPrepSpec, when: Any) -> dict[str, Any]:
+                  prep: InputPrepSpec | None, when: Any) -> dict[str, Any]:
     done = [r for r in records if r["status"] == "done"]
     files = write_final(fmt, out, done, lambda r: load_item(out / r["item_file"]))
     manifest = {
@@ -250,9 +366,11 @@ def _write_folder(out: Path, fmt: str, records: list[dict[str, Any]], model_list
         "models": [m.name for m in model_list],
         "output": {"mode": output.mode, "pooling": output.pooling, "grid_orientation": output.grid_orientation},
         "temporal": when.to_dict(),
-        "input_prep": prep.to_dict(),
+        "input_prep": _prep_dict(prep),
         "files": files,
         "counts": {"total": len(records), "done": len(done), "error": len(records) - len(done)},
+        "resume_skipped": bool(records) and all(r.get("resume_skipped") for r in records),
+        "resume_skipped_items": sum(bool(r.get("resume_skipped")) for r in records),
         "items": records,
     }
     with atomic_path(out / MANIFEST) as tmp:

@@ -25,16 +25,30 @@ import numpy as np
 from omniembed.atomic import atomic_path
 from omniembed.version import __version__
 
-__all__ = ["FORMATS", "band_names", "load_item", "save_item", "write_final", "write_grid_file"]
+__all__ = ["FORMATS", "band_names", "item_fingerprint", "load_item", "load_item_input", "save_item", "write_final",
+           "write_grid_file"]
 
 FORMATS = ("npz", "netcdf", "zarr", "geotiff", "geoparquet")
 CONVENTIONS = "CF-1.8"
 LONLAT = "EPSG:4326"
 
 
-def save_item(path: Path, data: Any, meta: dict[str, Any]) -> None:
-    """One embedding (vector or grid DataArray) as an .npz with its metadata (JSON) inside."""
-    arrays: dict[str, Any] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+def _json_bytes(obj: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(obj, default=str).encode(), dtype=np.uint8)
+
+
+def save_item(path: Path, data: Any, meta: dict[str, Any], *, fingerprint: str | None = None,
+              request: Mapping[str, Any] | None = None, inputs: np.ndarray | None = None,
+              input_meta: Mapping[str, Any] | None = None, inputs_state: str = "not_saved") -> None:
+    """One embedding (vector or grid DataArray) as an .npz with its metadata (JSON) inside, the fingerprint
+    of the request that made it (``resume`` reuses the item only for the same fingerprint) and, when saved,
+    the model's input array with what describes it."""
+    arrays: dict[str, Any] = {"meta": _json_bytes(meta)}
+    if fingerprint is not None:
+        arrays["request"] = _json_bytes({"fingerprint": fingerprint, "request": request, "inputs": inputs_state})
+    if inputs is not None:
+        arrays["input"] = np.asarray(inputs, dtype=np.float32)
+        arrays["input_meta"] = _json_bytes(dict(input_meta or {}))
     if hasattr(data, "dims"):
         arrays |= {"data": np.asarray(data.values, dtype=np.float32), "x": data.x.values, "y": data.y.values,
                    "band": np.asarray([str(b) for b in data[data.dims[0]].values]),
@@ -60,6 +74,27 @@ def load_item(path: Path) -> tuple[Any, dict[str, Any]]:
                           coords={dims[0]: list(z["band"]), dims[1]: z["y"], dims[2]: z["x"]},
                           attrs={"crs": bytes(z["crs"]).decode(), "transform": tuple(z["transform"].tolist())})
         return da, meta
+
+
+def item_fingerprint(path: Path) -> tuple[str | None, str]:
+    """(the request fingerprint stored in an item, None when it has none or cannot be read; what became of
+    the model's input: ``saved``, ``not_saved``, ``not_applicable`` (a precomputed product) or ``failed``)."""
+    try:
+        with np.load(path) as z:
+            if "request" not in z.files:
+                return None, "not_saved"
+            stored = json.loads(bytes(z["request"]).decode())
+            return stored.get("fingerprint"), str(stored.get("inputs") or "not_saved")
+    except (OSError, ValueError, KeyError):
+        return None, "not_saved"
+
+
+def load_item_input(path: Path) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """(the model's input array, its description) saved with an item; (None, None) when none was saved."""
+    with np.load(path) as z:
+        if "input" not in z.files:
+            return None, None
+        return np.asarray(z["input"]), json.loads(bytes(z["input_meta"]).decode())
 
 
 def band_names(da: Any) -> list[str]:
