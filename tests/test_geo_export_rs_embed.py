@@ -148,6 +148,7 @@ def test_resume_of_the_folder_and_combined_layouts(eng: Engine, geo_dir: Path, t
     m = export_batch(temporal=SPRING_2021, target=folder, **kw)
     assert m["resume_skipped_items"] == 0
     close(list(load_export(tmp_path / "f").embedding(MODEL)), want(eng, geo_dir, temporal=SPRING_2021))
+    assert load_export(tmp_path / "f").models[MODEL].inputs is None  # omniembed's GIS folder keeps no inputs
 
     combined = ExportTarget.combined(str(tmp_path / "all"))
     m = export_batch(temporal=SUMMER, target=combined, **kw)
@@ -157,6 +158,11 @@ def test_resume_of_the_folder_and_combined_layouts(eng: Engine, geo_dir: Path, t
     m = export_batch(temporal=SPRING_2021, target=combined, **kw)
     assert m["resume_skipped"] is False
     close(list(load_export(tmp_path / "all.npz").embedding(MODEL)), want(eng, geo_dir, temporal=SPRING_2021))
+    inputs = load_export(tmp_path / "all.npz").models[MODEL].inputs
+    assert inputs is not None
+    for x, roi in zip(inputs, ROIS, strict=True):  # regions of other sizes: NaN-padded to the largest
+        one = fed(geo_dir, eng, roi, SPRING_2021)
+        np.testing.assert_array_equal(x[:, :one.shape[1], :one.shape[2]], one)
 
 
 def test_fingerprint_covers_model_settings_sensor_and_backend() -> None:
@@ -235,8 +241,8 @@ def plot_utils() -> ModuleType:
     return module
 
 
-def fed(geo_dir: Path, eng: Engine, roi: Any) -> np.ndarray:
-    report = inspect_model_input(MODEL, spatial=roi, temporal=SUMMER, backend=f"local:{geo_dir / 's2'}",
+def fed(geo_dir: Path, eng: Engine, roi: Any, temporal: TemporalSpec = SUMMER) -> np.ndarray:
+    report = inspect_model_input(MODEL, spatial=roi, temporal=temporal, backend=f"local:{geo_dir / 's2'}",
                                  return_arrays=True, engine=eng)
     return np.asarray(report["arrays"][0], dtype=np.float32)
 

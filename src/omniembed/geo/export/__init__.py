@@ -1,22 +1,28 @@
 """``export_batch``: many regions x models to files, keyword-only with rs-embed 0.3's ``target=ExportTarget(...)``
 and ``config=ExportConfig(...)``, with atomic writes and resume.
 
-Each (region, model) item is embedded once and saved atomically as ``<items>/<model>/<id>.npz``: that file's
-existence is what "done" means, so an export killed half way and run again with ``resume=True`` embeds only
-the missing items (``<items>/runs.jsonl`` logs which run embedded which item). When every item is done the
-target's files are (re)assembled from the items:
+Each (region, model) item is embedded once and saved atomically as ``<items>/<model>/<id>.npz`` with the
+fingerprint of the request that made it (model and its settings, region, time window, sensor / fetch /
+modality, output, input preparation, backend; not the format or runtime knobs). A run with ``resume=True``
+reuses an item only when its fingerprint is this request's, so an export killed half way embeds only the
+missing items, and a changed request recomputes what it changes and never serves a vector made for another
+(the manifests mark reused items ``resume_skipped``; ``<items>/runs.jsonl`` logs which run embedded which
+item). When every item is done the target's files are (re)assembled from the items:
 
 - ``ExportTarget.folder(out_dir)`` (omniembed): ``manifest.json`` and the format's GIS files: ``npz``,
   ``netcdf``, ``zarr``, ``geotiff`` (grids), ``geoparquet`` (pooled vectors with the region polygon);
-  items in ``out_dir/.items``. Returns the manifest.
+  items in ``out_dir/.items``. Returns the manifest. Model inputs are not saved here.
 - ``ExportTarget.per_item(out_dir, names=)`` (rs-embed): ``out_dir/<name>.npz|.nc`` per region holding every
-  model (``embedding__<model>``) and a ``<name>.json`` manifest; items in ``out_dir/.items``. Returns one
-  manifest per region.
-- ``ExportTarget.combined(out_file)`` (rs-embed): one ``.npz|.nc`` with ``embeddings__<model>`` for all
-  regions (NaN rows for failed ones) and a ``.json`` manifest; items in ``.<file name>.items`` beside it.
-  Returns the manifest.
+  model (``embedding__<key>``, with ``save_inputs`` the model's input ``input_chw__<key>``) and a
+  ``<name>.json`` manifest as rs-embed writes it; items in ``out_dir/.items``. Returns one manifest per region.
+- ``ExportTarget.combined(out_file)`` (rs-embed): one ``.npz|.nc`` with ``embeddings__<key>`` for all
+  regions (NaN rows for failed ones), ``inputs_bchw__<key>`` and a ``.json`` manifest; items in
+  ``.<file name>.items`` beside it. Returns the manifest.
 
-``load_export`` reads all three back.
+A model that cannot run at all (an unknown name, refused settings) is, with ``continue_on_error``, recorded
+as failed with its error and the other models are written; without it (rs-embed's default) an unknown model
+is refused before anything runs, as rs-embed refuses it when it resolves the export's models. ``load_export``
+reads all three layouts back.
 """
 
 from __future__ import annotations
@@ -194,8 +200,10 @@ def export_batch(
         shutil.rmtree(items_dir, ignore_errors=True)
     items_dir.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(items_dir, out if layout != ExportLayout.COMBINED else out.parent)
+    # the model inputs go in rs-embed's layouts; omniembed's folder of GIS files has no place for them
+    want_inputs = bool(config.save_inputs) and layout != ExportLayout.FOLDER
     records = _embed_all(spatials, temporal, when, model_list, ids, items_dir, rel, output, prep, config, backend,
-                         device, engine, progress)
+                         device, engine, progress, want_inputs)
     if layout == ExportLayout.FOLDER:
         return _write_folder(out, fmt, records, model_list, output, prep, when)
 
@@ -278,7 +286,7 @@ def _reusable(path: Path, fingerprint: str, want_inputs: bool) -> bool:
 def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when: Any, model_list: list[_Model],
                ids: list[str], items_dir: Path, rel: str, output: OutputSpec, prep: InputPrepSpec | None,
                config: ExportConfig, backend: Any, device: str, engine: Engine | RayEngine | str | None,
-               progress: Callable[[int], None] | None) -> list[dict[str, Any]]:
+               progress: Callable[[int], None] | None, want_inputs: bool) -> list[dict[str, Any]]:
     """Embed the items that are missing or were made by another request, save each atomically; one record
     per (model, region), models in order. A model that cannot run at all (unknown, refused settings) fails
     all its regions when ``continue_on_error`` (the other models go on), else its error is raised."""
@@ -287,7 +295,6 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
         embed_chunk, engine = chunk_embedder(engine), None
     local_engine = engine if isinstance(engine, Engine) else None
     raise_first = not config.continue_on_error or config.fail_on_bad_input
-    want_inputs = bool(config.save_inputs)
     run_id = uuid.uuid4().hex[:12]
     records: list[dict[str, Any]] = []
     with (items_dir / "runs.jsonl").open("a", encoding="utf-8") as log:
