@@ -82,7 +82,8 @@ out = {}
 if "emb" in globals():
     out |= {"vec": np.asarray(vec).tolist(), "model": emb.meta["model"], "dims": list(emb.data.shape),
             "batch": [np.asarray(e.data).tolist() for e in embs], "keys": sorted(emb.meta.keys()),
-            "temporal": emb.meta["temporal"]}
+            "temporal": emb.meta["temporal"], "prep": emb.meta["input_prep"],
+            "batch_prep": [e.meta["input_prep"] for e in embs]}
 if "per_item" in globals():
     out |= {"per_item": [m["npz_path"] for m in per_item], "status": [m["status"] for m in per_item],
             "combined": combined["nc_path"], "loaded": list(result.embedding("remoteclip").shape),
@@ -142,9 +143,15 @@ def test_seed_example_runs_with_only_the_import_and_backend_changed(user_env: di
     assert out["model"] == "remoteclip" and out["dims"] == [32] and np.isfinite(vec).all()
     batch = [np.asarray(v) for v in out["batch"]]
     assert len(batch) == 2 and all(v.shape == (32,) and np.isfinite(v).all() for v in batch)
-    np.testing.assert_allclose(batch[0], vec, rtol=1e-5, atol=1e-6)  # same point, same embedding
+    # the page's "# default" is rs-embed 0.1's: since 0.2 the default is tile, so the batch (input_prep not
+    # given) tiles the 410 px region at 10 m where the first call resizes it whole, in rs-embed as here
+    assert out["prep"]["requested_mode"] == out["prep"]["resolved_mode"] == "resize"
+    assert [p["requested_mode"] for p in out["batch_prep"]] == ["default", "default"]
+    assert [p["resolved_mode"] for p in out["batch_prep"]] == ["tile", "tile"]
+    cos = float(batch[0] @ vec / np.linalg.norm(batch[0]) / np.linalg.norm(vec))
+    assert 0.9 < cos < 1 - 1e-6  # the same point, seen whole vs in tiles
     assert {"model", "dim", "backend", "temporal", "input_prep", "output"} <= set(out["keys"])
-    assert out["temporal"] == {"start": "2022-06-01", "end": "2022-09-01"}
+    assert out["temporal"] == {"mode": "range", "start": "2022-06-01", "end": "2022-09-01"}
 
 
 def test_export_batch_with_export_target_and_config(user_env: dict[str, str], tmp_path: Path) -> None:
