@@ -5,9 +5,10 @@ Each (region, model) item is embedded once and saved atomically as ``<items>/<mo
 fingerprint of the request that made it (model and its settings, region, time window, sensor / fetch /
 modality, output, input preparation, backend; not the format or runtime knobs). A run with ``resume=True``
 reuses an item only when its fingerprint is this request's, so an export killed half way embeds only the
-missing items, and a changed request recomputes what it changes and never serves a vector made for another
-(the manifests mark reused items ``resume_skipped``; ``<items>/runs.jsonl`` logs which run embedded which
-item). When every item is done the target's files are (re)assembled from the items:
+missing items, and a changed request recomputes what it changes and never serves a vector made for another.
+rs-embed's layouts mark reused items ``resume_skipped`` in their manifests; ``<items>/runs.jsonl`` logs which
+run embedded which item, and the folder layout's manifest is the same whichever run embedded its items. When
+every item is done the target's files are (re)assembled from the items:
 
 - ``ExportTarget.folder(out_dir)`` (omniembed): ``manifest.json`` and the format's GIS files: ``npz``,
   ``netcdf``, ``zarr``, ``geotiff`` (grids), ``geoparquet`` (pooled vectors with the region polygon);
@@ -365,6 +366,7 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
 
 def _write_folder(out: Path, fmt: str, records: list[dict[str, Any]], model_list: list[_Model], output: OutputSpec,
                   prep: InputPrepSpec | None, when: Any) -> dict[str, Any]:
+    records = [{k: v for k, v in r.items() if k != "resume_skipped"} for r in records]  # a rerun: the same file
     done = [r for r in records if r["status"] == "done"]
     files = write_final(fmt, out, done, lambda r: load_item(out / r["item_file"]))
     manifest = {
@@ -376,8 +378,6 @@ def _write_folder(out: Path, fmt: str, records: list[dict[str, Any]], model_list
         "input_prep": _prep_dict(prep),
         "files": files,
         "counts": {"total": len(records), "done": len(done), "error": len(records) - len(done)},
-        "resume_skipped": bool(records) and all(r.get("resume_skipped") for r in records),
-        "resume_skipped_items": sum(bool(r.get("resume_skipped")) for r in records),
         "items": records,
     }
     with atomic_path(out / MANIFEST) as tmp:
