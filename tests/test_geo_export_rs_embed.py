@@ -184,6 +184,13 @@ def test_fingerprint_covers_model_settings_sensor_and_backend() -> None:
     assert fp(_Model("prithvi", None, None, "s2", None)) != same
     assert fp(base, backend="local:/other") != same
     assert fp(base, spatial=ROIS[1]) != same
+    # a backend object by its fields, an array in it by its pixels
+    from omniembed.geo import TensorBackend
+
+    def tensor(value: float) -> TensorBackend:
+        return TensorBackend(np.full((4, 8, 8), value, np.float32), (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), "EPSG:32651")
+
+    assert fp(base, backend=tensor(1.0)) == fp(base, backend=tensor(1.0)) != fp(base, backend=tensor(2.0))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -233,7 +233,8 @@ def _request(model: _Model, spatial: SpatialSpec, temporal: TemporalSpec | None,
     """Everything that decides one item's vector (what its fingerprint is made of); not runtime knobs."""
     return {"model": model.name, "model_config": model.model_config, "sensor": model.sensor, "fetch": model.fetch,
             "modality": model.modality, "spatial": spatial, "temporal": temporal, "window": when.to_dict(),
-            "output": output, "input_prep": _prep_dict(prep), "backend": backend}
+            "output": output, "input_prep": _prep_dict(prep),
+            "backend": backend if isinstance(backend, str) else {"type": type(backend).__name__, "fields": backend}}
 
 
 def _prep_dict(prep: InputPrepSpec | None) -> dict[str, Any] | None:

@@ -68,8 +68,7 @@ def jsonable(obj: Any) -> Any:
     if callable(to_dict):
         return jsonable(to_dict())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {"__type__": type(obj).__name__,
-                **{f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     return repr(obj)
 
 
