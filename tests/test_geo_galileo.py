@@ -127,16 +127,20 @@ def galileo_where(geo_dir: Path) -> dict[str, Any]:
 
 @needs_weights
 def test_matches_upstream_encoder_with_real_weights(upstream: Any, geo_dir: Path) -> None:
-    """One batch through omniembed's encoder (12 frame slots, fillers masked; one region without red edge,
-    B8A and SWIR) equals upstream's Encoder run on each region as rs-embed feeds it: pooled and every grid
-    cell at cosine >= 0.9999."""
+    """One batch through omniembed's encoder (12 frame slots, fillers masked; one region standardised, one raw
+    without red edge, B8A and SWIR) equals upstream's Encoder run on each region as rs-embed feeds it: pooled
+    and every grid cell at cosine >= 0.9999."""
     ref = upstream.Encoder.load_from_folder(WEIGHTS, torch.device("cpu")).eval()
     ours = G.build_encoder_module(G.read_config(WEIGHTS)).eval()
     G.load_strict(ours, G.read_checkpoint(WEIGHTS))
     a = ten_bands(sample(geo_dir, 100, 100)[0])
     b = ten_bands(sample(geo_dir, 200, 20)[0])
-    frames_a, months_a = np.stack([a, a[:, ::-1], a[:, :, ::-1]]), [2, 6, 10]  # three dated frames
-    frames_b, months_b = b[None], [7]  # one frame, four bands read: RGB and NIR 10 m only
+    # three dated frames, standardised with Galileo's statistics (galileo's default; with raw values in the
+    # thousands the small position/month codes hardly move the output, so a wrong code could pass unseen)
+    stats = np.array(G.S2_MEAN, np.float32)[:, None, None], np.array(G.S2_STD, np.float32)[:, None, None]
+    a = (a - stats[0]) / stats[1]
+    frames_a, months_a = np.stack([a, a[:, ::-1], a[:, :, ::-1]]), [2, 6, 10]
+    frames_b, months_b = b[None], [7]  # raw (galileo_raw), one frame, four bands read: RGB and NIR 10 m only
     x = np.zeros((2, G.FRAMES, 10, 64, 64), np.float32)
     x[0], x[1] = frames_a[np.minimum(np.arange(G.FRAMES), 2)], frames_b[0]  # fillers repeat the last frame
     x[1, :, [3, 4, 5, 7, 8, 9]] = G.ABSENT
