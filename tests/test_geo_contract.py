@@ -43,6 +43,15 @@ def eng(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     (root / "prithvi").mkdir()
     torch.save(prithvi_state_dict(), root / "prithvi" / "Prithvi_EO_V2_tiny.pt")
     (root / "prithvi" / "config.json").write_text(json.dumps({"pretrained_cfg": CFG}))
+    for name, checkpoint in (("prithvi_eo_v2_100_tl", "Prithvi_EO_V2_100M_TL.pt"),
+                             ("prithvi_eo_v2_300_tl", "Prithvi_EO_V2_300M_TL.pt"),
+                             ("prithvi_eo_v2_600_tl", "Prithvi_EO_V2_600M_TL.pt")):  # the TL layout, tiny
+        (root / name).mkdir()
+        sd = prithvi_state_dict() | {"encoder.temporal_embed_enc.scale": torch.tensor([0.3]),
+                                     "encoder.location_embed_enc.scale": torch.tensor([0.2])}
+        torch.save(sd, root / name / checkpoint)
+        tl = CFG | {"coords_encoding": ["time", "location"], "coords_scale_learn": True}
+        (root / name / "config.json").write_text(json.dumps({"pretrained_cfg": tl}))
     for name in ("clip-vit-b32", "clip-vit-l14"):
         save_tiny_clip(root / name)
     save_tiny_dinov2(root / "dinov2-small")
@@ -54,7 +63,7 @@ def _where(name: str, geo_dir: Path) -> dict[str, Any]:
     if name == "gse":
         box = BBox(X0 + 300, Y0 - 1500, X0 + 1500, Y0 - 300, crs="EPSG:32651")
         return {"spatial": box, "temporal": TemporalSpec.year(2022), "backend": f"local:{geo_dir / 'gse'}"}
-    if name == "prithvi":  # six bands, two dated frames: the real S2 bands plus two derived from them
+    if name.startswith("prithvi"):  # six bands, two dated frames: the real S2 bands plus two derived from them
         import datetime
 
         import rasterio
