@@ -205,9 +205,13 @@ def build_encoder_module(cfg: dict[str, Any]) -> Any:
             # a frame is visible unless it repeats the one before it (same pixels, same date): a filler
             same = (x[:, 1:] == x[:, :-1]).flatten(2).all(-1) & (temporal[:, 1:] == temporal[:, :-1]).all(-1)
             frame_ok = torch.cat([torch.ones(n, 1, dtype=torch.bool, device=x.device), ~same], dim=1)  # (N, T)
-            if not (torch.jit.is_tracing() or torch.compiler.is_exporting()):
-                last = int((frame_ok * torch.arange(1, x.shape[1] + 1, device=x.device)).amax())
-                x, temporal, frame_ok = x[:, :last], temporal[:, :last], frame_ok[:, :last]  # skip the fillers
+            # run only up to the last visible frame of the batch (the fillers after it take no part)
+            last = (frame_ok * torch.arange(1, x.shape[1] + 1, device=x.device)).flatten().amax(dim=0)
+            k: Any = last.item()  # data-dependent: exported, the ONNX graph slices at run time
+            torch._check_is_size(k)
+            torch._check(k >= 1)
+            torch._check(k <= x.shape[1])
+            x, temporal, frame_ok = x.narrow(1, 0, k), temporal.narrow(1, 0, k), frame_ok.narrow(1, 0, k)
             t = x.shape[1]
             present = torch.stack([(x[:, :, list(b)].amax(dim=(1, 3, 4)) > ABSENT / 2).all(-1) for _, _, b in s2], 1)
             present = present | ~present.any(1, keepdim=True)  # nothing read at all: run on the zeros
