@@ -89,7 +89,7 @@ def test_temporal_and_output_specs() -> None:
     assert OutputSpec.pooled().mode == "pooled" and OutputSpec.pooled("max").pooling == "max"
     assert OutputSpec.grid().mode == "grid" and OutputSpec.grid(grid_orientation="native").grid_orientation == "native"
     assert not hasattr(OutputSpec.grid(), "scale_m")
-    assert InputPrepSpec.coerce("TILE").mode == "tile" and InputPrepSpec.coerce(None).mode == "resize"
+    assert InputPrepSpec.coerce("TILE").mode == "tile" and InputPrepSpec.coerce(None) == InputPrepSpec.tile()
     assert InputPrepSpec().mode == "tile" and InputPrepSpec.auto(max_tiles=4).max_tiles == 4
     assert SensorSpec("x", bands="B04").bands == ("B04",)
     s = SensorSpec("x", ("B04",))

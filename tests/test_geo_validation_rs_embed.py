@@ -233,3 +233,24 @@ def test_unknown_eo_model_suggests_only_models_usable_on_regions(eng: Engine) ->
     assert eng.registry.suggest("clap", ("geo", "image")) == []
     assert eng.registry.suggest("clap", ("audio", "geo")) == ["clap"]
     assert eng.registry.suggest("clay") != [] and "clap" in eng.registry.suggest("clay")  # without a modality
+
+
+def test_every_face_takes_model_settings(tmp_path: Path) -> None:
+    """describe_model shows them; inspect_model_input and the bring-your-own-data functions check them as
+    get_embedding does (they refused any model setting before)."""
+    from omniembed.geo import UserData, describe_model, get_embedding_from_data, inspect_model_input
+
+    eng = geo_engine(tmp_path, model_dir=tmp_path / "models")
+    shown = describe_model("prithvi", engine=eng)["model_config"]
+    assert shown == describe_settings(default_registry().resolve("prithvi")) and "variant" in shown
+    assert describe_model("remoteclip", engine=eng)["model_config"] == {}
+    region = PointBuffer(121.5, 31.2, 500)
+    with pytest.raises(ModelRequestInvalid, match="prithvi_eo_v2_600_tl") as info:
+        inspect_model_input("prithvi", spatial=region, temporal=SUMMER, engine=eng, variant="huge")
+    assert info.value.param == "variant"
+    six = np.ones((6, 32, 32), np.float32) * 1000
+    data = UserData(data=six, collection="s2", spatial=region, bands=("B02", "B03", "B04", "B8A", "B11", "B12"))
+    with pytest.raises(ModelRequestInvalid, match="prithvi_eo_v2_600_tl"):
+        get_embedding_from_data("prithvi", data, engine=eng, variant="huge")
+    with pytest.raises(ModelWeightsMissing, match=r"Prithvi_EO_V2_600M_TL\.pt"):  # the variant's own weights
+        get_embedding_from_data("prithvi", data, engine=eng, variant="600m_tl")

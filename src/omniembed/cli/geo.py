@@ -50,7 +50,8 @@ Source = Annotated[str | None, typer.Option("--source", help="Folder/file (local
 Bands = Annotated[list[str] | None, typer.Option("--band", help="Band name (repeat); default: the model's.")]
 Scale = Annotated[float | None, typer.Option("--scale", help="Read resolution in metres (default: native).")]
 Grid = Annotated[bool, typer.Option("--grid", help="Output a grid (band, y, x) instead of a pooled vector.")]
-Prep = Annotated[str, typer.Option("--input-prep", help="resize | tile | auto.")]
+Prep = Annotated[str, typer.Option("--input-prep", help="tile (as rs-embed: a region of one model input is "
+                                   "resized, a larger one tiled) | resize | auto.")]
 
 
 def _temporal(start: str | None, end: str | None) -> TemporalSpec:
@@ -115,7 +116,7 @@ def embed(
     band: Bands = None,
     scale: Scale = None,
     grid: Grid = False,
-    input_prep: Prep = "resize",
+    input_prep: Prep = "tile",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here: .npy/.json (vector); "
                                              ".tif/.nc/.zarr/.npz (grid).")] = None,
 ) -> None:
@@ -165,7 +166,7 @@ def export_cmd(
     band: Bands = None,
     scale: Scale = None,
     grid: Grid = False,
-    input_prep: Prep = "resize",
+    input_prep: Prep = "tile",
     engine_kind: Annotated[str, typer.Option("--engine", help="local | ray: regions run on a Ray cluster.")] = "local",
     address: Annotated[str | None, typer.Option(help="--engine ray: auto | ray://host:10001 (default: local).")] = None,
 ) -> None:

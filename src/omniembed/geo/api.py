@@ -6,8 +6,9 @@ A thin face over the one pipeline: a region is an input like an audio clip. The 
 regions, encodes them through the model's runtime (ONNX Runtime by default on CPU, PyTorch, compiled bf16)
 and the preparer stitches each region's grid back and pools it. Results are float32 vectors (pooled) or
 ``xarray.DataArray`` grids (d, y, x) with the CRS and coordinates that place them on the map; ``meta`` is
-typed and readable as rs-embed's dict. Specs are validated here, at use (``SpecError``); requests a model
-cannot serve raise a ``ModelError`` (see ``omniembed.geo.errors``).
+rs-embed's plain, JSON-ready dict (``GeoMeta``, which also keeps the typed fields as attributes). Specs are
+validated here, at use (``SpecError``); requests a model cannot serve raise a ``ModelError`` (see
+``omniembed.geo.errors``), as rs-embed's do.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from omniembed.geo.specs import (
     TimeWindow,
 )
 from omniembed.inputs.raster import RasterInput, rgb_unit
-from omniembed.model_config import resolve_settings, selected_model
+from omniembed.model_config import describe_settings, resolve_settings, selected_model
 from omniembed.pipeline import run
 from omniembed.registry import ModelSpec
 from omniembed.runtime import Encoder
@@ -121,7 +122,7 @@ def describe_model(model: str, *, engine: Engine | None = None) -> dict[str, Any
         "defaults": {"scale_m": info["scale_m"], "image_size": info["input_size"], "input_prep": "tile",
                      **({} if precomputed else {"modality": "s2"})},
         "modalities": _modalities(spec),
-        "model_config": {},
+        "model_config": describe_settings(spec),
         "description": spec.description,
         "license": spec.license,
     }
@@ -140,7 +141,7 @@ def reset_runtime(*, engine: Engine | None = None) -> dict[str, int]:
 def input_prep_of(value: InputPrepSpec | str | None) -> InputPrepSpec:
     """``input_prep`` as a spec; None is rs-embed's default, ``InputPrepSpec.tile()``: a region that is one
     model input is resized to it, a larger one is tiled at its read resolution."""
-    return InputPrepSpec.coerce(value if value is not None else InputPrepSpec.tile())
+    return InputPrepSpec.coerce(value)
 
 
 def _check_spatial(spatial: Any, index: int | None = None) -> None:
@@ -529,9 +530,9 @@ def inspect_model_input(
     ``value_range``), and with ``return_arrays`` ``arrays``, the raw (bands, rows, cols) arrays. A
     precomputed product's source is checked to be the product, and reported as read."""
     eng = _engine(engine)
-    spec = _spec(eng, model)
+    spec, _config = _configured(eng, model, model_kwargs)
     _check_spatial(spatial)
-    _check_options(spec.name, sensor, fetch, model_kwargs)
+    _check_options(spec.name, sensor, fetch, {})
     _check_modality(spec, modality)
     when = window(temporal)
     raster = _raster_of(spec, None) if Modality.GEO in spec.modalities else image_raster(spec)

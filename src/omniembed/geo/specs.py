@@ -581,10 +581,11 @@ class InputPrepSpec:
 
     @classmethod
     def coerce(cls, value: InputPrepSpec | str | None) -> InputPrepSpec:
-        """``None``: omniembed's default (``resize``); a mode name; or a spec (``resolved``). Anything else, or an
-        invalid spec, raises ``InputPrepInvalid`` (a ``ModelError``, as in rs-embed)."""
+        """``None``: the default, rs-embed's ``InputPrepSpec.tile()`` (a region that is one model input is resized
+        to it, a larger one tiled); a mode name; or a spec (``resolved``). Anything else, or an invalid spec,
+        raises ``InputPrepInvalid`` (a ``ModelError``, as in rs-embed)."""
         if value is None:
-            return cls(mode="resize")
+            return cls.tile()
         if isinstance(value, InputPrepSpec):
             return value.resolved()
         if isinstance(value, str):

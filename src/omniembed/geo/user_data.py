@@ -26,8 +26,8 @@ from omniembed.geo.api import (
     _check_modality,
     _check_options,
     _check_output,
+    _configured,
     _engine,
-    _spec,
     get_embeddings_batch,
     inputs_for_model,
     list_models,
@@ -149,13 +149,13 @@ def get_embeddings_batch_from_data(
     """Embed each ``UserData`` with ``model``; one embedding per item, in order. Items with the same
     ``temporal`` run together. ``meta["user_input"]`` records the declaration and the channels used."""
     eng = _engine(engine)
-    spec = _spec(eng, model)
+    spec, config = _configured(eng, model, model_kwargs)
     if not isinstance(datas, list) or not datas:
         raise ModelRequestInvalid("datas must be a non-empty list[UserData]", param="datas")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ModelRequestInvalid(f"batch_size must be a positive integer, not {batch_size!r}", param="batch_size")
     output = _check_output(output)
-    _check_options(spec.name, None, None, model_kwargs)
+    _check_options(spec.name, None, None, {})
     _check_modality(spec, modality)
     raster = inputs_for_model(spec)
     prep = InputPrepSpec.coerce(input_prep)
@@ -191,6 +191,8 @@ def get_embeddings_batch_from_data(
                     "declared_bands": found["declared_bands"], "bands_used": found["bands_used"],
                     "channel_indices": found["channel_indices"], "georeferenced": datas[i].crs is not None}
             extra = {**dict(emb.meta.extra), "user_input": user, "backend": "user_data", "source": "user_data"}
+            if config:  # the model settings it ran with (rs-embed's model_config)
+                extra["model_config"] = config
             if temporal is None:
                 extra["temporal"] = None
             results[i] = GeoEmbedding(emb.data, replace(emb.meta, extra=extra), pooled=emb.pooled)
