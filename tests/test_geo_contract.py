@@ -55,6 +55,9 @@ def eng(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     for name in ("clip-vit-b32", "clip-vit-l14"):
         save_tiny_clip(root / name)
     save_tiny_dinov2(root / "dinov2-small")
+    from test_geo_galileo import save_tiny_galileo
+
+    save_tiny_galileo(root)
     return geo_engine(tmp_path_factory.mktemp("contract-engine"), model_dir=root)
 
 
@@ -78,6 +81,9 @@ def _where(name: str, geo_dir: Path) -> dict[str, Any]:
                                 dates=(datetime.date(2021, 3, 1), datetime.date(2022, 7, 15)))
         box = BBox(X0 + 1000, Y0 - 1320, X0 + 1320, Y0 - 1000, crs="EPSG:32651")
         return {"spatial": box, "backend": backend, "sensor": SensorSpec("tensor", composite="frames")}
+    if name.startswith("galileo"):  # ten S2 bands (six derived from the real four), two dated frames
+        from test_geo_galileo import galileo_where
+        return galileo_where(geo_dir)
     box = BBox(X0 + 500, Y0 - 1140, X0 + 1140, Y0 - 500, crs="EPSG:32651")
     return {"spatial": box, "temporal": TemporalSpec.year(2022), "backend": f"local:{geo_dir / 's2'}"}
 
