@@ -158,3 +158,18 @@ def test_partly_covered_region_reports_its_fraction_and_warns(eng: Engine, geo_d
         warnings.simplefilter("error")
         again = get_embedding("test-conv-geo", spatial=corner, **{**kw, "engine": quiet})
     assert again.meta["coverage"] == pytest.approx(0.01, abs=1e-9)
+
+
+def test_an_export_warns_once_for_all_its_chunks(eng: Engine, geo_dir: Path, tmp_path: Path) -> None:
+    """One coverage warning per export, counted over every chunk (it was one per chunk of ``chunk_size``)."""
+    from omniembed.geo import ExportConfig, ExportTarget, export_batch
+
+    corner = BBox(X0 - 900, Y0 - 100, X0 + 100, Y0 + 900, crs="EPSG:32651")  # 1% inside
+    edge = BBox(X0 - 700, Y0 - 1000, X0 + 300, Y0, crs="EPSG:32651")  # 30% inside
+    with pytest.warns(UserWarning, match="covered") as caught:
+        export_batch(spatials=[corner, INSIDE, edge, INSIDE], temporal=SUMMER, models=["test-conv-geo"],
+                     target=ExportTarget.per_item(str(tmp_path / "out")), backend=_local(geo_dir), engine=eng,
+                     config=ExportConfig(chunk_size=1, save_inputs=False, show_progress=False))
+    covered = [str(w.message) for w in caught if "covered" in str(w.message)]
+    assert len(covered) == 1 and covered[0].startswith("2 of 4 regions are less than 50% covered")
+    assert "lowest: 1.0%" in covered[0]

@@ -154,7 +154,7 @@ _out = {}
 def _describe(e):
     return {"type": type(e).__name__, "data_type": type(e.data).__name__, "shape": list(_np.shape(e.data)),
             "meta_is_dict": isinstance(e.meta, dict), "meta_json": _json.loads(_json.dumps(e.meta, default=None)),
-            "finite": bool(_np.isfinite(_np.asarray(e.data)).all())}
+            "finite": bool(_np.isfinite(_np.asarray(e.data)).all()), "vector": _np.asarray(e.data).ravel().tolist()}
 if "emb" in globals():
     _out["emb"] = _describe(emb)
 if "embs" in globals():
@@ -236,6 +236,18 @@ def test_get_embedding_example(user_env: dict[str, str], tmp_path: Path) -> None
     out = run_example(EMBEDDING_EXAMPLE, user_env, tmp_path)
     check_embedding(out["emb"], 32)  # the tiny checkpoint's CLIP projection is 32-d (ViT-B/32's is 512)
     assert out["emb"]["meta_json"]["image_size"] == 64  # the tiny checkpoint's input size (ViT-B/32: 224)
+
+
+def test_get_embedding_example_unchanged_with_the_collection_as_a_named_source(user_env: dict[str, str],
+                                                                                tmp_path: Path) -> None:
+    """The same page's example with only the import changed (``backend="auto"`` kept): the user names the Earth
+    Engine collection as a local source, and the model's default collection is read from it."""
+    env = user_env | {"OMNIEMBED_GEO_SOURCES": json.dumps(
+        {"COPERNICUS/S2_SR_HARMONIZED": json.loads(user_env["OMNIEMBED_GEO_SOURCES"])["s2"]})}
+    unchanged = run_example(EMBEDDING_EXAMPLE.replace('backend="local:s2"', 'backend="auto"'), env, tmp_path)
+    local = run_example(EMBEDDING_EXAMPLE, user_env, tmp_path)
+    check_embedding(unchanged["emb"], 32)
+    np.testing.assert_allclose(unchanged["emb"]["vector"], local["emb"]["vector"], rtol=1e-6, atol=1e-7)
 
 
 def test_get_embeddings_batch_example(user_env: dict[str, str], tmp_path: Path) -> None:

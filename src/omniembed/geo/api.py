@@ -13,10 +13,12 @@ validated here, at use (``SpecError``); requests a model cannot serve raise a ``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -361,15 +363,57 @@ def _call_meta(spec: ModelSpec, temporal: TemporalSpec | None, when: TimeWindow,
                            "max_tiles_hard": prep.hard_limit, "tile_snap_frac": float(prep.tile_snap_frac)}}
 
 
+_GATHERED: ContextVar[dict[tuple[Any, ...], tuple[list[float], int]] | None] = ContextVar("geo_gathered_warnings",
+                                                                                          default=None)
+"""Inside ``warnings_once()``: per warning, the values of the regions concerned and the regions seen so far."""
+
+
+@contextlib.contextmanager
+def warnings_once() -> Iterator[None]:
+    """Within this block the coverage and resolution warnings of every call are gathered and given once at the
+    end, counted over all the calls (an export's chunks warn as one call)."""
+    gathered: dict[tuple[Any, ...], tuple[list[float], int]] = {}
+    token = _GATHERED.set(gathered)
+    try:
+        yield
+    finally:
+        _GATHERED.reset(token)
+        for key, (values, total) in gathered.items():
+            if values:
+                _give(key, values, total)
+
+
+def _warn(key: tuple[Any, ...], values: list[float], total: int) -> None:
+    """The warning ``key`` about ``values`` (one per region concerned) of a call on ``total`` regions: given
+    now, or gathered inside ``warnings_once()``. Calls with no region concerned count their regions too."""
+    gathered = _GATHERED.get()
+    if gathered is not None:
+        have, seen = gathered.get(key, ([], 0))
+        gathered[key] = (have + values, seen + total)
+    elif values:
+        _give(key, values, total)
+
+
+def _give(key: tuple[Any, ...], values: list[float], total: int) -> None:
+    if key[0] == "coverage":
+        threshold = key[1]
+        warnings.warn(f"{len(values)} of {total} regions are less than {threshold:.0%} covered by the source "
+                      f"(lowest: {min(values):.1%} of the region's pixels have data), so their embeddings describe "
+                      "only that part; meta['coverage'] gives each region's fraction (the threshold is the setting "
+                      "OMNIEMBED_GEO_MIN_COVERAGE)", UserWarning, stacklevel=_outside())
+    else:
+        _, name, want = key
+        warnings.warn(f"{len(values)} of {total} regions were read at the files' native {values[0]:g} m, where "
+                      f"rs-embed reads {name!r} at {want:g} m by default, so rs-embed gives other vectors: pass "
+                      f"fetch=FetchSpec(scale_m={want:g}) for rs-embed's resolution, or fetch=FetchSpec(scale_m="
+                      f"{values[0]:g}) to keep this one without this warning", UserWarning, stacklevel=_outside())
+
+
 def _warn_coverage(results: Sequence[Any], threshold: float) -> None:
     """One warning for the regions of a call whose read holds less than ``threshold`` of their pixels."""
     low = [float(r.meta["coverage"]) for r in results
            if isinstance(r, Embedding) and float(r.meta.get("coverage", 1.0)) < threshold]
-    if low:
-        warnings.warn(f"{len(low)} of {len(results)} regions are less than {threshold:.0%} covered by the source "
-                      f"(lowest: {min(low):.1%} of the region's pixels have data), so their embeddings describe only "
-                      "that part; meta['coverage'] gives each region's fraction (the threshold is the setting "
-                      "OMNIEMBED_GEO_MIN_COVERAGE)", UserWarning, stacklevel=_outside())
+    _warn(("coverage", threshold), low, len(results))
 
 
 def _warn_resolution(spec: ModelSpec, results: Sequence[Any], used: SensorSpec, backend: Any,
@@ -382,11 +426,7 @@ def _warn_resolution(spec: ModelSpec, results: Sequence[Any], used: SensorSpec, 
     want = float(raster.scale_m)
     off = [float(r.meta["scale_m"]) for r in results if isinstance(r, Embedding)
            and abs(float(r.meta.get("scale_m", want)) - want) > 0.01 * want]
-    if off:
-        warnings.warn(f"{len(off)} of {len(results)} regions were read at the files' native {off[0]:g} m, where "
-                      f"rs-embed reads {spec.name!r} at {want:g} m by default, so rs-embed gives other vectors: pass "
-                      f"fetch=FetchSpec(scale_m={want:g}) for rs-embed's resolution, or fetch=FetchSpec(scale_m="
-                      f"{off[0]:g}) to keep this one without this warning", UserWarning, stacklevel=_outside())
+    _warn(("resolution", spec.name, want), off, len(results))
 
 
 # --------------------------------------------------------------------------------------------------------------

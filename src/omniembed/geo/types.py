@@ -62,10 +62,11 @@ class ExportConfig:
     with ``ExportLayout.FOLDER``), ``save_embeddings``, ``save_manifest``, ``chunk_size`` (regions per
     call), ``infer_batch_size`` (tiles per encoder batch), ``continue_on_error`` and ``fail_on_bad_input``
     (a failing region is recorded and the export goes on, unless ``continue_on_error`` is False or
-    ``fail_on_bad_input`` is True), ``max_retries`` / ``retry_backoff_s``, ``resume`` (keep finished items),
-    ``show_progress``, ``input_prep``. Accepted, not used: ``save_inputs`` (see ``inspect_model_input``),
-    ``num_workers``, ``async_write``, ``writer_workers`` (omniembed reads the next regions while the
-    current ones are encoded)."""
+    ``fail_on_bad_input`` is True), ``max_retries`` / ``retry_backoff_s``, ``resume`` (keep finished items
+    made for the same request), ``show_progress``, ``input_prep``, ``save_inputs`` (per-item and combined
+    files also hold each model's input, as ``inspect_model_input`` reads it; the folder layout saves none).
+    Accepted, not used: ``num_workers``, ``async_write``, ``writer_workers`` (omniembed reads the next
+    regions while the current ones are encoded)."""
 
     format: str = "npz"
     save_inputs: bool = True

@@ -51,6 +51,7 @@ from omniembed.geo.api import (
     get_embeddings_batch,
     inspect_model_input,
     spatial_list,
+    warnings_once,
     window,
 )
 from omniembed.geo.errors import ModelRequestInvalid
@@ -203,8 +204,9 @@ def export_batch(
     rel = os.path.relpath(items_dir, out if layout != ExportLayout.COMBINED else out.parent)
     # the model inputs go in rs-embed's layouts; omniembed's folder of GIS files has no place for them
     want_inputs = bool(config.save_inputs) and layout != ExportLayout.FOLDER
-    records = _embed_all(spatials, temporal, when, model_list, ids, items_dir, rel, output, prep, config, backend,
-                         device, engine, progress, want_inputs)
+    with warnings_once():  # a coverage or resolution warning once per export, not once per chunk
+        records = _embed_all(spatials, temporal, when, model_list, ids, items_dir, rel, output, prep, config,
+                             backend, device, engine, progress, want_inputs)
     if layout == ExportLayout.FOLDER:
         return _write_folder(out, fmt, records, model_list, output, prep, when)
 
