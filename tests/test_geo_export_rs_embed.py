@@ -349,3 +349,29 @@ def test_unknown_model_is_recorded_and_the_others_written(eng: Engine, geo_dir: 
     with pytest.raises(ModelError, match="no-such-model"):
         per_item(eng, geo_dir, tmp_path / "strict", models=[MODEL, "no-such-model"], config=ExportConfig())
     assert not (tmp_path / "strict").exists() or not list((tmp_path / "strict").glob("*.npz"))
+
+
+def test_saved_inputs_come_from_the_embedding_read(eng: Engine, geo_dir: Path, tmp_path: Path) -> None:
+    """``save_inputs=True`` saves the raster the embedding was made from: each region is read once (it used
+    to be read again through ``inspect_model_input``), and the saved input equals what that function reads."""
+    from omniembed.geo import LocalBackend
+
+    reads: list[Any] = []
+
+    class CountingBackend(LocalBackend):
+        def read(self, *args: Any, **kwargs: Any) -> Any:
+            reads.append(args[0])
+            return super().read(*args, **kwargs)
+
+    backend = CountingBackend(root=str(geo_dir / "s2"))
+    export_batch(spatials=list(ROIS), temporal=SUMMER, models=[MODEL], target=ExportTarget.per_item(str(tmp_path)),
+                 backend=backend, engine=eng, config=ExportConfig(save_inputs=True, show_progress=False))
+    assert len(reads) == len(ROIS)
+    for k, roi in enumerate(ROIS):
+        want = inspect_model_input(MODEL, spatial=roi, temporal=SUMMER, backend=f"local:{geo_dir / 's2'}",
+                                   return_arrays=True, engine=eng)["arrays"]
+        with np.load(tmp_path / f"p{k:05d}.npz") as z:
+            np.testing.assert_array_equal(z["input_chw__test_conv_geo"], want[0])
+        manifest = json.loads((tmp_path / f"p{k:05d}.json").read_text())
+        entry = manifest["models"][0]["input"]
+        assert entry["npz_key"] == "input_chw__test_conv_geo" and entry["inspection"]["ok"]

@@ -28,7 +28,7 @@ from omniembed.api import Engine, get_engine
 from omniembed.contract import LoadedModel, Options
 from omniembed.embedding import Embedding, Modality
 from omniembed.errors import ModelNotFound, OmniEmbedError, ParameterInvalid, ParameterNotProvided, WeightsNotFound
-from omniembed.geo.backends import ProductBackend, local_source, resolve_backend
+from omniembed.geo.backends import ProductBackend, Raster, local_source, resolve_backend
 from omniembed.geo.backends.report import chw_report
 from omniembed.geo.errors import ModelRequestInvalid, SpecError, UnknownModel, model_error
 from omniembed.geo.models import geo_spec_info, image_raster
@@ -294,7 +294,8 @@ def _raster_of(spec: ModelSpec, loaded: LoadedModel | None) -> RasterInput:
 
 def _setup(spec: ModelSpec, temporal: TimeWindow, sensor: SensorSpec | None, fetch: FetchSpec | None,
            output: OutputSpec, backend: Any, device: str, prep: InputPrepSpec, runtime: str | None,
-           precision: str | None, eng: Engine) -> tuple[LoadedModel, RegionPreparer, Encoder, SensorSpec]:
+           precision: str | None, eng: Engine,
+           keep_reads: bool = False) -> tuple[LoadedModel, RegionPreparer, Encoder, SensorSpec]:
     """The loaded model, the call's region preparer, the encoder that runs its rows and the sensor read."""
     try:
         loaded = eng.load(spec.name, runtime=runtime, device=device, precision=precision)
@@ -305,7 +306,7 @@ def _setup(spec: ModelSpec, temporal: TimeWindow, sensor: SensorSpec | None, fet
     else:  # any image model: RGB composites, one vector per tile
         raster, image, encoder = image_raster(spec), loaded.preparers[Modality.IMAGE], loaded.encoders[Modality.IMAGE]
     src, sensor = _resolve_backend(backend, sensor, fetch, spec.name, raster, eng.settings.geo_sources)
-    call = RegionCall(src, sensor, temporal, output, prep, eng.settings)
+    call = RegionCall(src, sensor, temporal, output, prep, eng.settings, keep_reads)
     return loaded, RegionPreparer(raster, call, image, (spec.pooling, spec.normalize)), encoder, sensor
 
 
@@ -323,7 +324,7 @@ def _with_meta(emb: Any, extra: dict[str, Any]) -> Any:
     meta = GeoMeta.of(dataclasses.replace(emb.meta, extra={}), **{**extra, **region, "input_prep": prep})
     if hasattr(emb.data, "attrs"):
         emb.data.attrs = {**meta, "crs": emb.data.attrs["crs"], "transform": emb.data.attrs["transform"]}
-    return GeoEmbedding(emb.data, meta, pooled=emb.pooled)
+    return GeoEmbedding(emb.data, meta, pooled=emb.pooled, read=getattr(emb, "read", None))
 
 
 def _outside() -> int:
@@ -450,6 +451,7 @@ def get_embeddings_batch(
     engine: Engine | None = None,
     errors: Literal["raise", "return"] = "raise",
     progress: Callable[[int], None] | None = None,
+    keep_reads: bool = False,
     **model_kwargs: Any,
 ) -> list[Any]:
     """Embed many regions with one loaded model; one result per region, same order.
@@ -459,7 +461,9 @@ def get_embeddings_batch(
     that is one model input is resized to it). omniembed's:
     ``backend`` may also be ``local:/folder`` or a backend object such as ``TensorBackend(array, transform,
     crs)``; ``runtime`` / ``precision`` as for ``omniembed.embed``; with ``errors="return"`` a region that fails
-    (no data, too large, a backend error) gets its error, with its index in ``spatials``, in its place."""
+    (no data, too large, a backend error) gets its error, with its index in ``spatials``, in its place;
+    ``keep_reads=True`` keeps each region's raster as read on its result (``GeoEmbedding.read``: what
+    ``inspect_model_input`` would read, without reading it again)."""
     spatial_list(spatials)  # as in rs-embed: the request is checked before the model is looked up
     output = _check_output(output)
     _check_options(model, sensor, fetch, {})
@@ -469,7 +473,7 @@ def get_embeddings_batch(
     when = window(temporal)
     prep = input_prep_of(input_prep)
     loaded, preparer, encoder, used = _setup(spec, when, sensor, fetch, output, backend, device, prep, runtime,
-                                             precision, eng)
+                                             precision, eng, keep_reads)
     options = Options(batch_size=prep.batch_size, normalize=False)
     try:  # rs-embed's classes: a band the source lacks is a ModelError there too
         results = [model_error(r) if isinstance(r, OmniEmbedError) else r
@@ -580,6 +584,15 @@ def inspect_model_input(
     if isinstance(src, ProductBackend):
         src = dataclasses.replace(src, values=None)  # the bands are checked; the values shown as read
     read = src.read(spatial, when, used, eng.settings)
+    return inspection(read, spec.name, when, dataclasses.asdict(used), temporal, backend, value_range=value_range,
+                      return_arrays=return_arrays)
+
+
+def inspection(read: Raster, model: str, when: TimeWindow, sensor: dict[str, Any], temporal: TemporalSpec | None,
+               backend: Any, *, value_range: tuple[float, float] | None = None,
+               return_arrays: bool = False) -> dict[str, Any]:
+    """``inspect_model_input``'s report of a raster already read (``read``, e.g. ``GeoEmbedding.read``) for
+    ``model`` with ``sensor`` (the sensor read, as a dict)."""
     frames = []
     data = np.asarray(read.data, dtype=np.float32)
     for i, frame in enumerate(data):
@@ -601,17 +614,18 @@ def inspect_model_input(
                                  "date": day.isoformat() if day else None, "shape": list(frame.shape),
                                  "stats": stats}
         if not empty:
-            entry["report"] = chw_report(frame, name=f"{spec.name}_input_t{i}", value_range=value_range,
-                                         fill_value=used.fill_value)
+            entry["report"] = chw_report(frame, name=f"{model}_input_t{i}", value_range=value_range,
+                                         fill_value=sensor.get("fill_value"))
         if return_arrays:
             entry["array_chw"] = frame
         frames.append(entry)
     n_empty = sum(f["empty"] for f in frames)
     out: dict[str, Any] = {
         "ok": n_empty < len(frames) and all(f["report"]["ok"] for f in frames if not f["empty"]),
-        "model": spec.name, "backend": _describe_backend(backend), "n_frames": len(frames), "n_empty": n_empty,
-        "frames": frames, "fetch_meta": {"sources": [str(s) for s in read.sources], "composite": used.composite},
-        "sensor": dataclasses.asdict(used), "temporal": temporal.to_dict() if temporal is not None else None,
+        "model": model, "backend": _describe_backend(backend), "n_frames": len(frames), "n_empty": n_empty,
+        "frames": frames,
+        "fetch_meta": {"sources": [str(s) for s in read.sources], "composite": sensor.get("composite")},
+        "sensor": sensor, "temporal": temporal.to_dict() if temporal is not None else None,
         "artifacts": None, "bands": list(read.bands), "crs": read.grid.crs,
         "transform": list(read.grid.transform)[:6],
     }

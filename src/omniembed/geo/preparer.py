@@ -88,13 +88,16 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+@dataclass(frozen=True, eq=False)
 class GeoEmbedding(Embedding):
     """An ``Embedding`` whose ``data`` may be a grid ``xarray.DataArray`` (d, y, x); ``pooled`` then holds
     the mean over the grid's cells, so ``.vector`` works for both. ``meta`` is a ``GeoMeta``: rs-embed's
     plain dict, also the typed ``EmbeddingMeta``; as in rs-embed, ``GeoEmbedding(data=..., meta={...})``
-    also takes a plain dict."""
+    also takes a plain dict. ``read``: the raster the region was read as (``Raster``: (frames, bands, rows,
+    cols) raw values, grid, dates), kept only when asked for (``get_embeddings_batch(..., keep_reads=True)``)."""
 
     meta: Any
+    read: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
@@ -167,6 +170,8 @@ class RegionCall:
     output: OutputSpec
     prep: InputPrepSpec
     settings: Settings
+    keep_reads: bool = False
+    """Hand each region's read back on its embedding (``GeoEmbedding.read``), e.g. to save the model's input."""
 
 
 @dataclass
@@ -332,7 +337,7 @@ class RegionPreparer:
         geo = GeoMeta.of(meta)
         if output.mode == "grid":
             data.attrs = {**geo, **data.attrs}  # rs-embed's grid attributes are its meta
-        return GeoEmbedding(data, geo, pooled=pooled)
+        return GeoEmbedding(data, geo, pooled=pooled, read=raster if self.call.keep_reads else None)
 
     def _facts(self, region: _Region, grid: np.ndarray, mode: str) -> dict[str, Any]:
         """rs-embed's per-region meta keys: the model's input size, the grid's (rows, cols), the read's pixel

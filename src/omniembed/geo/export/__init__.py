@@ -50,6 +50,7 @@ from omniembed.geo.api import (
     _spec,
     get_embeddings_batch,
     inspect_model_input,
+    inspection,
     spatial_list,
     warnings_once,
     window,
@@ -249,20 +250,27 @@ def _meta_dict(meta: Any) -> dict[str, Any]:
     return dict(to_dict()) if callable(to_dict) else dict(meta)
 
 
-def _model_input(model: _Model, spatial: SpatialSpec, temporal: TemporalSpec | None, backend: Any,
-                 engine: Engine | None) -> tuple[np.ndarray | None, dict[str, Any]]:
+def _model_input(model: _Model, spatial: SpatialSpec, temporal: TemporalSpec | None, when: Any, backend: Any,
+                 engine: Engine | None, emb: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The raster ``model`` is fed for ``spatial`` (bands x rows x cols; frames x bands x rows x cols when
-    several), as ``inspect_model_input`` reads it, with its inspection; (None, error) when it cannot be read."""
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="temporal=None")
-            report = inspect_model_input(model.name, spatial=spatial,
-                                         temporal=temporal if temporal is not None else DEFAULT_TEMPORAL,
-                                         sensor=model.sensor, fetch=model.fetch, modality=model.modality,
-                                         backend=backend, return_arrays=True, engine=engine,
-                                         **(model.model_config or {}))
-    except OmniEmbedError as exc:
-        return None, {"error": exc.to_dict()}
+    several), as ``inspect_model_input`` reads it, with its inspection; (None, error) when it cannot be read.
+    The read the embedding kept (``GeoEmbedding.read``) is used as it is; only without one (a result made
+    elsewhere) is the region read again."""
+    read = getattr(emb, "read", None)
+    if read is not None:
+        report = inspection(read, model.name, when, dict(emb.meta.get("sensor") or {}),
+                            temporal if temporal is not None else DEFAULT_TEMPORAL, backend, return_arrays=True)
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="temporal=None")
+                report = inspect_model_input(model.name, spatial=spatial,
+                                             temporal=temporal if temporal is not None else DEFAULT_TEMPORAL,
+                                             sensor=model.sensor, fetch=model.fetch, modality=model.modality,
+                                             backend=backend, return_arrays=True, engine=engine,
+                                             **(model.model_config or {}))
+        except OmniEmbedError as exc:
+            return None, {"error": exc.to_dict()}
     frames = [np.asarray(a, dtype=np.float32) for a in report.pop("arrays", None) or []]
     if not frames:
         return None, {"error": {"code": "input_unreadable", "message": "the backend returned no frames"}}
@@ -324,7 +332,7 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
                                 temporal=temporal if temporal is not None else DEFAULT_TEMPORAL,
                                 sensor=model.sensor, fetch=model.fetch, modality=model.modality, output=output,
                                 backend=backend, device=device, input_prep=prep, engine=engine, errors="return",
-                                **(model.model_config or {}))
+                                keep_reads=want_inputs, **(model.model_config or {}))
                     except OmniEmbedError as exc:  # the model cannot run at all: every region of it fails
                         if not config.continue_on_error:
                             raise
@@ -342,7 +350,8 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
                         if want_inputs:
                             state = "not_applicable" if meta.get("type") == "precomputed" else "saved"
                             if state == "saved":
-                                x, input_meta = _model_input(model, spatials[k], temporal, backend, local_engine)
+                                x, input_meta = _model_input(model, spatials[k], temporal, when, backend,
+                                                             local_engine, emb)
                                 state = "saved" if x is not None else "failed"
                         save_item(mdir / f"{ids[k]}.npz", emb.data, meta, fingerprint=fps[k], request=requests[k],
                                   inputs=x, input_meta=input_meta, inputs_state=state)
