@@ -375,3 +375,20 @@ def test_saved_inputs_come_from_the_embedding_read(eng: Engine, geo_dir: Path, t
         manifest = json.loads((tmp_path / f"p{k:05d}.json").read_text())
         entry = manifest["models"][0]["input"]
         assert entry["npz_key"] == "input_chw__test_conv_geo" and entry["inspection"]["ok"]
+
+
+def test_refused_settings_stop_the_export_before_anything_is_written(eng: Engine, geo_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """As rs-embed, every model of an export is checked first (name, settings, modality): a refused setting of the
+    second model used to be raised only after the first model's items were embedded and saved."""
+    bad = ExportModelRequest.configure("prithvi", variant="huge")
+    with pytest.raises(ModelError, match="prithvi_eo_v2_600_tl") as info:
+        export_batch(spatials=list(ROIS), temporal=SUMMER, models=[MODEL, bad], target=ExportTarget.per_item(
+            str(tmp_path / "out")), backend=f"local:{geo_dir / 's2'}", engine=eng, config=ExportConfig())
+    assert info.value.param == "variant"
+    assert not list((tmp_path / "out").rglob("*.npz"))  # nothing embedded, nothing written
+    with pytest.raises(ModelError, match="modality"):
+        export_batch(spatials=list(ROIS), temporal=SUMMER, models=[MODEL, ExportModelRequest("gse", modality="s1")],
+                     target=ExportTarget.per_item(str(tmp_path / "out2")), backend=f"local:{geo_dir / 's2'}",
+                     engine=eng, config=ExportConfig())
+    assert not list((tmp_path / "out2").rglob("*.npz"))

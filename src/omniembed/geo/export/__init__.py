@@ -46,8 +46,9 @@ from omniembed.atomic import atomic_path
 from omniembed.errors import OmniEmbedError
 from omniembed.geo.api import (
     DEFAULT_TEMPORAL,
+    _check_modality,
     _check_output,
-    _spec,
+    _configured,
     get_embeddings_batch,
     inspect_model_input,
     inspection,
@@ -223,12 +224,14 @@ def export_batch(
 
 
 def _check_models(models: list[_Model], engine: Engine | RayEngine | str | None) -> None:
-    """Each model is known to the engine (a Ray cluster's workers check their own)."""
+    """Each model is known to the engine and takes its settings and modality (a Ray cluster's workers check
+    their own), so a refusal comes before anything is embedded or written, as rs-embed checks them."""
     if engine is not None and not isinstance(engine, Engine):
         return
     eng = engine if engine is not None else get_engine()
     for m in models:
-        _spec(eng, m.name)
+        spec, _ = _configured(eng, m.name, dict(m.model_config or {}))
+        _check_modality(spec, m.modality)
 
 
 def _request(model: _Model, spatial: SpatialSpec, temporal: TemporalSpec | None, when: Any, output: OutputSpec,
