@@ -15,6 +15,7 @@ from omniembed.geo import (
     BBox,
     InputPrepSpec,
     LocalBackend,
+    ModelError,
     OutputSpec,
     PointBuffer,
     SensorSpec,
@@ -127,7 +128,7 @@ def test_auto_tiles_large_regions_and_limits_are_errors(eng: Engine, geo_dir: Pa
     with pytest.raises(ParameterInvalid, match="max_tiles_hard") as info:
         get_embedding("test-conv-geo", spatial=box, backend=f"local:{geo_dir / 's2'}", temporal=SUMMER,
                       input_prep=InputPrepSpec.tile(max_tiles=2, max_tiles_hard=4), engine=eng)
-    assert info.value.param == "input_prep"
+    assert info.value.param == "input_prep" and isinstance(info.value, ModelError)  # rs-embed's class too
     with pytest.raises(ParameterInvalid, match="takes 4 bands") as info:
         get_embedding("test-conv-geo", spatial=box, sensor=SensorSpec(str(geo_dir / "s2"), bands=("B04", "B03")),
                       engine=eng)

@@ -28,6 +28,7 @@ from omniembed.geo import (
     export_batch,
     get_embedding,
     get_embeddings_batch,
+    inspect_model_input,
 )
 from omniembed.geo.errors import ModelError, ModelRequestInvalid, ModelWeightsMissing, UnknownModel
 from omniembed.model_config import describe_settings, resolve_settings, selected_model
@@ -98,6 +99,12 @@ def test_a_band_the_source_lacks_is_a_model_error(eng: Engine, geo_dir: Path) ->
     out = get_embeddings_batch("test-conv-geo", spatials=[box], temporal=SUMMER, sensor=sensor, engine=eng,
                                errors="return")
     assert isinstance(out[0], ModelError) and out[0].index == 0
+    with pytest.raises(ModelError, match="B12"):  # and where only the input is inspected
+        inspect_model_input("test-conv-geo", spatial=box, temporal=SUMMER, sensor=sensor, engine=eng)
+    with pytest.raises(ModelError, match="max_tiles_hard"):  # a region over the hard tile limit
+        get_embedding("test-conv-geo", spatial=BBox(X0, Y0 - 2560, X0 + 2560, Y0, crs="EPSG:32651"),
+                      temporal=SUMMER, backend=f"local:{geo_dir / 's2'}", engine=eng,
+                      input_prep=InputPrepSpec.tile(max_tiles=1, max_tiles_hard=2))
 
 
 # ------------------------------------------------------------------------------- defect 6: model settings

@@ -583,7 +583,10 @@ def inspect_model_input(
     src, used = _resolve_backend(backend, sensor, fetch, spec.name, raster, eng.settings.geo_sources)
     if isinstance(src, ProductBackend):
         src = dataclasses.replace(src, values=None)  # the bands are checked; the values shown as read
-    read = src.read(spatial, when, used, eng.settings)
+    try:
+        read = src.read(spatial, when, used, eng.settings)
+    except OmniEmbedError as exc:  # a band the source lacks is a ModelError, as in get_embedding
+        raise model_error(exc) from None
     return inspection(read, spec.name, when, dataclasses.asdict(used), temporal, backend, value_range=value_range,
                       return_arrays=return_arrays)
 

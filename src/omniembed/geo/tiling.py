@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from omniembed.errors import ParameterInvalid
+from omniembed.geo.errors import InputPrepInvalid
 from omniembed.geo.specs import InputPrepSpec
 
 __all__ = ["Plan", "choose_mode", "fits_one_tile", "plan_resize", "plan_tiles", "resize", "tile_layout"]
@@ -40,7 +40,7 @@ def tile_layout(prep: InputPrepSpec, rows: int, cols: int, size: int, patch: int
     crop = math.ceil(overlap / patch) if overlap else 0
     core = cells_per_tile - 2 * crop
     if core < 1:
-        raise ParameterInvalid(f"overlap {overlap} px leaves no tile core with {size} px tiles; use a smaller "
+        raise InputPrepInvalid(f"overlap {overlap} px leaves no tile core with {size} px tiles; use a smaller "
                                "overlap or a larger tile_stride", param="input_prep")
     ny, nx = max(1, round(rows / patch)), max(1, round(cols / patch))
     return overlap, crop, core, math.ceil(ny / core) * math.ceil(nx / core)
@@ -129,11 +129,11 @@ def plan_tiles(img: np.ndarray, size: int, patch: int, prep: InputPrepSpec) -> P
     cells; default one cell), reflection-padded by the overlap on every side. Above ``max_tiles`` tiles it
     warns, above ``max_tiles_hard`` it refuses (rs-embed's limits)."""
     if prep.tile_size is not None and prep.tile_size != size:
-        raise ParameterInvalid(f"tile_size must equal the model's input size ({size} px) for this model",
+        raise InputPrepInvalid(f"tile_size must equal the model's input size ({size} px) for this model",
                                param="input_prep")
     _, crop, core, count = tile_layout(prep, img.shape[-2], img.shape[-1], size, patch)
     if count > prep.hard_limit:
-        raise ParameterInvalid(
+        raise InputPrepInvalid(
             f"the region needs {count} tiles of {size} px (more than max_tiles_hard={prep.hard_limit}); use a "
             "smaller region, a coarser scale_m, input_prep='resize', or InputPrepSpec.tile(max_tiles_hard=...)",
             param="input_prep")
