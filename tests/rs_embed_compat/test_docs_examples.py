@@ -2,16 +2,20 @@
 ``backend=`` and (where it names one) the data path changed, each in a fresh Python process with the default
 engine, in a folder of its own (the examples write ``exports/...`` relative to it).
 
-Upstream: https://github.com/cybergis/rs-embed, commit ``6f46d0c`` (main after 0.2.1), ``docs/quickstart.md``,
-``docs/api_embedding.md`` and ``docs/api_export.md`` (Apache-2.0, copyright the rs-embed authors); the API they
-show did not change in 0.3.1. Which examples are taken and which are not, and why: README.md here.
+Upstream: https://github.com/cybergis/rs-embed, commit ``6f46d0c`` (main after 0.2.1), ``docs/api_embedding.md``,
+``docs/api_export.md`` and the Supported Models pages ``docs/models/{remoteclip,prithvi,galileo,gse}.md``
+(Apache-2.0, copyright the rs-embed authors); the API they show did not change in 0.3.1. Which examples are taken
+and which are not, and why: README.md here.
 
 The data: the real Sentinel-2 sample (tests/data/make_geo_data.py) as one folder ``s2`` named in
-``OMNIEMBED_GEO_SOURCES``, with the bands both example models read: B02, B03, B04 and B08 are the sample's
+``OMNIEMBED_GEO_SOURCES``, with the ten bands the example models read: B02, B03, B04 and B08 are the sample's
 own; B8A is the sample's B08 (the narrow and broad NIR bands of Sentinel-2 differ by a few percent over
-vegetation) and B11/B12 are derived from it (no SWIR band ships in any package here). A copy sits under the
-examples' second point. Weights: ``remoteclip`` and ``prithvi`` load small random checkpoints in their official
-layouts from ``OMNIEMBED_MODEL_DIR`` (real weights cannot be downloaded here).
+vegetation) and the red-edge bands B05-B07 and SWIR B11/B12 are derived from red and NIR (no such band ships in
+any package here). A copy sits under the examples' second point. The gse page's example reads the tests' 64-band
+stand-in raster, dated 2021. Weights: ``remoteclip``, ``prithvi`` (and its 300M-TL variant) and ``galileo`` load
+small random checkpoints in their official layouts from ``OMNIEMBED_MODEL_DIR`` (real weights cannot be
+downloaded here). Examples left at ``backend="auto"`` run with only the import changed: the user names Earth
+Engine's collection ids as local sources (``with_collections``).
 
 What is asserted is what rs-embed documents: the return types, the shapes, the meta keys (rs-embed's own
 ``META_REQUIRED_KEYS``, imported from the rs-embed 0.3.1 wheel that ``make test`` installs), a meta that is a
@@ -162,7 +166,7 @@ if "embs" in globals():
 print("REPORT " + _json.dumps(_out))
 '''
 
-S2_NAMES = ("B02", "B03", "B04", "B08", "B8A", "B11", "B12")
+S2_NAMES = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +176,7 @@ def user_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from affine import Affine
     from pyproj import Transformer
 
+    from test_geo_galileo import save_tiny_galileo
     from test_geo_models import CFG, openclip_state_dict, prithvi_state_dict
 
     geo = shared_geo_dir(tmp_path_factory)
@@ -182,13 +187,31 @@ def user_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (models / "prithvi").mkdir()
     torch.save(prithvi_state_dict(), models / "prithvi" / "Prithvi_EO_V2_tiny.pt")
     (models / "prithvi" / "config.json").write_text(json.dumps({"pretrained_cfg": CFG}))
+    tl = models / "prithvi_eo_v2_300_tl"  # prithvi's variant="300_tl": the TL checkpoint layout, tiny
+    tl.mkdir()
+    torch.save(prithvi_state_dict() | {"encoder.temporal_embed_enc.scale": torch.tensor([0.3]),
+                                       "encoder.location_embed_enc.scale": torch.tensor([0.2])},
+               tl / "Prithvi_EO_V2_300M_TL.pt")
+    (tl / "config.json").write_text(json.dumps(
+        {"pretrained_cfg": CFG | {"coords_encoding": ["time", "location"], "coords_scale_learn": True}}))
+    save_tiny_galileo(models)
+    gse = root / "gse"  # the gse stand-in raster of the sample, dated as the gse page's example asks (2021)
+    gse.mkdir()
+    with rasterio.open(geo / "gse" / "gse_2022.tif") as src:
+        gse_profile, gse_data, gse_names = src.profile, src.read(), src.descriptions
+    with rasterio.open(gse / "gse_2021.tif", "w", **gse_profile) as dst:
+        dst.write(gse_data)
+        dst.update_tags(DATE_ACQUIRED="2021-07-01")
+        for i, band in enumerate(gse_names, start=1):
+            dst.set_band_description(i, band or f"A{i - 1:02d}")
     s2 = root / "s2"
     s2.mkdir()
     with rasterio.open(geo / "s2" / "s2_20220715.tif") as src:
         profile, four = src.profile, src.read().astype(np.float32)
-    nir = four[3]
-    seven = np.stack([*four, nir, nir * 0.8, nir * 0.55]).astype(np.float32)
-    profile.update(count=7, dtype="float32")
+    blue, green, red, nir = four
+    seven = np.stack([blue, green, red, red * 1.1, nir * 0.7, nir * 0.9, nir, nir, nir * 0.8,
+                      nir * 0.55]).astype(np.float32)
+    profile.update(count=len(S2_NAMES), dtype="float32")
     x, y = Transformer.from_crs("EPSG:4326", profile["crs"], always_xy=True).transform(120.5, 30.2)
     for name, transform in (("s2_20220715.tif", profile["transform"]),
                             ("s2_20220716_b.tif", Affine(10.0, 0.0, x - 1500, 0.0, -10.0, y + 1500))):
@@ -200,8 +223,17 @@ def user_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIEMBED_")}
     env |= {"OMNIEMBED_MODEL_DIR": str(models), "OMNIEMBED_CACHE_DIR": str(root / "cache"),
             "OMNIEMBED_HUB_OFFLINE": "1", "OMNIEMBED_GEO_SOURCES": json.dumps({"s2": str(s2)}),
-            "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+            "PYTHONPATH": str(Path(__file__).parents[2] / "src"), "GSE_DIR": str(gse)}
     return env
+
+
+def with_collections(env: dict[str, str]) -> dict[str, str]:
+    """The user's setting for scripts left at ``backend="auto"``: Earth Engine's collection ids named as local
+    sources (Sentinel-2 L2A and the annual Satellite Embedding)."""
+    sources = json.loads(env["OMNIEMBED_GEO_SOURCES"])
+    return env | {"OMNIEMBED_GEO_SOURCES": json.dumps(
+        {**sources, "COPERNICUS/S2_SR_HARMONIZED": sources["s2"],
+         "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL": env["GSE_DIR"]})}
 
 
 def run_example(body: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
@@ -221,15 +253,104 @@ def rs_embed_meta_keys() -> set[str]:
     return set(META_REQUIRED_KEYS)
 
 
-def check_embedding(e: dict[str, Any], dim: int) -> None:
+def check_embedding(e: dict[str, Any], dim: int, model: str = "remoteclip",
+                    window: tuple[str, str] = ("2022-06-01", "2022-09-01")) -> None:
     assert e["type"] == "GeoEmbedding" and e["data_type"] == "ndarray" and e["shape"] == [dim] and e["finite"]
     assert e["meta_is_dict"], "rs-embed's Embedding.meta is a dict"
     meta = e["meta_json"]
     assert rs_embed_meta_keys() <= set(meta), rs_embed_meta_keys() - set(meta)
-    assert meta["model"] == "remoteclip" and meta["type"] == "on_the_fly"
-    assert meta["temporal"]["mode"] == "range"
-    assert (meta["temporal"]["start"], meta["temporal"]["end"]) == ("2022-06-01", "2022-09-01")
+    assert meta["model"] == model and meta["type"] == "on_the_fly"
+    assert meta["temporal"]["mode"] == "range" and (meta["temporal"]["start"], meta["temporal"]["end"]) == window
     assert {"grid_hw", "cls_removed"} <= set(meta)
+
+
+# The "Supported Models" pages (docs/models/<model>.md), the examples whose model omniembed has. Changed: the
+# import line (the prithvi page's variant examples); backend="gee" -> "local:s2"; the pages' backend="auto"
+# examples run unchanged but for the import, with the collections named as local sources (with_collections).
+MODEL_PAGE_EXAMPLES: dict[str, tuple[str, str, int, tuple[str, str] | None]] = {
+    "remoteclip": ('''
+from omniembed.geo import get_embedding, PointBuffer, TemporalSpec, OutputSpec
+
+emb = get_embedding(
+    "remoteclip",
+    spatial=PointBuffer(lon=121.5, lat=31.2, buffer_m=2048),
+    temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
+    output=OutputSpec.pooled(),
+    backend="auto",
+)
+''', "remoteclip", 32, ("2022-06-01", "2022-09-01")),
+    "prithvi_variant": ('''
+from omniembed.geo import PointBuffer, TemporalSpec, OutputSpec, get_embedding
+
+emb = get_embedding(
+    "prithvi",
+    spatial=PointBuffer(lon=121.5, lat=31.2, buffer_m=2048),
+    temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
+    output=OutputSpec.pooled(),
+    backend="local:s2",
+    variant="300_tl",
+)
+''', "prithvi_eo_v2_300_tl", 32, ("2022-06-01", "2022-09-01")),
+    "prithvi": ('''
+from omniembed.geo import get_embedding, PointBuffer, TemporalSpec, OutputSpec
+
+emb = get_embedding(
+    "prithvi",
+    spatial=PointBuffer(lon=121.5, lat=31.2, buffer_m=2048),
+    temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
+    output=OutputSpec.pooled(),
+    backend="local:s2",
+)
+''', "prithvi", 32, ("2022-06-01", "2022-09-01")),
+    "prithvi_variant_full_name": ('''
+from omniembed.geo import get_embedding, PointBuffer, TemporalSpec, OutputSpec
+
+emb = get_embedding(
+    "prithvi",
+    spatial=PointBuffer(lon=121.5, lat=31.2, buffer_m=2048),
+    temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
+    output=OutputSpec.pooled(),
+    backend="local:s2",
+    variant="prithvi_eo_v2_300_tl",
+)
+''', "prithvi_eo_v2_300_tl", 32, ("2022-06-01", "2022-09-01")),
+    "galileo": ('''
+from omniembed.geo import get_embedding, PointBuffer, TemporalSpec, OutputSpec
+
+emb = get_embedding(
+    "galileo",
+    spatial=PointBuffer(lon=121.5, lat=31.2, buffer_m=2048),
+    temporal=TemporalSpec.range("2022-01-01", "2023-01-01"),
+    output=OutputSpec.pooled(),
+    backend="auto",
+)
+''', "galileo", 32, ("2022-01-01", "2023-01-01")),
+    "gse": ('''
+from omniembed.geo import get_embedding, PointBuffer, TemporalSpec, OutputSpec
+
+emb = get_embedding(
+    "gse",
+    spatial=PointBuffer(lon=121.5, lat=31.2, buffer_m=2048),
+    temporal=TemporalSpec.year(2021),
+    output=OutputSpec.pooled(),
+    backend="auto",
+)
+''', "gse", 64, None),
+}
+
+
+@pytest.mark.parametrize("page", sorted(MODEL_PAGE_EXAMPLES))
+def test_model_page_example(user_env: dict[str, str], tmp_path: Path, page: str) -> None:
+    body, model, dim, window = MODEL_PAGE_EXAMPLES[page]
+    e = run_example(body, with_collections(user_env), tmp_path)["emb"]
+    if window is not None:
+        check_embedding(e, dim, model, window)
+        return
+    # a precomputed product: rs-embed's keys and its year form of meta["temporal"]
+    meta = e["meta_json"]
+    assert e["shape"] == [dim] and e["finite"] and e["meta_is_dict"] and rs_embed_meta_keys() <= set(meta)
+    assert meta["model"] == model and meta["type"] == "precomputed" and meta["temporal"]["mode"] == "year"
+    assert int(meta["temporal"]["year"]) == 2021
 
 
 def test_get_embedding_example(user_env: dict[str, str], tmp_path: Path) -> None:
@@ -242,9 +363,8 @@ def test_get_embedding_example_unchanged_with_the_collection_as_a_named_source(u
                                                                                 tmp_path: Path) -> None:
     """The same page's example with only the import changed (``backend="auto"`` kept): the user names the Earth
     Engine collection as a local source, and the model's default collection is read from it."""
-    env = user_env | {"OMNIEMBED_GEO_SOURCES": json.dumps(
-        {"COPERNICUS/S2_SR_HARMONIZED": json.loads(user_env["OMNIEMBED_GEO_SOURCES"])["s2"]})}
-    unchanged = run_example(EMBEDDING_EXAMPLE.replace('backend="local:s2"', 'backend="auto"'), env, tmp_path)
+    unchanged = run_example(EMBEDDING_EXAMPLE.replace('backend="local:s2"', 'backend="auto"'),
+                            with_collections(user_env), tmp_path)
     local = run_example(EMBEDDING_EXAMPLE, user_env, tmp_path)
     check_embedding(unchanged["emb"], 32)
     np.testing.assert_allclose(unchanged["emb"]["vector"], local["emb"]["vector"], rtol=1e-6, atol=1e-7)
