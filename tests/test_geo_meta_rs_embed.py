@@ -173,3 +173,16 @@ def test_an_export_warns_once_for_all_its_chunks(eng: Engine, geo_dir: Path, tmp
     covered = [str(w.message) for w in caught if "covered" in str(w.message)]
     assert len(covered) == 1 and covered[0].startswith("2 of 4 regions are less than 50% covered")
     assert "lowest: 1.0%" in covered[0]
+
+
+def test_a_band_the_source_lacks_does_not_count_as_missing_coverage() -> None:
+    """coverage() counts the pixels with every present band valid: a band absent from the whole read (NaN
+    everywhere, e.g. a red-edge band a 4-band source lacks, which galileo masks) does not make it 0."""
+    from omniembed.geo.preparer import coverage
+
+    data = np.ones((1, 3, 10, 10), np.float32)
+    data[:, 2] = np.nan  # a band the source lacks
+    assert coverage(data) == 1.0
+    data[:, :, :, :3] = np.nan  # and the region's left 30% outside the rasters
+    assert coverage(data) == pytest.approx(0.7)
+    assert coverage(np.full((1, 2, 4, 4), np.nan, np.float32)) == 0.0

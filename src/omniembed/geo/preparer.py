@@ -151,10 +151,15 @@ def to_dataarray(grid: np.ndarray, raster: Raster, cell_px: tuple[float, float],
 
 def coverage(data: np.ndarray) -> float:
     """The fraction of a read's pixels (frames, bands, rows, cols) that hold data: every band valid (not NaN)
-    in at least one frame. A region partly outside the source's rasters has the rest as NaN."""
+    in at least one frame. A region partly outside the source's rasters has the rest as NaN. A band the source
+    lacks altogether (NaN everywhere, which a model such as galileo masks) does not count against it."""
     if data.size == 0:
         return 0.0
-    valid = ~np.isnan(data).any(axis=1)  # frames x rows x cols
+    missing = np.isnan(data)
+    present = ~missing.all(axis=(0, 2, 3))  # bands with data somewhere
+    if not present.any():
+        return 0.0
+    valid = ~missing[:, present].any(axis=1)  # frames x rows x cols
     return float(valid.any(axis=0).mean())
 
 
