@@ -166,13 +166,14 @@ def test_resume_of_the_folder_and_combined_layouts(eng: Engine, geo_dir: Path, t
 
 
 def test_fingerprint_covers_model_settings_sensor_and_backend() -> None:
-    from omniembed.geo.export import _Model, _request
+    from omniembed.geo.export import _backend_key, _Model, _request
     from omniembed.geo.export.manifest import request_fingerprint
 
     when = SUMMER.window()
 
     def fp(model: _Model, backend: Any = "local:/data", spatial: Any = ROIS[0]) -> str:
-        return request_fingerprint(_request(model, spatial, SUMMER, when, OutputSpec.pooled(), None, backend))
+        return request_fingerprint(_request(model, spatial, SUMMER, when, OutputSpec.pooled(), None,
+                                            _backend_key(backend)))
 
     base = _Model("prithvi", None, None, None, None)
     same = fp(base)
@@ -191,6 +192,13 @@ def test_fingerprint_covers_model_settings_sensor_and_backend() -> None:
         return TensorBackend(np.full((4, 8, 8), value, np.float32), (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), "EPSG:32651")
 
     assert fp(base, backend=tensor(1.0)) == fp(base, backend=tensor(1.0)) != fp(base, backend=tensor(2.0))
+    # every byte counts: arrays that differ only past rs-embed's 2 MB manifest digest are other requests
+    big = np.zeros((4, 512, 512), np.float32)  # 4 MiB
+    changed = big.copy()
+    changed[-1, -1, -1] = 1.0
+    transform = (10.0, 0.0, 0.0, 0.0, -10.0, 0.0)
+    assert fp(base, backend=TensorBackend(big, transform, "EPSG:32651")) != fp(
+        base, backend=TensorBackend(changed, transform, "EPSG:32651"))
 
 
 # --------------------------------------------------------------------------------------------------------------

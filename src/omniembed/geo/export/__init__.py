@@ -239,8 +239,15 @@ def _request(model: _Model, spatial: SpatialSpec, temporal: TemporalSpec | None,
     """Everything that decides one item's vector (what its fingerprint is made of); not runtime knobs."""
     return {"model": model.name, "model_config": model.model_config, "sensor": model.sensor, "fetch": model.fetch,
             "modality": model.modality, "spatial": spatial, "temporal": temporal, "window": when.to_dict(),
-            "output": output, "input_prep": _prep_dict(prep),
-            "backend": backend if isinstance(backend, str) else {"type": type(backend).__name__, "fields": backend}}
+            "output": output, "input_prep": _prep_dict(prep), "backend": backend}
+
+
+def _backend_key(backend: Any) -> Any:
+    """The backend as its fingerprint sees it, made once per export: a name as it is; a backend object by its
+    type and fields, an array in it by the digest of all its bytes."""
+    if isinstance(backend, str):
+        return backend
+    return {"type": type(backend).__name__, "fields": jsonable(backend, whole_arrays=True)}
 
 
 def _prep_dict(prep: InputPrepSpec | None) -> dict[str, Any] | None:
@@ -311,11 +318,12 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
     local_engine = engine if isinstance(engine, Engine) else None
     raise_first = not config.continue_on_error or config.fail_on_bad_input
     run_id = uuid.uuid4().hex[:12]
+    backend_key = _backend_key(backend)
     records: list[dict[str, Any]] = []
     with (items_dir / "runs.jsonl").open("a", encoding="utf-8") as log:
         for model in model_list:
             mdir = items_dir / _safe(model.name)
-            requests = [_request(model, s, temporal, when, output, prep, backend) for s in spatials]
+            requests = [_request(model, s, temporal, when, output, prep, backend_key) for s in spatials]
             fps = [request_fingerprint(r) for r in requests]
             reused = {k for k in range(len(spatials)) if _reusable(mdir / f"{ids[k]}.npz", fps[k], want_inputs)}
             pending = [k for k in range(len(spatials)) if k not in reused]

@@ -35,11 +35,15 @@ def array_key(model: str) -> str:
     return key or "item"
 
 
-def digest(arr: np.ndarray) -> str:
+def digest(arr: np.ndarray, limit: int | None = DIGEST_BYTES) -> str:
+    """rs-embed's manifest ``sha1`` (``limit`` bytes of data); ``limit=None`` hashes every byte (what a request
+    fingerprint needs: two arrays that differ only past the first 2 MB are other requests). No copy is made of
+    a C-contiguous array."""
     arr = np.ascontiguousarray(arr)
     h = hashlib.sha1(str(arr.dtype).encode())
     h.update(str(tuple(arr.shape)).encode())
-    h.update(arr.tobytes()[:DIGEST_BYTES])
+    raw = arr.reshape(-1).view(np.uint8)
+    h.update((raw if limit is None else raw[:limit]).data)
     return h.hexdigest()
 
 
@@ -47,28 +51,33 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def jsonable(obj: Any) -> Any:
+def jsonable(obj: Any, *, whole_arrays: bool = False) -> Any:
     """``obj`` as JSON values: specs through their ``to_dict`` (else their fields), arrays as their digest
-    (so a backend holding an array is identified by its pixels), enums by value, anything else by ``repr``."""
+    (so a backend holding an array is identified by its pixels: every byte with ``whole_arrays``, else
+    rs-embed's first 2 MB), enums by value, anything else by ``repr``."""
+    def again(value: Any) -> Any:
+        return jsonable(value, whole_arrays=whole_arrays)
+
     if obj is None or isinstance(obj, (str, bool, int, float)):
         return obj
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
-        return {"array_sha1": digest(obj), "shape": list(obj.shape), "dtype": str(obj.dtype)}
+        return {"array_sha1": digest(obj, None if whole_arrays else DIGEST_BYTES), "shape": list(obj.shape),
+                "dtype": str(obj.dtype)}
     if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {str(k): again(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in obj]
+        return [again(v) for v in obj]
     if isinstance(obj, enum.Enum):
-        return jsonable(obj.value)
+        return again(obj.value)
     if isinstance(obj, (dt.date, dt.datetime)):
         return obj.isoformat()
     to_dict = getattr(obj, "to_dict", None)
     if callable(to_dict):
-        return jsonable(to_dict())
+        return again(to_dict())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: again(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     return repr(obj)
 
 
