@@ -370,3 +370,24 @@ def test_cli_refuses_to_mix_runs_in_one_folder(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["embed", "minilm", "--input", str(tmp_path / "a.txt"), "--out", str(tmp_path / "o2"),
                               "--engine", "spark"])
     assert bad.exit_code == 2 and "--engine must be local or ray" in bad.stderr
+
+
+def test_geo_per_item_export_on_the_cluster_saves_the_inputs_it_read(ray_cluster: Any, geo_setup: tuple[Path, Engine],
+                                                                     tmp_path: Path) -> None:
+    """rs-embed's per-item layout with ``save_inputs=True`` on the cluster: each worker hands back the raster it
+    read with the embedding (no second read on the driver), and the files equal a local export's."""
+    from omniembed.geo import ExportConfig, ExportTarget, PointBuffer, TemporalSpec, export_batch
+
+    geo_dir, eng = geo_setup
+    rois = [PointBuffer(121.5 + 0.003 * k, 31.2, 300) for k in range(3)]
+    kw: dict[str, Any] = {"spatials": rois, "temporal": TemporalSpec.range("2022-06-01", "2022-09-01"),
+                          "models": ["test-conv-geo"], "backend": f"local:{geo_dir / 's2'}",
+                          "config": ExportConfig(save_inputs=True, show_progress=False, chunk_size=3)}
+    export_batch(target=ExportTarget.per_item(str(tmp_path / "local")), engine=eng, **kw)
+    export_batch(target=ExportTarget.per_item(str(tmp_path / "ray")), engine=RayEngine.from_engine(eng), **kw)
+    for k in range(3):
+        with np.load(tmp_path / "local" / f"p{k:05d}.npz") as a, np.load(tmp_path / "ray" / f"p{k:05d}.npz") as b:
+            np.testing.assert_array_equal(b["input_chw__test_conv_geo"], a["input_chw__test_conv_geo"])
+            np.testing.assert_allclose(b["embedding__test_conv_geo"], a["embedding__test_conv_geo"], rtol=1e-6)
+        entry = json.loads((tmp_path / "ray" / f"p{k:05d}.json").read_text())["models"][0]
+        assert entry["status"] == "ok" and entry["input"]["npz_key"] == "input_chw__test_conv_geo"

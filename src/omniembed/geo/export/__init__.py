@@ -50,7 +50,6 @@ from omniembed.geo.api import (
     _check_output,
     _configured,
     get_embeddings_batch,
-    inspect_model_input,
     inspection,
     spatial_list,
     warnings_once,
@@ -260,27 +259,16 @@ def _meta_dict(meta: Any) -> dict[str, Any]:
     return dict(to_dict()) if callable(to_dict) else dict(meta)
 
 
-def _model_input(model: _Model, spatial: SpatialSpec, temporal: TemporalSpec | None, when: Any, backend: Any,
-                 engine: Engine | None, emb: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """The raster ``model`` is fed for ``spatial`` (bands x rows x cols; frames x bands x rows x cols when
-    several), as ``inspect_model_input`` reads it, with its inspection; (None, error) when it cannot be read.
-    The read the embedding kept (``GeoEmbedding.read``) is used as it is; only without one (a result made
-    elsewhere) is the region read again."""
+def _model_input(model: _Model, temporal: TemporalSpec | None, when: Any, backend: Any,
+                 emb: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The raster ``model`` was fed for a region (bands x rows x cols; frames x bands x rows x cols when
+    several), as ``inspect_model_input`` reports it, with its inspection: the read the embedding kept
+    (``GeoEmbedding.read``; every chunk is embedded with ``keep_reads`` when inputs are saved)."""
     read = getattr(emb, "read", None)
-    if read is not None:
-        report = inspection(read, model.name, when, dict(emb.meta.get("sensor") or {}),
-                            temporal if temporal is not None else DEFAULT_TEMPORAL, backend, return_arrays=True)
-    else:
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="temporal=None")
-                report = inspect_model_input(model.name, spatial=spatial,
-                                             temporal=temporal if temporal is not None else DEFAULT_TEMPORAL,
-                                             sensor=model.sensor, fetch=model.fetch, modality=model.modality,
-                                             backend=backend, return_arrays=True, engine=engine,
-                                             **(model.model_config or {}))
-        except OmniEmbedError as exc:
-            return None, {"error": exc.to_dict()}
+    if read is None:
+        return None, {"error": {"code": "input_unreadable", "message": "the embedding kept no read of its input"}}
+    report = inspection(read, model.name, when, dict(emb.meta.get("sensor") or {}),
+                        temporal if temporal is not None else DEFAULT_TEMPORAL, backend, return_arrays=True)
     frames = [np.asarray(a, dtype=np.float32) for a in report.pop("arrays", None) or []]
     if not frames:
         return None, {"error": {"code": "input_unreadable", "message": "the backend returned no frames"}}
@@ -315,7 +303,6 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
     embed_chunk: Callable[..., list[Any]] = get_embeddings_batch
     if engine is not None and not hasattr(engine, "embed_batch"):  # "ray" / RayEngine: chunks run on a cluster
         embed_chunk, engine = chunk_embedder(engine), None
-    local_engine = engine if isinstance(engine, Engine) else None
     raise_first = not config.continue_on_error or config.fail_on_bad_input
     run_id = uuid.uuid4().hex[:12]
     backend_key = _backend_key(backend)
@@ -361,8 +348,7 @@ def _embed_all(spatials: list[SpatialSpec], temporal: TemporalSpec | None, when:
                         if want_inputs:
                             state = "not_applicable" if meta.get("type") == "precomputed" else "saved"
                             if state == "saved":
-                                x, input_meta = _model_input(model, spatials[k], temporal, when, backend,
-                                                             local_engine, emb)
+                                x, input_meta = _model_input(model, temporal, when, backend, emb)
                                 state = "saved" if x is not None else "failed"
                         save_item(mdir / f"{ids[k]}.npz", emb.data, meta, fingerprint=fps[k], request=requests[k],
                                   inputs=x, input_meta=input_meta, inputs_state=state)
